@@ -1,0 +1,432 @@
+#include "demp/nn/arch.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "demp/common/error.h"
+
+namespace demp::nn {
+
+bool SkipMap::identity() const {
+  for (size_t i = 0; i < src.size(); ++i) {
+    if (src[i] != static_cast<int64_t>(i) || dst[i] != static_cast<int64_t>(i)) return false;
+  }
+  return true;
+}
+
+int64_t layer_params(const Arch& a, const Layer& l) {
+  const int64_t in = a.groups[l.in_group].width * l.in_block;
+  const int64_t out = a.groups[l.out_group].width;
+  const int64_t k2 = l.kind == LayerKind::Conv ? l.kernel * l.kernel : 1;
+  return in * out * k2 + (l.bias ? out : 0) + (l.bn ? 2 * out : 0);
+}
+
+int64_t layer_flops(const Arch& a, const Layer& l) {
+  const int64_t in = a.groups[l.in_group].width * l.in_block;
+  const int64_t out = a.groups[l.out_group].width;
+  const int64_t k2 = l.kind == LayerKind::Conv ? l.kernel * l.kernel : 1;
+  return 2 * in * out * k2 * l.out_hw;
+}
+
+int64_t Arch::units() const {
+  int64_t n = 0;
+  for (const auto& g : groups) n += g.prunable ? g.width : 0;
+  return n;
+}
+
+int64_t Arch::initial_units() const {
+  int64_t n = 0;
+  for (const auto& g : groups) n += g.prunable ? g.initial : 0;
+  return n;
+}
+
+int64_t Arch::params() const {
+  int64_t n = 0;
+  for (const auto& l : layers) n += layer_params(*this, l);
+  return n;
+}
+
+int64_t Arch::flops() const {
+  int64_t n = 0;
+  for (const auto& l : layers) n += layer_flops(*this, l);
+  return n;
+}
+
+std::vector<int> Arch::prunable_groups() const {
+  std::vector<int> out;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    if (groups[g].prunable) out.push_back(static_cast<int>(g));
+  }
+  return out;
+}
+
+std::string Arch::table() const {
+  std::string s = fmt::format("{:<22} {:<10} {:>16} {:>12} {:>14}\n", "layer", "kind",
+                              "in -> out", "params", "FLOPs/image");
+  for (const auto& l : layers) {
+    const std::string kind = l.kind == LayerKind::Conv
+                                 ? fmt::format("conv{}x{}{}", l.kernel, l.kernel, l.bn ? "+bn" : "")
+                                 : fmt::format("linear{}", l.bn ? "+bn" : "");
+    const std::string io =
+        fmt::format("{} -> {}", groups[l.in_group].width, groups[l.out_group].width);
+    s += fmt::format("{:<22} {:<10} {:>16} {:>12} {:>14}\n", l.name, kind, io,
+                     layer_params(*this, l), layer_flops(*this, l));
+  }
+  s += fmt::format("{:<22} {:<10} {:>16} {:>12} {:>14}\n", "total", model,
+                   fmt::format("{} units", units()), params(), flops());
+  return s;
+}
+
+namespace {
+
+int64_t scaled(int64_t c, double w) {
+  return std::max<int64_t>(1, static_cast<int64_t>(std::llround(static_cast<double>(c) * w)));
+}
+
+// Builds an Arch while tracking each value slot's group and spatial shape.
+class Builder {
+ public:
+  explicit Builder(const ModelOptions& o) {
+    a.model = o.model;
+    a.in_channels = o.in_channels;
+    a.in_height = o.in_height;
+    a.in_width = o.in_width;
+    a.classes = o.classes;
+    a.width_mult = o.width;
+    a.groups.push_back(Group{"input", o.in_channels, o.in_channels, false, o.in_height * o.in_width});
+    slots_.push_back({0, o.in_height, o.in_width, 1});
+  }
+
+  int group(const std::string& name, int64_t width, bool prunable = true) {
+    a.groups.push_back(Group{name, width, width, prunable, 1});
+    return static_cast<int>(a.groups.size()) - 1;
+  }
+
+  void ensure_slot(int s) {
+    if (static_cast<int>(slots_.size()) <= s) slots_.resize(s + 1);
+    a.num_slots = std::max(a.num_slots, s + 1);
+  }
+
+  void conv(const std::string& name, int src, int dst, int out_group, int64_t k, int64_t stride,
+            int64_t pad, bool bn = true, bool zero_bn = false) {
+    ensure_slot(dst);
+    Slot in = slots_[src];
+    Layer l;
+    l.name = name;
+    l.kind = LayerKind::Conv;
+    l.in_group = in.group;
+    l.out_group = out_group;
+    l.kernel = k;
+    l.stride = stride;
+    l.padding = pad;
+    l.bias = !bn;
+    l.bn = bn;
+    l.zero_init_bn = zero_bn;
+    const int64_t h = (in.h + 2 * pad - k) / stride + 1, w = (in.w + 2 * pad - k) / stride + 1;
+    if (h < 1 || w < 1) {
+      throw Error(fmt::format("input {}x{} is too small for layer {} of {}", a.in_height,
+                              a.in_width, name, a.model),
+                  "use a larger --input-size or another model");
+    }
+    l.out_hw = h * w;
+    push_layer(l, src, dst);
+    slots_[dst] = {out_group, h, w, 1};
+  }
+
+  void linear(const std::string& name, int src, int dst, int out_group, bool bn) {
+    ensure_slot(dst);
+    Slot in = slots_[src];
+    Layer l;
+    l.name = name;
+    l.kind = LayerKind::Linear;
+    l.in_group = in.group;
+    l.out_group = out_group;
+    l.in_block = in.flat_hw;
+    l.bias = !bn;
+    l.bn = bn;
+    push_layer(l, src, dst);
+    slots_[dst] = {out_group, 1, 1, 1};
+  }
+
+  void relu(int slot) {
+    const Slot& s = slots_[slot];
+    a.groups[s.group].hw = s.h * s.w * s.flat_hw;
+    a.program.push_back(Op{Op::Relu, slot, s.group, 0});
+  }
+
+  void maxpool(int slot, int64_t k, int64_t s, int64_t p, bool ceil_mode) {
+    Slot& v = slots_[slot];
+    auto out = [&](int64_t n) {
+      const double x = static_cast<double>(n + 2 * p - k) / static_cast<double>(s);
+      int64_t o = (ceil_mode ? static_cast<int64_t>(std::ceil(x)) : static_cast<int64_t>(std::floor(x))) + 1;
+      if (ceil_mode && (o - 1) * s >= n + p) --o;  // PyTorch: last window must start inside
+      return o;
+    };
+    v.h = out(v.h);
+    v.w = out(v.w);
+    Op op{Op::MaxPool, slot, ceil_mode ? 1 : 0, 0};
+    op.k = k;
+    op.s = s;
+    op.p = p;
+    a.program.push_back(op);
+  }
+
+  void global_avg_pool(int slot) {
+    slots_[slot].h = slots_[slot].w = 1;
+    a.program.push_back(Op{Op::GlobalAvgPool, slot, 0, 0});
+  }
+
+  void flatten(int slot) {
+    Slot& v = slots_[slot];
+    v.flat_hw = v.h * v.w;
+    v.h = v.w = 1;
+    a.program.push_back(Op{Op::Flatten, slot, 0, 0});
+  }
+
+  void copy(int dst, int src) {
+    ensure_slot(dst);
+    slots_[dst] = slots_[src];
+    a.program.push_back(Op{Op::Copy, dst, src, 0});
+  }
+
+  /// dst += src; with an identity skip map when the two slots hold different groups.
+  void add(int dst, int src) {
+    const int gd = slots_[dst].group, gs = slots_[src].group;
+    int skip = -1;
+    if (gd != gs) {
+      SkipMap m;
+      m.in_group = gs;
+      m.out_group = gd;
+      for (int64_t i = 0; i < a.groups[gd].width; ++i) {
+        m.src.push_back(i);
+        m.dst.push_back(i);
+      }
+      a.skips.push_back(m);
+      skip = static_cast<int>(a.skips.size()) - 1;
+    }
+    a.program.push_back(Op{Op::Add, dst, src, skip});
+  }
+
+  Arch a;
+
+ private:
+  struct Slot {
+    int group = 0;
+    int64_t h = 1, w = 1;
+    int64_t flat_hw = 1;
+  };
+  void push_layer(const Layer& l, int src, int dst) {
+    a.layers.push_back(l);
+    a.program.push_back(Op{Op::Layer, static_cast<int>(a.layers.size()) - 1, src, dst});
+  }
+  std::vector<Slot> slots_;
+};
+
+Arch build_mlp(const ModelOptions& o) {
+  Builder b(o);
+  b.flatten(0);
+  for (size_t i = 0; i < o.mlp_widths.size(); ++i) {
+    const int g = b.group(fmt::format("fc{}", i + 1), scaled(o.mlp_widths[i], o.width));
+    b.linear(fmt::format("fc{}", i + 1), 0, 0, g, true);
+    b.relu(0);
+  }
+  const int out = b.group("logits", o.classes, false);
+  b.linear("classifier", 0, 0, out, false);
+  return b.a;
+}
+
+Arch build_vgg16(const ModelOptions& o) {
+  Builder b(o);
+  const std::vector<int64_t> cfg = {64, 64, 0, 128, 128, 0, 256, 256, 256, 0,
+                                    512, 512, 512, 0, 512, 512, 512, 0};
+  int n = 0;
+  for (int64_t c : cfg) {
+    if (c == 0) {
+      b.maxpool(0, 2, 2, 0, /*ceil_mode=*/true);
+      continue;
+    }
+    ++n;
+    const int g = b.group(fmt::format("conv{}", n), scaled(c, o.width));
+    b.conv(fmt::format("conv{}", n), 0, 0, g, 3, 1, 1);
+    b.relu(0);
+  }
+  b.flatten(0);
+  for (int i = 1; i <= 2; ++i) {
+    const int g = b.group(fmt::format("fc{}", i), scaled(512, o.width));
+    b.linear(fmt::format("fc{}", i), 0, 0, g, true);
+    b.relu(0);
+  }
+  const int out = b.group("logits", o.classes, false);
+  b.linear("classifier", 0, 0, out, false);
+  return b.a;
+}
+
+Arch build_resnet18(const ModelOptions& o) {
+  Builder b(o);
+  int64_t cin = scaled(64, o.width);
+  const int stem = b.group("stem", cin);
+  b.conv("stem", 0, 0, stem, 3, 1, 1);
+  b.relu(0);
+  const int64_t widths[4] = {64, 128, 256, 512};
+  for (int s = 0; s < 4; ++s) {
+    const int64_t c = scaled(widths[s], o.width);
+    for (int k = 0; k < 2; ++k) {
+      const int64_t stride = (s > 0 && k == 0) ? 2 : 1;
+      const std::string p = fmt::format("layer{}.{}", s + 1, k);
+      b.copy(1, 0);
+      const int mid = b.group(p + ".mid", c);
+      b.conv(p + ".conv1", 0, 0, mid, 3, stride, 1);
+      b.relu(0);
+      const int out = b.group(p + ".out", c);
+      b.conv(p + ".conv2", 0, 0, out, 3, 1, 1);
+      if (stride != 1 || cin != c) b.conv(p + ".shortcut", 1, 1, out, 1, stride, 0);
+      b.add(0, 1);
+      b.relu(0);
+      cin = c;
+    }
+  }
+  b.global_avg_pool(0);
+  b.flatten(0);
+  const int logits = b.group("logits", o.classes, false);
+  b.linear("classifier", 0, 0, logits, false);
+  return b.a;
+}
+
+Arch build_resnet50(const ModelOptions& o) {
+  Builder b(o);
+  int64_t cin = scaled(64, o.width);
+  const int stem = b.group("stem", cin);
+  b.conv("stem", 0, 0, stem, 7, 2, 3);
+  b.relu(0);
+  b.maxpool(0, 3, 2, 1, /*ceil_mode=*/false);
+  const int64_t planes[4] = {64, 128, 256, 512};
+  const int blocks[4] = {3, 4, 6, 3};
+  for (int s = 0; s < 4; ++s) {
+    const int64_t p = scaled(planes[s], o.width), c = scaled(planes[s] * 4, o.width);
+    for (int k = 0; k < blocks[s]; ++k) {
+      const int64_t stride = (s > 0 && k == 0) ? 2 : 1;
+      const std::string n = fmt::format("layer{}.{}", s + 1, k);
+      b.copy(1, 0);
+      const int m1 = b.group(n + ".mid1", p);
+      b.conv(n + ".conv1", 0, 0, m1, 1, 1, 0);
+      b.relu(0);
+      const int m2 = b.group(n + ".mid2", p);
+      b.conv(n + ".conv2", 0, 0, m2, 3, stride, 1);
+      b.relu(0);
+      const int out = b.group(n + ".out", c);
+      b.conv(n + ".conv3", 0, 0, out, 1, 1, 0, true, /*zero_bn=*/true);
+      if (stride != 1 || cin != c) b.conv(n + ".shortcut", 1, 1, out, 1, stride, 0);
+      b.add(0, 1);
+      b.relu(0);
+      cin = c;
+    }
+  }
+  b.global_avg_pool(0);
+  b.flatten(0);
+  const int logits = b.group("logits", o.classes, false);
+  b.linear("classifier", 0, 0, logits, false);
+  return b.a;
+}
+
+}  // namespace
+
+std::vector<std::string> model_names() { return {"mlp", "vgg16", "resnet18", "resnet50"}; }
+
+Arch build_arch(const ModelOptions& o) {
+  if (!(o.width > 0) || o.width > 64) {
+    throw Error(fmt::format("width multiplier {} is out of range", o.width),
+                "use a value in (0, 64], e.g. --width 0.25");
+  }
+  if (o.classes < 2) throw Error("a classifier needs at least 2 classes");
+  if (o.model == "mlp") return build_mlp(o);
+  if (o.model == "vgg16") return build_vgg16(o);
+  if (o.model == "resnet18") return build_resnet18(o);
+  if (o.model == "resnet50") return build_resnet50(o);
+  throw Error("unknown model '" + o.model + "'", "use one of: mlp, vgg16, resnet18, resnet50");
+}
+
+// ---- JSON ----------------------------------------------------------------------------------
+
+void to_json(nlohmann::json& j, const Arch& a) {
+  j = nlohmann::json{{"model", a.model},       {"in_channels", a.in_channels},
+                     {"in_height", a.in_height}, {"in_width", a.in_width},
+                     {"classes", a.classes},   {"width_mult", a.width_mult},
+                     {"num_slots", a.num_slots}};
+  for (const auto& g : a.groups) {
+    j["groups"].push_back({{"name", g.name}, {"width", g.width}, {"initial", g.initial},
+                           {"prunable", g.prunable}, {"hw", g.hw}});
+  }
+  for (const auto& l : a.layers) {
+    j["layers"].push_back({{"name", l.name},
+                           {"kind", l.kind == LayerKind::Conv ? "conv" : "linear"},
+                           {"in_group", l.in_group}, {"out_group", l.out_group},
+                           {"in_block", l.in_block}, {"kernel", l.kernel},
+                           {"stride", l.stride}, {"padding", l.padding}, {"out_hw", l.out_hw},
+                           {"bias", l.bias}, {"bn", l.bn}, {"zero_init_bn", l.zero_init_bn}});
+  }
+  j["skips"] = nlohmann::json::array();
+  for (const auto& s : a.skips) {
+    j["skips"].push_back(
+        {{"in_group", s.in_group}, {"out_group", s.out_group}, {"src", s.src}, {"dst", s.dst}});
+  }
+  static const char* names[] = {"layer", "relu", "maxpool", "gap", "flatten", "copy", "add"};
+  for (const auto& op : a.program) {
+    j["program"].push_back({{"op", names[op.kind]}, {"a", op.a}, {"b", op.b}, {"c", op.c},
+                            {"k", op.k}, {"s", op.s}, {"p", op.p}});
+  }
+}
+
+void from_json(const nlohmann::json& j, Arch& a) {
+  try {
+    a = Arch{};
+    j.at("model").get_to(a.model);
+    j.at("in_channels").get_to(a.in_channels);
+    j.at("in_height").get_to(a.in_height);
+    j.at("in_width").get_to(a.in_width);
+    j.at("classes").get_to(a.classes);
+    j.at("width_mult").get_to(a.width_mult);
+    j.at("num_slots").get_to(a.num_slots);
+    for (const auto& g : j.at("groups")) {
+      a.groups.push_back(Group{g.at("name"), g.at("width"), g.at("initial"), g.at("prunable"),
+                               g.at("hw")});
+    }
+    for (const auto& x : j.at("layers")) {
+      Layer l;
+      x.at("name").get_to(l.name);
+      l.kind = x.at("kind") == "conv" ? LayerKind::Conv : LayerKind::Linear;
+      x.at("in_group").get_to(l.in_group);
+      x.at("out_group").get_to(l.out_group);
+      x.at("in_block").get_to(l.in_block);
+      x.at("kernel").get_to(l.kernel);
+      x.at("stride").get_to(l.stride);
+      x.at("padding").get_to(l.padding);
+      x.at("out_hw").get_to(l.out_hw);
+      x.at("bias").get_to(l.bias);
+      x.at("bn").get_to(l.bn);
+      x.at("zero_init_bn").get_to(l.zero_init_bn);
+      a.layers.push_back(l);
+    }
+    for (const auto& s : j.at("skips")) {
+      a.skips.push_back(SkipMap{s.at("in_group"), s.at("out_group"), s.at("src"), s.at("dst")});
+    }
+    static const std::vector<std::string> names = {"layer", "relu", "maxpool", "gap",
+                                                   "flatten", "copy", "add"};
+    for (const auto& x : j.at("program")) {
+      const auto it = std::find(names.begin(), names.end(), x.at("op").get<std::string>());
+      if (it == names.end()) throw Error("unknown op in architecture: " + x.at("op").dump());
+      Op op{static_cast<Op::Kind>(it - names.begin()), x.at("a"), x.at("b"), x.at("c")};
+      x.at("k").get_to(op.k);
+      x.at("s").get_to(op.s);
+      x.at("p").get_to(op.p);
+      a.program.push_back(op);
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("malformed architecture description: ") + e.what(),
+                "the checkpoint may be corrupt or from an incompatible demp version");
+  }
+}
+
+}  // namespace demp::nn

@@ -1,0 +1,228 @@
+#include "demp/nn/model.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "demp/common/error.h"
+#include "demp/data/dataset.h"
+
+namespace demp::nn {
+
+std::string ParamInfo::name() const {
+  static const char* f[] = {"weight", "bias", "bn.weight", "bn.bias"};
+  return fmt::format("layer{}.{}", layer, f[field]);
+}
+
+namespace {
+
+std::vector<int64_t> weight_shape(const Arch& a, const Layer& l) {
+  const int64_t out = a.groups[l.out_group].width, in = a.groups[l.in_group].width * l.in_block;
+  if (l.kind == LayerKind::Conv) return {out, a.groups[l.in_group].width, l.kernel, l.kernel};
+  return {out, in};
+}
+
+}  // namespace
+
+Model::Model(Arch arch, uint64_t seed) : arch_(std::move(arch)) {
+  auto gen = data::make_generator(seed, data::kInit, 0);
+  torch::NoGradGuard no_grad;
+  for (const auto& l : arch_.layers) {
+    LayerTensors t;
+    const auto shape = weight_shape(arch_, l);
+    const int64_t out = shape[0];
+    if (l.kind == LayerKind::Conv) {
+      // Kaiming normal, fan_out, ReLU gain (torchvision's ResNet/VGG init).
+      const double fan_out = static_cast<double>(out * l.kernel * l.kernel);
+      t.weight = torch::randn(shape, gen, torch::kFloat) * std::sqrt(2.0 / fan_out);
+    } else {
+      // PyTorch's nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+      const double bound = 1.0 / std::sqrt(static_cast<double>(shape[1]));
+      t.weight = torch::rand(shape, gen, torch::kFloat) * (2 * bound) - bound;
+    }
+    if (l.bias) {
+      const int64_t fan_in = l.kind == LayerKind::Conv ? shape[1] * l.kernel * l.kernel : shape[1];
+      const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
+      t.bias = torch::rand({out}, gen, torch::kFloat) * (2 * bound) - bound;
+    }
+    if (l.bn) {
+      t.gamma = l.zero_init_bn ? torch::zeros({out}) : torch::ones({out});
+      t.beta = torch::zeros({out});
+      t.running_mean = torch::zeros({out});
+      t.running_var = torch::ones({out});
+    }
+    layers_.push_back(t);
+  }
+  for (auto p : parameters()) p.requires_grad_(true);
+  refresh_skips();
+}
+
+Model::Model(Arch arch, std::vector<LayerTensors> tensors)
+    : arch_(std::move(arch)), layers_(std::move(tensors)) {
+  validate();
+  for (auto p : parameters()) p.requires_grad_(true);
+  refresh_skips();
+}
+
+void Model::validate() const {
+  if (layers_.size() != arch_.layers.size()) {
+    throw Error(fmt::format("architecture has {} layers but {} tensor sets were given",
+                            arch_.layers.size(), layers_.size()));
+  }
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = arch_.layers[i];
+    const LayerTensors& t = layers_[i];
+    const int64_t out = arch_.groups[l.out_group].width;
+    auto check = [&](const torch::Tensor& x, std::vector<int64_t> shape, const char* what) {
+      if (!x.defined() || x.sizes().vec() != shape) {
+        throw Error(fmt::format("tensor {} of layer {} has shape {} but the architecture says {}",
+                                what, l.name, x.defined() ? fmt::format("{}", x.sizes().vec()) : "none",
+                                fmt::format("{}", shape)),
+                    "the checkpoint is corrupt or does not match its architecture");
+      }
+    };
+    check(t.weight, weight_shape(arch_, l), "weight");
+    if (l.bias) check(t.bias, {out}, "bias");
+    if (l.bn) {
+      check(t.gamma, {out}, "bn.weight");
+      check(t.beta, {out}, "bn.bias");
+      check(t.running_mean, {out}, "bn.running_mean");
+      check(t.running_var, {out}, "bn.running_var");
+    }
+  }
+}
+
+void Model::refresh_skips() {
+  skip_index_.clear();
+  const auto dev = layers_.empty() ? torch::Device(torch::kCPU) : layers_[0].weight.device();
+  for (const auto& s : arch_.skips) {
+    SkipIndex si;
+    si.identity = s.identity() && static_cast<int64_t>(s.src.size()) == arch_.groups[s.in_group].width &&
+                  static_cast<int64_t>(s.dst.size()) == arch_.groups[s.out_group].width;
+    si.src = torch::tensor(s.src, torch::kLong).to(dev);
+    si.dst = torch::tensor(s.dst, torch::kLong).to(dev);
+    skip_index_.push_back(si);
+  }
+}
+
+torch::Tensor Model::forward(const torch::Tensor& x, bool train,
+                             std::vector<torch::Tensor>* groups) const {
+  if (x.dim() != 4 || x.size(1) != arch_.in_channels || x.size(2) != arch_.in_height ||
+      x.size(3) != arch_.in_width) {
+    throw Error(fmt::format("input of shape {} does not fit {} built for {}x{}x{} images",
+                            x.sizes().vec(), arch_.model, arch_.in_channels, arch_.in_height,
+                            arch_.in_width),
+                "build the model with the data's shape (--input-size / data set)");
+  }
+  if (groups) groups->assign(arch_.groups.size(), torch::Tensor());
+  std::vector<torch::Tensor> v(arch_.num_slots);
+  v[0] = x;
+  for (const Op& op : arch_.program) {
+    switch (op.kind) {
+      case Op::Layer: {
+        const Layer& l = arch_.layers[op.a];
+        const LayerTensors& t = layers_[op.a];
+        torch::Tensor y =
+            l.kind == LayerKind::Conv
+                ? at::conv2d(v[op.b], t.weight, t.bias, {l.stride, l.stride}, {l.padding, l.padding})
+                : at::linear(v[op.b], t.weight, t.bias);
+        if (l.bn) {
+          y = at::batch_norm(y, t.gamma, t.beta, t.running_mean, t.running_var, train, 0.1, 1e-5,
+                             /*cudnn_enabled=*/true);
+        }
+        v[op.c] = y;
+        break;
+      }
+      case Op::Relu:
+        v[op.a] = at::relu_(v[op.a]);
+        if (groups) (*groups)[op.b] = v[op.a];
+        break;
+      case Op::MaxPool:
+        v[op.a] = at::max_pool2d(v[op.a], {op.k, op.k}, {op.s, op.s}, {op.p, op.p}, {1, 1},
+                                 /*ceil_mode=*/op.b != 0);
+        break;
+      case Op::GlobalAvgPool:
+        v[op.a] = v[op.a].mean({2, 3}, /*keepdim=*/true);
+        break;
+      case Op::Flatten:
+        v[op.a] = v[op.a].flatten(1);
+        break;
+      case Op::Copy:
+        v[op.a] = v[op.b];
+        break;
+      case Op::Add: {
+        if (op.c < 0 || skip_index_[op.c].identity) {
+          v[op.a] = v[op.a] + v[op.b];
+        } else {
+          const SkipIndex& s = skip_index_[op.c];
+          v[op.a] = v[op.a].index_add(1, s.dst, v[op.b].index_select(1, s.src));
+        }
+        break;
+      }
+    }
+  }
+  return v[0];
+}
+
+std::vector<torch::Tensor> Model::parameters() const {
+  std::vector<torch::Tensor> out;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const auto& t = layers_[i];
+    out.push_back(t.weight);
+    if (arch_.layers[i].bias) out.push_back(t.bias);
+    if (arch_.layers[i].bn) {
+      out.push_back(t.gamma);
+      out.push_back(t.beta);
+    }
+  }
+  return out;
+}
+
+std::vector<ParamInfo> Model::param_infos() const {
+  std::vector<ParamInfo> out;
+  for (size_t i = 0; i < arch_.layers.size(); ++i) {
+    const Layer& l = arch_.layers[i];
+    const int li = static_cast<int>(i);
+    out.push_back({ParamInfo::Weight, li, l.out_group, l.in_group, l.in_block});
+    if (l.bias) out.push_back({ParamInfo::Bias, li, l.out_group, -1, 1});
+    if (l.bn) {
+      out.push_back({ParamInfo::Gamma, li, l.out_group, -1, 1});
+      out.push_back({ParamInfo::Beta, li, l.out_group, -1, 1});
+    }
+  }
+  return out;
+}
+
+std::vector<torch::Tensor> Model::norm_scales() const {
+  std::vector<torch::Tensor> out;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (arch_.layers[i].bn) out.push_back(layers_[i].gamma);
+  }
+  return out;
+}
+
+void Model::to(const torch::Device& device) {
+  torch::NoGradGuard no_grad;
+  auto move = [&](torch::Tensor& t, bool param) {
+    if (!t.defined()) return;
+    t = t.to(device).detach();
+    if (param) t.requires_grad_(true);
+  };
+  for (auto& t : layers_) {
+    move(t.weight, true);
+    move(t.bias, true);
+    move(t.gamma, true);
+    move(t.beta, true);
+    move(t.running_mean, false);
+    move(t.running_var, false);
+  }
+  refresh_skips();
+}
+
+torch::Device Model::device() const {
+  return layers_.empty() ? torch::Device(torch::kCPU) : layers_[0].weight.device();
+}
+
+}  // namespace demp::nn

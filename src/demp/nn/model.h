@@ -1,0 +1,71 @@
+#pragma once
+// A network instantiated from an Arch: the tensors of every layer plus a forward pass that runs
+// the architecture's program. Parameters are plain leaf tensors owned here (not torch::nn
+// modules), so that surgery can replace them with smaller ones and keep the optimizer state
+// aligned by parameter index.
+#include <torch/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "demp/nn/arch.h"
+
+namespace demp::nn {
+
+struct LayerTensors {
+  torch::Tensor weight, bias, gamma, beta, running_mean, running_var;
+};
+
+/// Which tensor of which layer a parameter is, and how surgery slices it.
+struct ParamInfo {
+  enum Field { Weight, Bias, Gamma, Beta } field;
+  int layer = 0;
+  int out_group = 0;   ///< dim 0 is sliced by this group's keep set
+  int in_group = -1;   ///< dim 1 is sliced by this group's keep set (weights only), else -1
+  int64_t in_block = 1;
+  std::string name() const;
+};
+
+class Model {
+ public:
+  /// Builds fresh tensors for `arch` (Kaiming init for convs, PyTorch's default for linears,
+  /// BN γ = 1 (or 0 where the arch says so) and β = 0), seeded by `seed`.
+  Model(Arch arch, uint64_t seed);
+  /// Adopts existing tensors (checkpoint loading); shapes are validated against the arch.
+  Model(Arch arch, std::vector<LayerTensors> tensors);
+
+  const Arch& arch() const { return arch_; }
+  Arch& mutable_arch() { return arch_; }
+  std::vector<LayerTensors>& layers() { return layers_; }
+  const std::vector<LayerTensors>& layers() const { return layers_; }
+
+  /// Logits for a batch N×C×H×W. `train` selects BatchNorm batch statistics (and updates the
+  /// running ones). When `groups` is given it receives, per group id, the post-activation output
+  /// (undefined for groups without an activation).
+  torch::Tensor forward(const torch::Tensor& x, bool train,
+                        std::vector<torch::Tensor>* groups = nullptr) const;
+
+  /// Parameters in a fixed order (the optimizer's state follows this order).
+  std::vector<torch::Tensor> parameters() const;
+  std::vector<ParamInfo> param_infos() const;
+  /// BatchNorm scales γ only (for L1-on-γ regularizers).
+  std::vector<torch::Tensor> norm_scales() const;
+
+  void to(const torch::Device& device);
+  torch::Device device() const;
+  /// Re-derives the cached skip index tensors after the arch's skip maps changed.
+  void refresh_skips();
+  void validate() const;
+
+ private:
+  Arch arch_;
+  std::vector<LayerTensors> layers_;
+  struct SkipIndex {
+    torch::Tensor src, dst;
+    bool identity = false;
+  };
+  std::vector<SkipIndex> skip_index_;
+};
+
+}  // namespace demp::nn

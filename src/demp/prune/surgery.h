@@ -1,0 +1,52 @@
+#pragma once
+// Structured surgery and the dead-unit scan: the two pieces every pruning method shares.
+#include <torch/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace demp::nn { class Model; }
+namespace demp::train { class Optimizer; }
+
+namespace demp::prune {
+
+/// keep[g] lists the unit indices of group g to keep (sorted, unique). An empty entry or one
+/// listing every unit leaves that group alone. Non-prunable groups (input, logits) must be left
+/// alone.
+using KeepSets = std::vector<std::vector<int64_t>>;
+
+struct GroupChange {
+  std::string group;
+  int64_t before = 0, after = 0;
+};
+
+/// Removes every unit not in `keep` from the model: producer weights/biases/BN γ, β and running
+/// statistics, consumer input channels (or flattened feature blocks), residual skip maps, the
+/// parameters' gradients and the optimizer state of each touched parameter (the optimizer's step
+/// count is untouched). Groups are never emptied: an empty keep set is an error.
+/// Returns the groups that changed.
+std::vector<GroupChange> remove_units(nn::Model& model, train::Optimizer* optimizer,
+                                      const KeepSets& keep);
+
+/// Result of the dead-unit scan.
+struct ScanResult {
+  std::vector<torch::Tensor> dead;     ///< per group: bool mask of dead units (undefined if not prunable)
+  std::vector<torch::Tensor> activity; ///< per group: max over batches of the per-unit activity sum
+  int64_t dead_total = 0, units_total = 0;
+  /// quasi-dead counts at each epsilon in `quasi_eps` (total over groups)
+  std::vector<int64_t> quasi_dead;
+};
+
+/// Eval-mode scan over the check-set `images` in batches of `batch`: unit j of a group is dead iff
+/// its post-activation output summed over the batch and all positions is <= eps in every batch.
+ScanResult scan_dead(const nn::Model& model, const torch::Tensor& images, int64_t batch,
+                     double eps = 0.0, const std::vector<double>& quasi_eps = {});
+
+/// Keep sets from a scan: the live units of each group, or its most active unit if all are dead.
+KeepSets keep_live(const nn::Model& model, const ScanResult& scan);
+
+/// A one-line-per-group table "group: before -> after".
+std::string changes_table(const std::vector<GroupChange>& changes);
+
+}  // namespace demp::prune

@@ -1,0 +1,49 @@
+#pragma once
+// The run directory (one layout for every method): config.json, metrics.jsonl, log.txt,
+// summary.json, model.ckpt. Plus the terminal progress display. LibTorch-free.
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace demp::report {
+
+class RunDir {
+ public:
+  /// Opens (creating if needed) the directory. Throws demp::Error if it cannot be created.
+  explicit RunDir(std::string path);
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+  /// One greppable line in log.txt: "<utc time> | <text>"; also echoed to stderr when `echo`.
+  void log(const std::string& text, bool echo = false) const;
+  /// One JSON object per line in metrics.jsonl.
+  void metrics(const nlohmann::json& row) const;
+  /// Drops metrics rows whose "step" is greater than `step` (resume after an interruption).
+  void truncate_metrics_after(int64_t step) const;
+  void write_json(const std::string& name, const nlohmann::json& j) const;
+  bool has(const std::string& name) const;
+
+ private:
+  std::string path_;
+};
+
+/// Progress on a long loop: a redrawn bar with rate and ETA on a terminal, plain periodic lines
+/// otherwise, nothing with mode "none".
+class Progress {
+ public:
+  Progress(std::string mode, int64_t total, int64_t start, int64_t batch);
+  /// Called every step; `status` is the tail of the line (loss, accuracy...).
+  void update(int64_t done, const std::string& status, bool force_line = false);
+  void finish();
+
+ private:
+  bool bar_ = false, plain_ = false;
+  int64_t total_, start_, batch_;
+  std::chrono::steady_clock::time_point t0_, last_;
+};
+
+std::string utc_now();
+
+}  // namespace demp::report

@@ -1,0 +1,140 @@
+#include "demp/train/config.h"
+
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include "demp/common/error.h"
+
+namespace demp::train {
+
+std::vector<Field> fields(TrainConfig& c) {
+  return {
+      {"model", "network: mlp, vgg16, resnet18, resnet50", &c.model, "model"},
+      {"width", "width multiplier on every hidden layer", &c.width, "model"},
+      {"mlp-widths", "MLP hidden widths before the multiplier, comma-separated", &c.mlp_widths,
+       "model"},
+      {"data", "data set: fashion-mnist, fashion-mnist:DIR, mnist:DIR, cifar10:DIR, cifar100:DIR",
+       &c.data, "data"},
+      {"augment", "augmentation: auto (crop+flip on CIFAR, none otherwise), none, flip, crop, "
+                  "crop-flip",
+       &c.augment, "data"},
+      {"val-size", "training images held out for validation (0: none)", &c.val_size, "data"},
+      {"train-limit", "use only the first N training images (0: all)", &c.train_limit, "data"},
+      {"test-limit", "use only the first N test images (0: all)", &c.test_limit, "data"},
+      {"method", "training/pruning method: dense", &c.method, "method"},
+      {"epochs", "training length in epochs (ignored when --steps > 0)", &c.epochs, "training"},
+      {"steps", "training length in optimizer steps (0: use --epochs)", &c.steps, "training"},
+      {"batch-size", "training batch size", &c.batch_size, "training"},
+      {"optimizer", "sgd (PyTorch-style, decay in the gradient), sgdw (decoupled decay), adamw",
+       &c.optimizer, "training"},
+      {"lr", "peak learning rate", &c.lr, "training"},
+      {"lr-schedule",
+       "constant | onecycle | cosine | linear-warmup:W | step:E1,E2:F | warmup-step:W:E1,E2:F "
+       "(W, E in epochs; F the factor)",
+       &c.lr_schedule, "training"},
+      {"weight-decay", "weight decay (decoupled for sgdw and adamw)", &c.weight_decay, "training"},
+      {"momentum", "momentum of sgd and sgdw", &c.momentum, "training"},
+      {"label-smoothing", "label smoothing of the cross-entropy", &c.label_smoothing, "training"},
+      {"seed", "seed of initialisation, data order, augmentation and noise", &c.seed, "run"},
+      {"device", "cpu, cuda, cuda:N or auto", &c.device, "run"},
+      {"threads", "CPU threads for LibTorch (0: all cores)", &c.threads, "run"},
+      {"out", "run directory (default: runs/<date>-<model>-<method>)", &c.out, "run"},
+      {"resume", "continue the run in --out from its checkpoint", &c.resume, "run"},
+      {"overwrite", "replace a finished or different run in --out", &c.overwrite, "run"},
+      {"stop-after", "stop (with a checkpoint) after this global step; --resume continues",
+       &c.stop_after, "run"},
+      {"log-every", "steps between metrics lines", &c.log_every, "run"},
+      {"eval-batch-size", "batch size of evaluation and scans", &c.eval_batch_size, "run"},
+      {"progress", "auto (bar on a terminal, lines otherwise), bar, plain, none", &c.progress,
+       "run"},
+  };
+}
+
+void apply_json(TrainConfig& c, const nlohmann::json& j, const std::string& source) {
+  if (!j.is_object()) throw Error(source + " must hold a JSON object", "see recipes/ for examples");
+  auto fs = fields(c);
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.key() == "config") continue;
+    auto f = std::find_if(fs.begin(), fs.end(), [&](const Field& x) { return x.name == it.key(); });
+    if (f == fs.end()) {
+      throw Error(fmt::format("unknown key '{}' in {}", it.key(), source),
+                  "keys are the long flag names of 'demp train --help'");
+    }
+    const auto& v = it.value();
+    try {
+      std::visit(
+          [&](auto* p) {
+            using T = std::remove_pointer_t<decltype(p)>;
+            if constexpr (std::is_same_v<T, int64_t>) {
+              if (!v.is_number_integer()) throw std::invalid_argument("an integer");
+            } else if constexpr (std::is_same_v<T, double>) {
+              if (!v.is_number()) throw std::invalid_argument("a number");
+            } else if constexpr (std::is_same_v<T, bool>) {
+              if (!v.is_boolean()) throw std::invalid_argument("true or false");
+            } else {
+              if (!v.is_string()) throw std::invalid_argument("a string");
+            }
+            *p = v.get<T>();
+          },
+          f->ptr);
+    } catch (const std::invalid_argument& e) {
+      throw Error(fmt::format("key '{}' in {} must be {}", it.key(), source, e.what()));
+    }
+  }
+}
+
+nlohmann::json to_json(const TrainConfig& c) {
+  TrainConfig copy = c;
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& f : fields(copy)) {
+    std::visit([&](auto* p) { j[f.name] = *p; }, f.ptr);
+  }
+  return j;
+}
+
+std::string value_string(const Field& f) {
+  return std::visit(
+      [](auto* p) -> std::string {
+        using T = std::remove_pointer_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          return *p;
+        } else if constexpr (std::is_same_v<T, bool>) {
+          return *p ? "true" : "false";
+        } else {
+          return fmt::format("{}", *p);
+        }
+      },
+      f.ptr);
+}
+
+void validate(const TrainConfig& c) {
+  auto positive = [](int64_t v, const char* name) {
+    if (v <= 0) throw Error(fmt::format("--{} must be positive, got {}", name, v));
+  };
+  positive(c.batch_size, "batch-size");
+  positive(c.log_every, "log-every");
+  positive(c.eval_batch_size, "eval-batch-size");
+  if (c.steps < 0) throw Error("--steps must be >= 0");
+  if (c.steps == 0 && c.epochs <= 0) {
+    throw Error("the run has no length", "give --epochs N or --steps N");
+  }
+  if (!(c.lr > 0)) throw Error(fmt::format("--lr must be positive, got {}", c.lr));
+  if (c.weight_decay < 0) throw Error("--weight-decay must be >= 0");
+  if (c.label_smoothing < 0 || c.label_smoothing >= 1) {
+    throw Error("--label-smoothing must be in [0, 1)");
+  }
+  if (c.val_size < 0 || c.train_limit < 0 || c.test_limit < 0 || c.threads < 0 ||
+      c.stop_after < 0) {
+    throw Error("--val-size, --train-limit, --test-limit, --threads and --stop-after must be >= 0");
+  }
+  const std::vector<std::string> progress = {"auto", "bar", "plain", "none"};
+  if (std::find(progress.begin(), progress.end(), c.progress) == progress.end()) {
+    throw Error("unknown --progress '" + c.progress + "'", "use auto, bar, plain or none");
+  }
+  if (c.resume && c.overwrite) {
+    throw Error("--resume and --overwrite contradict each other", "choose one");
+  }
+}
+
+}  // namespace demp::train

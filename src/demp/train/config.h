@@ -1,0 +1,68 @@
+#pragma once
+// The run configuration. One list of fields (name, help, pointer) drives the CLI flags, the JSON
+// config file, the saved config.json and the README's option table, so they cannot drift apart.
+#include <nlohmann/json_fwd.hpp>
+
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace demp::train {
+
+struct TrainConfig {
+  // model
+  std::string model = "resnet18";
+  double width = 0.25;
+  std::string mlp_widths = "512,256";
+  // data
+  std::string data = "fashion-mnist";
+  std::string augment = "auto";
+  int64_t val_size = 0;
+  int64_t train_limit = 0;
+  int64_t test_limit = 0;
+  // method
+  std::string method = "dense";
+  // schedule of the run
+  int64_t epochs = 5;
+  int64_t steps = 0;
+  int64_t batch_size = 128;
+  std::string optimizer = "adamw";
+  double lr = 2e-3;
+  std::string lr_schedule = "onecycle";
+  double weight_decay = 5e-4;
+  double momentum = 0.9;
+  double label_smoothing = 0.0;
+  // run
+  int64_t seed = 0;
+  std::string device = "cpu";
+  int64_t threads = 0;
+  std::string out;
+  bool resume = false;
+  bool overwrite = false;
+  int64_t stop_after = 0;
+  int64_t log_every = 50;
+  int64_t eval_batch_size = 1000;
+  std::string progress = "auto";
+};
+
+struct Field {
+  std::string name;  ///< flag name without dashes, and the JSON key
+  std::string help;
+  std::variant<std::string*, double*, int64_t*, bool*> ptr;
+  std::string group;  ///< heading in --help and the README
+};
+
+/// The fields of `c`, in display order.
+std::vector<Field> fields(TrainConfig& c);
+
+/// Applies a JSON object to `c`; throws demp::Error naming an unknown key or a wrong type.
+void apply_json(TrainConfig& c, const nlohmann::json& j, const std::string& source);
+nlohmann::json to_json(const TrainConfig& c);
+/// The value of a field as text (for --help defaults).
+std::string value_string(const Field& f);
+
+/// Checks ranges and combinations; throws demp::Error with a hint.
+void validate(const TrainConfig& c);
+
+}  // namespace demp::train

@@ -1,0 +1,530 @@
+#include "demp/train/trainer.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <sstream>
+#include <thread>
+
+#include "demp/common/error.h"
+#include "demp/common/files.h"
+#include "demp/methods/method.h"
+#include "demp/report/run_dir.h"
+#include "demp/train/schedule.h"
+
+namespace demp::train {
+
+using nlohmann::json;
+
+// ---- context --------------------------------------------------------------------------------
+
+void TrainContext::log(const std::string& line, bool echo) const {
+  if (run) {
+    run->log(line, echo);
+  } else if (echo) {
+    std::fprintf(stderr, "%s\n", line.c_str());
+  }
+}
+
+std::vector<prune::GroupChange> TrainContext::remove_units(const prune::KeepSets& keep,
+                                                           const std::string& why) {
+  const int64_t units0 = model.arch().units(), params0 = model.arch().params();
+  auto changes = prune::remove_units(model, &optimizer, keep);
+  if (changes.empty()) return changes;
+  const auto& a = model.arch();
+  log(fmt::format("prune step {} | {} | units {} -> {} | params {} -> {} | flops {}", step, why,
+                  units0, a.units(), params0, a.params(), a.flops()),
+      /*echo=*/cfg.progress != "none");
+  json groups = json::object();
+  for (const auto& c : changes) {
+    log(fmt::format("prune step {} | group {} | {} -> {}", step, c.group, c.before, c.after));
+    groups[c.group] = {c.before, c.after};
+  }
+  prune_events.push_back({{"step", step}, {"reason", why}, {"units_before", units0},
+                          {"units_after", a.units()}, {"params_after", a.params()},
+                          {"flops_after", a.flops()}, {"groups", groups}});
+  return changes;
+}
+
+// ---- helpers --------------------------------------------------------------------------------
+
+torch::Device resolve_device(const std::string& spec) {
+  if (spec == "cpu") return torch::kCPU;
+  if (spec == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::kCPU;
+  if (spec.rfind("cuda", 0) == 0) {
+    if (!torch::cuda::is_available()) {
+      throw Error("--device " + spec + " was asked for but no CUDA device is available",
+                  "use --device cpu or --device auto");
+    }
+    try {
+      torch::Device d(spec);
+      if (d.index() >= static_cast<int>(torch::cuda::device_count())) {
+        throw Error(fmt::format("--device {}: only {} CUDA device(s)", spec, torch::cuda::device_count()));
+      }
+      return d;
+    } catch (const c10::Error&) {
+    }
+  }
+  throw Error("unknown --device '" + spec + "'", "use cpu, cuda, cuda:N or auto");
+}
+
+nn::ModelOptions model_options(const TrainConfig& cfg, const data::DataBundle& data) {
+  nn::ModelOptions o;
+  o.model = cfg.model;
+  o.width = cfg.width;
+  o.in_channels = data.channels;
+  o.in_height = data.height;
+  o.in_width = data.width;
+  o.classes = data.classes;
+  o.mlp_widths.clear();
+  std::stringstream ss(cfg.mlp_widths);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      const int64_t w = std::stoll(item);
+      if (w <= 0) throw std::invalid_argument("");
+      o.mlp_widths.push_back(w);
+    } catch (const std::exception&) {
+      throw Error("bad --mlp-widths '" + cfg.mlp_widths + "'", "give positive integers, e.g. 512,256");
+    }
+  }
+  if (o.mlp_widths.empty()) throw Error("--mlp-widths is empty", "e.g. --mlp-widths 512,256");
+  return o;
+}
+
+EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, int64_t batch,
+                    const torch::Device& device) {
+  torch::NoGradGuard no_grad;
+  EvalResult r;
+  const int64_t n = ds.size();
+  if (n == 0) return r;
+  torch::Tensor correct = torch::zeros({}, torch::TensorOptions().dtype(torch::kLong).device(device));
+  torch::Tensor loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
+  for (int64_t s = 0; s < n; s += batch) {
+    const int64_t e = std::min(n, s + batch);
+    const auto x = ds.images.slice(0, s, e).to(device, /*non_blocking=*/true);
+    const auto y = ds.labels.slice(0, s, e).to(device, true);
+    const auto logits = model.forward(x, false);
+    correct += logits.argmax(1).eq(y).sum();
+    loss += at::cross_entropy_loss(logits.to(torch::kFloat), y, {}, at::Reduction::Sum).to(torch::kDouble);
+  }
+  r.n = n;
+  r.accuracy = static_cast<double>(correct.item<int64_t>()) / static_cast<double>(n);
+  r.loss = loss.item<double>() / static_cast<double>(n);
+  return r;
+}
+
+// ---- checkpoints ----------------------------------------------------------------------------
+
+void save_checkpoint(const std::string& path, const nn::Model& model, const Optimizer* opt,
+                     const json& meta) {
+  torch::serialize::OutputArchive ar;
+  ar.write("format", c10::IValue(std::string("demp-checkpoint-1")));
+  ar.write("arch", c10::IValue(json(model.arch()).dump()));
+  ar.write("meta", c10::IValue(meta.dump()));
+  auto put = [&](const std::string& key, const torch::Tensor& t) {
+    if (t.defined()) ar.write(key, t.detach().cpu(), /*is_buffer=*/true);
+  };
+  for (size_t i = 0; i < model.layers().size(); ++i) {
+    const auto& l = model.layers()[i];
+    put(fmt::format("l{}.weight", i), l.weight);
+    put(fmt::format("l{}.bias", i), l.bias);
+    put(fmt::format("l{}.gamma", i), l.gamma);
+    put(fmt::format("l{}.beta", i), l.beta);
+    put(fmt::format("l{}.running_mean", i), l.running_mean);
+    put(fmt::format("l{}.running_var", i), l.running_var);
+  }
+  if (opt) {
+    ar.write("optimizer", c10::IValue(opt->options().name));
+    ar.write("optimizer_steps", c10::IValue(opt->steps()));
+    auto& st = const_cast<Optimizer*>(opt)->state();
+    ar.write("optimizer_slots", c10::IValue(static_cast<int64_t>(st.empty() ? 0 : st[0].size())));
+    for (size_t i = 0; i < st.size(); ++i) {
+      for (size_t k = 0; k < st[i].size(); ++k) put(fmt::format("opt.{}.{}", i, k), st[i][k]);
+    }
+  }
+  const std::string tmp = path + ".tmp";
+  try {
+    ar.save_to(tmp);
+  } catch (const c10::Error& e) {
+    remove_file(tmp);
+    throw Error("cannot write checkpoint " + path, "is the disk full or the directory read-only?");
+  }
+  rename_file(tmp, path);
+}
+
+Checkpoint load_checkpoint(const std::string& path) {
+  if (!file_exists(path)) throw Error("no checkpoint at " + path, "give the model.ckpt of a run");
+  Checkpoint c;
+  try {
+    torch::serialize::InputArchive ar;
+    ar.load_from(path);
+    c10::IValue v;
+    if (!ar.try_read("format", v) || v.toStringRef() != "demp-checkpoint-1") {
+      throw Error(path + " is not a demp checkpoint");
+    }
+    ar.read("arch", v);
+    c.arch = json::parse(v.toStringRef()).get<nn::Arch>();
+    ar.read("meta", v);
+    c.meta = json::parse(v.toStringRef());
+    for (size_t i = 0; i < c.arch.layers.size(); ++i) {
+      nn::LayerTensors t;
+      auto get = [&](const char* f, torch::Tensor& out) {
+        ar.try_read(fmt::format("l{}.{}", i, f), out, /*is_buffer=*/true);
+      };
+      get("weight", t.weight);
+      get("bias", t.bias);
+      get("gamma", t.gamma);
+      get("beta", t.beta);
+      get("running_mean", t.running_mean);
+      get("running_var", t.running_var);
+      c.layers.push_back(t);
+    }
+    if (ar.try_read("optimizer", v)) {
+      c.optimizer = v.toStringRef();
+      ar.read("optimizer_steps", v);
+      c.optimizer_steps = v.toInt();
+      ar.read("optimizer_slots", v);
+      const int64_t slots = v.toInt();
+      for (size_t i = 0; slots > 0; ++i) {
+        std::vector<torch::Tensor> s(slots);
+        if (!ar.try_read(fmt::format("opt.{}.0", i), s[0], true)) break;
+        for (int64_t k = 1; k < slots; ++k) ar.read(fmt::format("opt.{}.{}", i, k), s[k], true);
+        c.optimizer_state.push_back(s);
+      }
+    }
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error("cannot read checkpoint " + path + " (truncated or corrupt)",
+                "use an intact model.ckpt; a run writes it atomically at each epoch end");
+  }
+  return c;
+}
+
+// ---- the loop -------------------------------------------------------------------------------
+
+namespace {
+
+data::Augment parse_augment(const std::string& a, const std::string& dataset) {
+  if (a == "auto") return data::default_augment(dataset);
+  if (a == "none") return {};
+  if (a == "flip") return {0, true};
+  if (a == "crop") return {4, false};
+  if (a == "crop-flip") return {4, true};
+  throw Error("unknown --augment '" + a + "'", "use auto, none, flip, crop or crop-flip");
+}
+
+std::string default_out(const TrainConfig& cfg) {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
+  return fmt::format("runs/{}-{}-{}", buf, cfg.model, cfg.method);
+}
+
+json groups_json(const nn::Arch& a) {
+  json g = json::object();
+  for (const auto& x : a.groups) {
+    if (x.prunable) g[x.name] = x.width;
+  }
+  return g;
+}
+
+}  // namespace
+
+json run_training(TrainConfig cfg) {
+  validate(cfg);
+  if (cfg.out.empty()) {
+    if (cfg.resume) throw Error("--resume needs --out", "give the run directory to continue");
+    cfg.out = default_out(cfg);
+  }
+  // A resumed run continues with the configuration it was started with; only how it is run
+  // (where it stops, how it reports, threads, device) may change.
+  if (cfg.resume) {
+    const std::string saved = cfg.out + "/config.json";
+    if (!file_exists(cfg.out + "/model.ckpt") || !file_exists(saved)) {
+      throw Error("nothing to resume in " + cfg.out, "start the run without --resume");
+    }
+    TrainConfig c;
+    apply_json(c, json::parse(read_file(saved)), saved);
+    c.resume = true;
+    c.overwrite = false;
+    c.stop_after = cfg.stop_after;
+    c.progress = cfg.progress;
+    c.threads = cfg.threads;
+    c.device = cfg.device;
+    cfg = c;
+  } else if (file_exists(cfg.out + "/config.json") || file_exists(cfg.out + "/model.ckpt")) {
+    if (!cfg.overwrite) {
+      throw Error(cfg.out + " holds another run",
+                  "use --resume to continue it, --overwrite to replace it, or another --out");
+    }
+    for (const char* f : {"config.json", "metrics.jsonl", "log.txt", "summary.json", "model.ckpt"}) {
+      remove_file(cfg.out + "/" + f);
+    }
+  }
+  const torch::Device device = resolve_device(cfg.device);
+  at::set_num_threads(cfg.threads > 0 ? static_cast<int>(cfg.threads)
+                                      : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+
+  data::DataBundle data = data::load(
+      cfg.data, {cfg.val_size, static_cast<uint64_t>(cfg.seed), cfg.train_limit, cfg.test_limit});
+  const auto aug = parse_augment(cfg.augment, data.name);
+  auto method = methods::make_method(cfg);
+  const nn::Arch fresh = nn::build_arch(model_options(cfg, data));
+  OptimOptions oo;
+  oo.name = cfg.optimizer;
+  oo.weight_decay = cfg.weight_decay;
+  oo.momentum = cfg.momentum;
+  auto opt = make_optimizer(oo);
+
+  data::Batcher batcher(data.train, cfg.batch_size, static_cast<uint64_t>(cfg.seed), aug);
+  const int64_t spe = batcher.steps_per_epoch();
+  const int64_t total = cfg.steps > 0 ? cfg.steps : cfg.epochs * spe;
+  const Schedule lr_sched = parse_schedule(cfg.lr_schedule, cfg.lr, total, spe);
+
+  report::RunDir run(cfg.out);
+  std::unique_ptr<nn::Model> model;
+  json meta = json::object();
+  int64_t start = 0;
+  if (cfg.resume) {
+    Checkpoint ck = load_checkpoint(run.file("model.ckpt"));
+    model = std::make_unique<nn::Model>(ck.arch, ck.layers);
+    meta = ck.meta;
+    if (meta.value("finished", false)) {
+      throw Error("the run in " + cfg.out + " has already finished",
+                  "use --overwrite to run it again, or another --out");
+    }
+    if (!ck.optimizer_state.empty()) {
+      for (auto& s : ck.optimizer_state) {
+        for (auto& t : s) t = t.to(device);
+      }
+      opt->state() = ck.optimizer_state;
+    }
+    opt->set_steps(ck.optimizer_steps);
+    start = meta.at("step").get<int64_t>();
+    method->load_state(meta.value("method", json::object()));
+    run.truncate_metrics_after(start);
+    run.log(fmt::format("resume step {} | from {}", start, run.file("model.ckpt")), true);
+  } else {
+    model = std::make_unique<nn::Model>(fresh, static_cast<uint64_t>(cfg.seed));
+    run.write_json("config.json", to_json(cfg));
+    run.log(fmt::format("start | model {} width {} | data {} ({} train, {} val, {} test) | method {} "
+                        "| steps {} ({} per epoch) | device {}",
+                        cfg.model, cfg.width, data.name, data.train.size(), data.val.size(),
+                        data.test.size(), cfg.method, total, spe, device.str()));
+  }
+  model->to(device);
+
+  TrainContext ctx{cfg, data, *model, *opt, &run, device};
+  ctx.step = start;
+  ctx.total_steps = total;
+  ctx.steps_per_epoch = spe;
+  ctx.prune_events = meta.value("prune_events", json::array());
+  double best_test = meta.value("best_test_accuracy", 0.0);
+  double best_val = meta.value("best_val_accuracy", 0.0);
+  double test_at_best_val = meta.value("test_accuracy_at_best_val", 0.0);
+  double last_test = meta.value("test_accuracy", 0.0);
+  double train_seconds = meta.value("train_seconds", 0.0);
+  double loss_sum = meta.value("acc_loss_sum", 0.0);
+  int64_t correct_sum = meta.value("acc_correct", int64_t{0}), seen = meta.value("acc_seen", int64_t{0});
+  const int64_t units0 = fresh.units(), params0 = fresh.params(), flops0 = fresh.flops();
+
+  auto make_meta = [&](bool finished) {
+    return json{{"step", ctx.step},
+                {"finished", finished},
+                {"config", to_json(cfg)},
+                {"method", method->state()},
+                {"prune_events", ctx.prune_events},
+                {"best_test_accuracy", best_test},
+                {"best_val_accuracy", best_val},
+                {"test_accuracy_at_best_val", test_at_best_val},
+                {"test_accuracy", last_test},
+                {"train_seconds", train_seconds},
+                {"acc_loss_sum", loss_sum},
+                {"acc_correct", correct_sum},
+                {"acc_seen", seen},
+                {"seed", cfg.seed},
+                {"data_order", "epoch permutation from (seed, epoch); batch = step % steps_per_epoch"}};
+  };
+  auto row = [&](double lr) {
+    const auto& a = model->arch();
+    json r{{"step", ctx.step},
+           {"epoch", static_cast<double>(ctx.step) / static_cast<double>(spe)},
+           {"lr", lr},
+           {"live_units", a.units()},
+           {"live_units_per_group", groups_json(a)},
+           {"params", a.params()},
+           {"flops", a.flops()},
+           {"elapsed_seconds", train_seconds}};
+    if (seen > 0) {
+      r["train_loss"] = loss_sum / static_cast<double>(seen);
+      r["train_accuracy"] = static_cast<double>(correct_sum) / static_cast<double>(seen);
+    }
+    r.update(method->metrics(ctx));
+    return r;
+  };
+  auto evaluate_now = [&](json& r) {
+    const auto te = evaluate(*model, data.test, cfg.eval_batch_size, device);
+    last_test = te.accuracy;
+    best_test = std::max(best_test, te.accuracy);
+    r["test_accuracy"] = te.accuracy;
+    r["test_loss"] = te.loss;
+    std::string line = fmt::format("eval step {} | epoch {:.2f} | test_acc {:.4f} | test_loss {:.4f}",
+                                   ctx.step, static_cast<double>(ctx.step) / spe, te.accuracy, te.loss);
+    if (data.val.size() > 0) {
+      const auto va = evaluate(*model, data.val, cfg.eval_batch_size, device);
+      r["val_accuracy"] = va.accuracy;
+      r["val_loss"] = va.loss;
+      if (va.accuracy > best_val) {
+        best_val = va.accuracy;
+        test_at_best_val = te.accuracy;
+      }
+      line += fmt::format(" | val_acc {:.4f}", va.accuracy);
+    }
+    line += fmt::format(" | live {} | params {}", model->arch().units(), model->arch().params());
+    run.log(line, cfg.progress != "none");
+  };
+
+  method->begin(ctx);
+  report::Progress progress(cfg.progress, total, start, cfg.batch_size);
+  const int64_t stop = cfg.stop_after > 0 ? std::min(total, cfg.stop_after) : total;
+  double lr = lr_sched.at(ctx.step);
+  torch::Tensor loss_acc = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
+  torch::Tensor correct_acc = torch::zeros({}, torch::TensorOptions().dtype(torch::kLong).device(device));
+  int64_t seen_acc = 0;
+  auto flush_acc = [&] {
+    loss_sum += loss_acc.item<double>();
+    correct_sum += correct_acc.item<int64_t>();
+    seen += seen_acc;
+    loss_acc.zero_();
+    correct_acc.zero_();
+    seen_acc = 0;
+  };
+
+  while (ctx.step < stop) {
+    const auto t0 = std::chrono::steady_clock::now();
+    method->prune_point(ctx);
+    auto params = model->parameters();
+    for (auto& p : params) {
+      if (p.grad().defined()) p.mutable_grad().zero_();
+    }
+    auto [x, y] = batcher.batch(ctx.step);
+    x = x.to(device, true);
+    y = y.to(device, true);
+    const auto logits = model->forward(x, /*train=*/true);
+    torch::Tensor loss =
+        at::cross_entropy_loss(logits, y, {}, at::Reduction::Mean, -100, cfg.label_smoothing);
+    const torch::Tensor ce = loss.detach();
+    const auto extra = method->extra_loss(ctx);
+    if (extra.defined()) loss = loss + extra;
+    loss.backward();
+    if (device.is_cpu() || (ctx.step + 1) % cfg.log_every == 0) {
+      const double lv = loss.item<double>();
+      if (!std::isfinite(lv)) {
+        progress.finish();
+        run.log(fmt::format("diverged step {} | loss {} | last checkpoint kept", ctx.step, lv), true);
+        json s = make_meta(false);
+        s["status"] = "diverged";
+        s["diverged_at_step"] = ctx.step;
+        run.write_json("summary.json", s);
+        throw Error(fmt::format("loss became {} at step {}", lv, ctx.step),
+                    "lower --lr (or the regularisation strength); the last checkpoint in " +
+                        cfg.out + " is intact");
+      }
+    }
+    method->after_backward(ctx);
+    lr = lr_sched.at(ctx.step);
+    opt->step(params, lr);
+    method->after_step(ctx);
+    loss_acc += ce.to(torch::kDouble) * x.size(0);
+    correct_acc += logits.detach().argmax(1).eq(y).sum();
+    seen_acc += x.size(0);
+    ++ctx.step;
+    train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+    // The last step's row comes after the final prune point, below.
+    const bool epoch_end = ctx.step % spe == 0 && ctx.step < total;
+    if (ctx.step < total && (ctx.step % cfg.log_every == 0 || epoch_end || ctx.step == stop)) {
+      flush_acc();
+      json r = row(lr);
+      if (epoch_end) evaluate_now(r);
+      run.metrics(r);
+      loss_sum = 0;
+      correct_sum = 0;
+      seen = 0;
+      progress.update(ctx.step,
+                      fmt::format("epoch {}/{} | loss {:.4f} | acc {:.2f}%{}", (ctx.step - 1) / spe + 1,
+                                  (total + spe - 1) / spe, r.value("train_loss", 0.0),
+                                  100 * r.value("train_accuracy", 0.0),
+                                  r.contains("test_accuracy")
+                                      ? fmt::format(" | test {:.2f}%", 100 * r["test_accuracy"].get<double>())
+                                      : ""),
+                      epoch_end);
+      if (epoch_end) save_checkpoint(run.file("model.ckpt"), *model, opt.get(), make_meta(false));
+    } else {
+      progress.update(ctx.step, fmt::format("epoch {}/{}", (ctx.step - 1) / spe + 1, (total + spe - 1) / spe));
+    }
+  }
+  progress.finish();
+
+  if (ctx.step < total) {
+    save_checkpoint(run.file("model.ckpt"), *model, opt.get(), make_meta(false));
+    run.log(fmt::format("stopped step {} | checkpoint {} | continue with --resume", ctx.step,
+                        run.file("model.ckpt")),
+            true);
+    json s = make_meta(false);
+    s["status"] = "stopped";
+    s["run_dir"] = cfg.out;
+    return s;
+  }
+
+  // After the last step: one more prune point, then the final evaluation.
+  method->prune_point(ctx);
+  flush_acc();
+  json r = row(lr);
+  evaluate_now(r);
+  run.metrics(r);
+  save_checkpoint(run.file("model.ckpt"), *model, opt.get(), make_meta(true));
+  const auto& a = model->arch();
+  json summary{{"status", "finished"},
+               {"run_dir", cfg.out},
+               {"method", cfg.method},
+               {"model", cfg.model},
+               {"width", cfg.width},
+               {"dataset", data.name},
+               {"seed", cfg.seed},
+               {"steps", total},
+               {"epochs", static_cast<double>(total) / static_cast<double>(spe)},
+               {"batch_size", cfg.batch_size},
+               {"optimizer", cfg.optimizer},
+               {"test_accuracy", last_test},
+               {"best_test_accuracy", best_test},
+               {"units_initial", units0},
+               {"units_final", a.units()},
+               {"params_initial", params0},
+               {"params_final", a.params()},
+               {"flops_initial", flops0},
+               {"flops_final", a.flops()},
+               {"live_units_per_group", groups_json(a)},
+               {"train_seconds", train_seconds},
+               {"device", device.str()},
+               {"prune_events", ctx.prune_events}};
+  if (data.val.size() > 0) {
+    summary["best_val_accuracy"] = best_val;
+    summary["test_accuracy_at_best_val"] = test_at_best_val;
+  }
+  run.write_json("summary.json", summary);
+  run.log(fmt::format("done step {} | test_acc {:.4f} | best {:.4f} | units {}/{} | params {}/{} | "
+                      "train_seconds {:.1f}",
+                      total, last_test, best_test, a.units(), units0, a.params(), params0,
+                      train_seconds));
+  return summary;
+}
+
+}  // namespace demp::train
