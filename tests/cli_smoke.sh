@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# CLI behaviour a user sees: help on every subcommand, clear one-line errors with non-zero exit,
+# config file + flag override, info and eval.
+set -u
+DEMP=${1:?usage: cli_smoke.sh path/to/demp}
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+
+expect_error() {  # expect_error "grep pattern" args...
+  local pat=$1
+  shift
+  local out rc
+  out=$("$DEMP" "$@" 2>&1)
+  rc=$?
+  if [ $rc -ne 0 ] && printf '%s' "$out" | grep -q "demp: error:.*$pat" &&
+    [ "$(printf '%s\n' "$out" | grep -c 'demp: error')" -eq 1 ] && ! printf '%s' "$out" | grep -qi "backtrace\|terminate called"; then
+    ok
+  else
+    bad "demp $* -> rc $rc: $out"
+  fi
+}
+
+for sub in train eval info bench; do
+  if "$DEMP" "$sub" --help > "$TMP/help" 2>&1 && grep -q -- "--" "$TMP/help"; then ok; else bad "$sub --help"; fi
+done
+# every training option is documented with its default
+for opt in model width data method epochs steps batch-size optimizer lr lr-schedule weight-decay seed device out resume config; do
+  grep -q -- "--$opt" <("$DEMP" train --help) && ok || bad "train --help lacks --$opt"
+done
+
+expect_error "unknown model 'alexnet'" train --model alexnet --out "$TMP/a" --progress none
+expect_error "does not exist" train --data mnist:/nonexistent --out "$TMP/b" --progress none
+expect_error "unknown data" train --data imagenet --out "$TMP/c" --progress none
+expect_error "no CUDA device" train --device cuda --out "$TMP/d" --progress none
+expect_error "unknown optimizer" train --optimizer lion --out "$TMP/e" --progress none
+expect_error "unknown schedule" train --lr-schedule wave --out "$TMP/f" --progress none
+expect_error "unknown key 'learning_rate'" train --config <(echo '{"learning_rate": 1}') --out "$TMP/g"
+expect_error "not valid JSON" train --config <(echo '{oops') --out "$TMP/h"
+expect_error "" train --batch-size abc
+expect_error "no checkpoint" eval "$TMP/nothing.ckpt"
+
+# config file gives values, flags override them, the resolved config is saved
+echo '{"model": "mlp", "mlp-widths": "16", "steps": 5, "batch-size": 999}' > "$TMP/cfg.json"
+if "$DEMP" train --config "$TMP/cfg.json" --batch-size 32 --train-limit 256 --test-limit 100 \
+  --out "$TMP/run" --progress none > "$TMP/out" 2>&1; then
+  grep -q '"batch-size": 32' "$TMP/run/config.json" && grep -q '"model": "mlp"' "$TMP/run/config.json" && ok || bad "config not resolved: $(cat "$TMP/run/config.json")"
+  grep -q "test accuracy" "$TMP/out" && ok || bad "no summary table"
+else
+  bad "train with config failed: $(cat "$TMP/out")"
+fi
+expect_error "holds another run" train --config "$TMP/cfg.json" --train-limit 256 --out "$TMP/run" --progress none
+"$DEMP" train --config "$TMP/cfg.json" --batch-size 32 --train-limit 256 --test-limit 100 --out "$TMP/run" --overwrite --progress none > /dev/null 2>&1 && ok || bad "--overwrite"
+"$DEMP" eval "$TMP/run/model.ckpt" | grep -q "test accuracy" && ok || bad "eval"
+"$DEMP" info --checkpoint "$TMP/run/model.ckpt" | grep -q "classifier" && ok || bad "info --checkpoint"
+"$DEMP" info --model resnet50 --width 0.25 | grep -q "layer4.2.conv3" && ok || bad "info resnet50"
+echo "not a checkpoint" > "$TMP/bad.ckpt"
+expect_error "truncated or corrupt\|not a demp checkpoint" eval "$TMP/bad.ckpt"
+
+echo "cli_smoke: $pass passed, $fail failed"
+[ $fail -eq 0 ]
