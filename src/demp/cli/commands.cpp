@@ -137,6 +137,8 @@ int run(int argc, char** argv) {
   info_cmd->add_option("--in-channels", mo.in_channels, "input channels")->capture_default_str();
   info_cmd->add_option("--input-size", info_size, "input height and width")->capture_default_str();
   info_cmd->add_option("--classes", mo.classes, "number of classes")->capture_default_str();
+  bool info_json = false;
+  info_cmd->add_flag("--json", info_json, "print the architecture description (JSON) instead of the table");
 
   // bench
   auto* bench_cmd = app.add_subcommand("bench", "paired training-step benchmark: demp vs PyTorch");
@@ -184,7 +186,7 @@ int run(int argc, char** argv) {
       shape.classes = mo.classes;
       a = nn::build_arch(train::model_options(c, shape));
     }
-    std::cout << a.table();
+    std::cout << (info_json ? json(a).dump(2) + "\n" : a.table());
     return 0;
   }
   if (*bench_cmd) return run_bench(bo);

@@ -57,6 +57,7 @@ Model::Model(Arch arch, uint64_t seed) : arch_(std::move(arch)) {
   }
   for (auto p : parameters()) p.requires_grad_(true);
   refresh_skips();
+  set_channels_last(true);
 }
 
 Model::Model(Arch arch, std::vector<LayerTensors> tensors)
@@ -64,6 +65,27 @@ Model::Model(Arch arch, std::vector<LayerTensors> tensors)
   validate();
   for (auto p : parameters()) p.requires_grad_(true);
   refresh_skips();
+  set_channels_last(true);
+}
+
+void Model::set_channels_last(bool on) {
+  bool convs = false;
+  for (const auto& l : arch_.layers) convs = convs || l.kind == LayerKind::Conv;
+  channels_last_ = on && convs;
+  apply_memory_format();
+}
+
+void Model::apply_memory_format() {
+  const auto fmt = channels_last_ ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    auto& w = layers_[i].weight;
+    if (arch_.layers[i].kind != LayerKind::Conv || w.is_contiguous(fmt)) continue;
+    // Same values, same leaf identity semantics: a fresh leaf in the new layout.
+    auto g = w.grad();
+    w = w.detach().contiguous(fmt).requires_grad_(true);
+    if (g.defined()) w.mutable_grad() = g.contiguous(fmt);
+  }
 }
 
 void Model::validate() const {
@@ -118,7 +140,7 @@ torch::Tensor Model::forward(const torch::Tensor& x, bool train,
   }
   if (groups) groups->assign(arch_.groups.size(), torch::Tensor());
   std::vector<torch::Tensor> v(arch_.num_slots);
-  v[0] = x;
+  v[0] = channels_last_ ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
   for (const Op& op : arch_.program) {
     switch (op.kind) {
       case Op::Layer: {
@@ -219,6 +241,7 @@ void Model::to(const torch::Device& device) {
     move(t.running_var, false);
   }
   refresh_skips();
+  apply_memory_format();
 }
 
 torch::Device Model::device() const {

@@ -53,6 +53,12 @@ class Model {
   std::vector<torch::Tensor> norm_scales() const;
 
   void to(const torch::Device& device);
+  /// Channels-last (NHWC) activations and conv weights: faster convolutions on oneDNN (CPU) and
+  /// cuDNN (GPU). On by default for models with convolutions.
+  void set_channels_last(bool on);
+  bool channels_last() const { return channels_last_; }
+  /// Re-applies the memory format to every tensor (after surgery replaced some).
+  void apply_memory_format();
   torch::Device device() const;
   /// Re-derives the cached skip index tensors after the arch's skip maps changed.
   void refresh_skips();
@@ -66,6 +72,7 @@ class Model {
     bool identity = false;
   };
   std::vector<SkipIndex> skip_index_;
+  bool channels_last_ = false;
 };
 
 }  // namespace demp::nn

@@ -19,7 +19,7 @@ torch::Tensor slice(const torch::Tensor& t, const torch::Tensor& out, const torc
   torch::Tensor r = t;
   if (out.defined()) r = r.index_select(0, out.to(r.device()));
   if (in.defined()) r = r.index_select(1, in.to(r.device()));
-  return r.contiguous();
+  return r.contiguous(t.suggest_memory_format());  // keep channels-last weights channels-last
 }
 
 }  // namespace
@@ -125,6 +125,7 @@ std::vector<GroupChange> remove_units(nn::Model& model, train::Optimizer* optimi
     if (idx[g].defined()) arch.groups[g].width = idx[g].size(0);
   }
   model.refresh_skips();
+  model.apply_memory_format();
   model.validate();
   return changes;
 }
