@@ -106,11 +106,11 @@ int run(int argc, char** argv) {
     train::apply_json(cfg, j, config_path);
   }
   auto* train_cmd = app.add_subcommand("train", "train a network (dense or with a pruning method)");
+  bind_fields(train_cmd, cfg);
   std::string config_unused;
   train_cmd->add_option("--config", config_unused,
                         "JSON file whose keys are these flags' names; flags override it")
       ->group("run");
-  bind_fields(train_cmd, cfg);
 
   // eval
   auto* eval_cmd = app.add_subcommand("eval", "evaluate a checkpoint on its test set");

@@ -1,6 +1,7 @@
 #include <fmt/format.h>
 
 #include "demp/common/error.h"
+#include "demp/methods/demp.h"
 #include "demp/methods/method.h"
 #include "demp/train/config.h"
 
@@ -17,7 +18,8 @@ class Dense : public Method {
 
 std::unique_ptr<Method> make_method(const train::TrainConfig& cfg) {
   if (cfg.method == "dense") return std::make_unique<Dense>();
-  throw Error("unknown method '" + cfg.method + "'", "use one of: dense");
+  if (cfg.method == "demp") return std::make_unique<Demp>(cfg);
+  throw Error("unknown method '" + cfg.method + "'", "use one of: dense, demp");
 }
 
 }  // namespace demp::methods

@@ -22,7 +22,25 @@ std::vector<Field> fields(TrainConfig& c) {
       {"val-size", "training images held out for validation (0: none)", &c.val_size, "data"},
       {"train-limit", "use only the first N training images (0: all)", &c.train_limit, "data"},
       {"test-limit", "use only the first N test images (0: all)", &c.test_limit, "data"},
-      {"method", "training/pruning method: dense", &c.method, "method"},
+      {"method", "training/pruning method: dense, demp", &c.method, "method"},
+      {"lambda", "DemP: peak λ* of the regulariser's strength λ(t)", &c.lambda, "demp"},
+      {"lambda-span", "DemP: steps S over which λ(t) and σ(t) run their shape (0: 87% of the run)",
+       &c.lambda_span, "demp"},
+      {"lambda-schedule",
+       "DemP: shape of λ(t) and σ(t): onecycle, constant, cosine, linear-warmup:W (W in epochs)",
+       &c.lambda_schedule, "demp"},
+      {"regularizer",
+       "DemP: l1-gamma (λΣ|γ| over norm scales), relu-sq (λ½Σmax(θ,0)²), l1 (λΣ|θ|), l2 (λ½Σθ²)",
+       &c.regularizer, "demp"},
+      {"noise", "DemP: peak σ of the noise added after each step (0: none)", &c.noise, "demp"},
+      {"noise-mask", "DemP: where noise goes: live (gradient ≠ 0), all, off", &c.noise_mask, "demp"},
+      {"prune-every", "steps K between dead-unit removals (0: 5% of the run)", &c.prune_every,
+       "demp"},
+      {"prune-after", "first step at which units may be removed", &c.prune_after, "demp"},
+      {"check-size", "training images in each dead-unit scan", &c.check_size, "demp"},
+      {"check-batch", "batch size of the dead-unit scan", &c.check_batch, "demp"},
+      {"dead-eps", "a unit is dead when its summed output is <= this in every scan batch",
+       &c.dead_eps, "demp"},
       {"epochs", "training length in epochs (ignored when --steps > 0)", &c.epochs, "training"},
       {"steps", "training length in optimizer steps (0: use --epochs)", &c.steps, "training"},
       {"batch-size", "training batch size", &c.batch_size, "training"},
@@ -132,6 +150,14 @@ void validate(const TrainConfig& c) {
   if (std::find(progress.begin(), progress.end(), c.progress) == progress.end()) {
     throw Error("unknown --progress '" + c.progress + "'", "use auto, bar, plain or none");
   }
+  if (c.lambda < 0 || c.noise < 0 || c.dead_eps < 0) {
+    throw Error("--lambda, --noise and --dead-eps must be >= 0");
+  }
+  if (c.lambda_span < 0 || c.prune_every < 0 || c.prune_after < 0) {
+    throw Error("--lambda-span, --prune-every and --prune-after must be >= 0");
+  }
+  positive(c.check_size, "check-size");
+  positive(c.check_batch, "check-batch");
   if (c.resume && c.overwrite) {
     throw Error("--resume and --overwrite contradict each other", "choose one");
   }

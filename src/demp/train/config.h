@@ -23,6 +23,18 @@ struct TrainConfig {
   int64_t test_limit = 0;
   // method
   std::string method = "dense";
+  // DemP (and the scan every method shares)
+  double lambda = 5e-4;
+  int64_t lambda_span = 0;
+  std::string lambda_schedule = "onecycle";
+  std::string regularizer = "l1-gamma";
+  double noise = 5e-5;
+  std::string noise_mask = "live";
+  int64_t prune_every = 0;
+  int64_t prune_after = 0;
+  int64_t check_size = 1536;
+  int64_t check_batch = 512;
+  double dead_eps = 0.0;
   // schedule of the run
   int64_t epochs = 5;
   int64_t steps = 0;

@@ -514,7 +514,11 @@ json run_training(TrainConfig cfg) {
                {"live_units_per_group", groups_json(a)},
                {"train_seconds", train_seconds},
                {"device", device.str()},
-               {"prune_events", ctx.prune_events}};
+               {"prune_events", ctx.prune_events},
+               {"method_state", method->state()}};
+  if (method->state().contains("collapsed_groups")) {
+    summary["warning"] = "some unit groups died entirely (the network collapsed there); see log.txt";
+  }
   if (data.val.size() > 0) {
     summary["best_val_accuracy"] = best_val;
     summary["test_accuracy_at_best_val"] = test_at_best_val;

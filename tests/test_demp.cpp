@@ -1,0 +1,249 @@
+// DemP: noise only on live parameters and never in optimizer state, a dead unit only decays and
+// is found and removed without changing the output, whole runs prune, learn and reproduce.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include "demp/common/error.h"
+#include "demp/common/files.h"
+#include "demp/data/dataset.h"
+#include "demp/methods/demp.h"
+#include "demp/nn/model.h"
+#include "demp/prune/surgery.h"
+#include "demp/report/run_dir.h"
+#include "demp/train/trainer.h"
+#include "test_util.h"
+
+using namespace demp;
+using nlohmann::json;
+
+namespace {
+
+nn::Model mlp_with_grads(uint64_t seed) {
+  nn::Model m(test::tiny_arch("mlp"), seed);
+  const auto x = torch::randn({8, 3, 16, 16}, data::make_generator(seed, data::kMisc, 0), torch::kFloat);
+  m.forward(x, true).square().sum().backward();
+  torch::NoGradGuard g;
+  // Zero the gradient of some parameters, as a unit silent on the whole batch would have.
+  m.layers()[0].weight.mutable_grad().slice(0, 0, 1).zero_();
+  m.layers()[0].gamma.mutable_grad().slice(0, 0, 1).zero_();
+  m.layers()[0].weight.mutable_grad().select(1, 7).zero_();
+  return m;
+}
+
+}  // namespace
+
+TEST(Noise, LandsOnlyWhereTheGradientIsNonZeroAndIsReproducible) {
+  auto m1 = mlp_with_grads(1), m2 = mlp_with_grads(1);
+  train::OptimOptions oo;
+  auto opt = train::make_optimizer(oo);
+  auto p1 = m1.parameters();
+  opt->step(p1, 1e-3);
+  std::vector<torch::Tensor> before, state_before;
+  for (const auto& p : p1) before.push_back(p.detach().clone());
+  for (const auto& s : opt->state()) {
+    for (const auto& t : s) state_before.push_back(t.clone());
+  }
+  auto gen1 = data::make_generator(42, data::kNoise, 7);
+  methods::add_noise(p1, 0.1, methods::NoiseMask::Live, gen1);
+  for (size_t i = 0; i < p1.size(); ++i) {
+    const auto moved = (p1[i] - before[i]).ne(0);
+    const auto live = p1[i].grad().ne(0);
+    EXPECT_TRUE(torch::equal(moved, live)) << "parameter " << i;
+    EXPECT_GT(live.sum().item<int64_t>(), 0) << "parameter " << i;  // the test means something
+  }
+  EXPECT_FALSE(p1[0].grad().ne(0).all().item<bool>());
+  size_t k = 0;
+  for (const auto& s : opt->state()) {
+    for (const auto& t : s) EXPECT_TRUE(torch::equal(t, state_before[k++])) << "optimizer state changed";
+  }
+  // same seed and step: the same noise; another step: other noise
+  auto opt2 = train::make_optimizer(oo);
+  auto p2 = m2.parameters();
+  opt2->step(p2, 1e-3);
+  auto gen2 = data::make_generator(42, data::kNoise, 7);
+  methods::add_noise(p2, 0.1, methods::NoiseMask::Live, gen2);
+  for (size_t i = 0; i < p1.size(); ++i) EXPECT_TRUE(torch::equal(p1[i], p2[i]));
+  auto gen3 = data::make_generator(42, data::kNoise, 8);
+  methods::add_noise(p2, 0.1, methods::NoiseMask::Live, gen3);
+  EXPECT_FALSE(torch::equal(p1[0], p2[0]));
+}
+
+TEST(Noise, MaskAllAndOff) {
+  auto m = mlp_with_grads(2);
+  auto p = m.parameters();
+  const auto w0 = p[0].detach().clone();
+  auto gen = data::make_generator(1, data::kNoise, 0);
+  methods::add_noise(p, 0.1, methods::NoiseMask::Off, gen);
+  EXPECT_TRUE(torch::equal(p[0], w0));
+  methods::add_noise(p, 0.1, methods::NoiseMask::All, gen);
+  EXPECT_TRUE((p[0] - w0).ne(0).all().item<bool>());  // the zero-gradient rows too
+  EXPECT_THROW(methods::parse_noise_mask("some"), Error);
+}
+
+TEST(Regularizer, ValuesOfEachKind) {
+  nn::Model m(test::tiny_arch("mlp"), 0);
+  {
+    torch::NoGradGuard g;
+    m.layers()[0].gamma.fill_(-0.5f);
+  }
+  const double w0 = m.arch().groups[1].width, w1 = m.arch().groups[2].width;
+  EXPECT_NEAR(methods::regularizer("l1-gamma", m).item<double>(), 0.5 * w0 + w1, 1e-4);
+  double l1 = 0, l2 = 0, rsq = 0;
+  for (const auto& p : m.parameters()) {
+    l1 += p.abs().sum().item<double>();
+    l2 += 0.5 * p.square().sum().item<double>();
+    rsq += 0.5 * p.clamp_min(0).square().sum().item<double>();
+  }
+  EXPECT_NEAR(methods::regularizer("l1", m).item<double>(), l1, 1e-3);
+  EXPECT_NEAR(methods::regularizer("l2", m).item<double>(), l2, 1e-3);
+  EXPECT_NEAR(methods::regularizer("relu-sq", m).item<double>(), rsq, 1e-3);
+  EXPECT_THROW(methods::regularizer("l0", m), Error);
+}
+
+TEST(DempMethod, DeadUnitOnlyDecaysIsFoundAndRemovedWithoutChangingTheOutput) {
+  test::TempDir tmp;
+  test::write_synthetic_idx(tmp.path, 256, 64);
+  auto data = data::load("mnist:" + tmp.path);
+  train::TrainConfig cfg;
+  cfg.method = "demp";
+  cfg.lambda = 0.01;
+  cfg.noise = 0.01;  // large, so that any noise on the dead unit would show
+  cfg.prune_every = 5;
+  cfg.check_size = 128;
+  cfg.check_batch = 64;
+  cfg.weight_decay = 0.01;
+  nn::ModelOptions mo;
+  mo.model = "mlp";
+  mo.mlp_widths = {16, 8};
+  mo.in_channels = 1;
+  mo.in_height = mo.in_width = 12;
+  mo.classes = 10;
+  nn::Model model(nn::build_arch(mo), 3);
+  {  // unit 0 of fc1 dead: γ = 0, β < 0
+    torch::NoGradGuard g;
+    model.layers()[0].gamma[0] = 0.0f;
+    model.layers()[0].beta[0] = -5.0f;
+  }
+  train::OptimOptions oo;
+  oo.weight_decay = cfg.weight_decay;
+  auto opt = train::make_optimizer(oo);
+  train::TrainContext ctx{cfg, data, model, *opt, nullptr, torch::kCPU};
+  ctx.total_steps = 20;
+  ctx.steps_per_epoch = 4;
+  methods::Demp demp(cfg);
+  demp.begin(ctx);
+  data::Batcher batcher(data.train, 64, 0, {});
+  const double lr = 1e-2;
+  auto dead_row = [&] { return model.layers()[0].weight[0].detach().clone(); };
+  auto dead_col = [&] { return model.layers()[1].weight.select(1, 0).detach().clone(); };
+  for (int s = 0; s < 5; ++s) {
+    const auto row0 = dead_row(), col0 = dead_col();
+    const float beta0 = model.layers()[0].beta[0].item<float>();
+    auto params = model.parameters();
+    for (auto& p : params) {
+      if (p.grad().defined()) p.mutable_grad().zero_();
+    }
+    auto [x, y] = batcher.batch(s);
+    auto loss = at::cross_entropy_loss(model.forward(x, true), y) + demp.extra_loss(ctx);
+    loss.backward();
+    opt->step(params, lr);
+    demp.after_step(ctx);
+    ++ctx.step;
+    const double decay = 1 - lr * cfg.weight_decay;
+    EXPECT_TRUE(torch::allclose(dead_row(), row0 * decay, 1e-6, 1e-7)) << "step " << s;
+    EXPECT_TRUE(torch::allclose(dead_col(), col0 * decay, 1e-6, 1e-7)) << "step " << s;
+    EXPECT_NEAR(model.layers()[0].beta[0].item<float>(), beta0 * decay, 1e-5);
+    EXPECT_EQ(model.layers()[0].gamma[0].item<float>(), 0.0f);
+  }
+  // the scan at the prune point finds it, removal leaves the eval output unchanged
+  const auto scan = methods::scan_check_set(ctx, ctx.step);
+  EXPECT_TRUE(scan.dead[1][0].item<bool>());
+  torch::NoGradGuard ng;
+  const auto before = model.forward(data.test.images, false);
+  const int64_t width = model.arch().groups[1].width;
+  demp.prune_point(ctx);
+  EXPECT_LT(model.arch().groups[1].width, width);
+  EXPECT_LE((model.forward(data.test.images, false) - before).abs().max().item<double>(), 1e-5);
+  EXPECT_FALSE(ctx.prune_events.empty());
+}
+
+namespace {
+train::TrainConfig fm_demp(const std::string& out, double lambda) {
+  train::TrainConfig c;
+  c.model = "mlp";
+  c.mlp_widths = "64,32";
+  c.width = 1.0;
+  c.data = "fashion-mnist";
+  c.train_limit = 4096;
+  c.test_limit = 1000;
+  c.batch_size = 64;
+  c.steps = 128;
+  c.lr = 2e-2;  // AdamW moves γ by at most ~lr a step: γ must travel from 1 to 0 within the run
+  c.method = "demp";
+  c.lambda = lambda;
+  c.prune_every = 16;
+  c.check_size = 512;
+  c.seed = 5;
+  c.progress = "none";
+  c.threads = 1;
+  c.out = out;
+  return c;
+}
+}  // namespace
+
+TEST(DempRun, FashionMnistSliceRemovesUnitsLearnsAndReproduces) {
+  test::TempDir tmp;
+  const auto a = train::run_training(fm_demp(tmp.path + "/a", 0.05));
+  EXPECT_LT(a["units_final"].get<int64_t>(), a["units_initial"].get<int64_t>());
+  EXPECT_LT(a["params_final"].get<int64_t>(), a["params_initial"].get<int64_t>());
+  EXPECT_GT(a["test_accuracy"].get<double>(), 0.6);  // chance is 0.1
+  EXPECT_FALSE(a["prune_events"].empty());
+  const auto b = train::run_training(fm_demp(tmp.path + "/b", 0.05));
+  EXPECT_EQ(a["test_accuracy"], b["test_accuracy"]);
+  EXPECT_EQ(a["live_units_per_group"], b["live_units_per_group"]);
+  // metrics rows carry the schedule values and the scan
+  const auto text = read_file(tmp.path + "/a/metrics.jsonl");
+  const auto row = json::parse(text.substr(0, text.find('\n')));
+  EXPECT_TRUE(row.contains("reg_lambda"));
+  EXPECT_TRUE(row.contains("noise_std"));
+  EXPECT_TRUE(row.contains("last_scan"));
+}
+
+TEST(DempMethod, ACollapsedGroupIsReportedAndKeepsOneUnit) {
+  test::TempDir tmp;
+  test::write_synthetic_idx(tmp.path, 256, 64);
+  auto data = data::load("mnist:" + tmp.path);
+  train::TrainConfig cfg;
+  cfg.method = "demp";
+  cfg.check_size = 128;
+  nn::ModelOptions mo;
+  mo.model = "mlp";
+  mo.mlp_widths = {16, 8};
+  mo.in_channels = 1;
+  mo.in_height = mo.in_width = 12;
+  nn::Model model(nn::build_arch(mo), 3);
+  {  // every unit of fc2 dead, as a too-large λ* would leave it
+    torch::NoGradGuard g;
+    model.layers()[1].gamma.zero_();
+    model.layers()[1].beta.fill_(-1.0f);
+  }
+  train::OptimOptions oo;
+  auto opt = train::make_optimizer(oo);
+  report::RunDir run(tmp.path + "/run");
+  train::TrainContext ctx{cfg, data, model, *opt, &run, torch::kCPU};
+  ctx.total_steps = 100;
+  ctx.steps_per_epoch = 4;
+  methods::Demp demp(cfg);
+  demp.begin(ctx);
+  demp.prune_point(ctx);
+  EXPECT_EQ(model.arch().groups[2].width, 1);
+  EXPECT_EQ(demp.state()["collapsed_groups"], json::array({"fc2"}));
+  EXPECT_NE(read_file(tmp.path + "/run/log.txt").find("every unit of group fc2 is dead"), std::string::npos);
+  // the network still runs and trains
+  auto params = model.parameters();
+  at::cross_entropy_loss(model.forward(data.train.images.slice(0, 0, 32), true),
+                         data.train.labels.slice(0, 0, 32)).backward();
+  opt->step(params, 1e-3);
+}
