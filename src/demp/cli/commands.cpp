@@ -13,6 +13,7 @@
 #include "demp/data/dataset.h"
 #include "demp/nn/arch.h"
 #include "demp/nn/model.h"
+#include "demp/report/compare.h"
 #include "demp/train/config.h"
 #include "demp/train/trainer.h"
 
@@ -140,6 +141,14 @@ int run(int argc, char** argv) {
   bool info_json = false;
   info_cmd->add_flag("--json", info_json, "print the architecture description (JSON) instead of the table");
 
+  // compare
+  auto* compare_cmd = app.add_subcommand("compare", "one table over finished runs (accuracy, size, speed-up)");
+  std::vector<std::string> compare_dirs;
+  std::string compare_base;
+  compare_cmd->add_option("runs", compare_dirs, "run directories")->required();
+  compare_cmd->add_option("--baseline", compare_base,
+                          "run whose training time is 1.00x (default: the first dense run)");
+
   // bench
   auto* bench_cmd = app.add_subcommand("bench", "paired training-step benchmark: demp vs PyTorch");
   BenchOptions bo;
@@ -190,6 +199,10 @@ int run(int argc, char** argv) {
     return 0;
   }
   if (*bench_cmd) return run_bench(bo);
+  if (*compare_cmd) {
+    std::cout << report::compare_table(report::read_summaries(compare_dirs), compare_base);
+    return 0;
+  }
   return 0;
 }
 
