@@ -71,8 +71,8 @@ nlohmann::json scan_metrics(const nn::Model& model, const prune::ScanResult& sca
   return {{"dead_units", scan.dead_total}, {"dead_units_per_group", per}, {"quasi_dead", quasi}};
 }
 
-Demp::Demp(const train::TrainConfig& cfg)
-    : regularizer_(cfg.regularizer), mask_(parse_noise_mask(cfg.noise_mask)) {
+Demp::Demp(const train::TrainConfig& cfg, bool remove)
+    : regularizer_(cfg.regularizer), mask_(parse_noise_mask(cfg.noise_mask)), remove_(remove) {
   const std::vector<std::string> known = {"l1-gamma", "relu-sq", "l1", "l2"};
   if (std::find(known.begin(), known.end(), regularizer_) == known.end()) {
     throw Error("unknown --regularizer '" + regularizer_ + "'", "use l1-gamma, relu-sq, l1 or l2");
@@ -101,6 +101,10 @@ void Demp::prune_point(train::TrainContext& ctx) {
   const auto scan = scan_check_set(ctx, ctx.step);
   state_["scan"] = scan_metrics(ctx.model, scan);
   state_["scan"]["step"] = ctx.step;
+  if (!remove_) {
+    ctx.log(fmt::format("scan step {} | dead {} of {} units", ctx.step, scan.dead_total, scan.units_total));
+    return;
+  }
   // A group whose units are all dead means λ* is too large for this network: the layer carries
   // no signal any more. Keep its most active unit so the network stays well-formed and the run
   // finishes, and say so loudly.

@@ -35,8 +35,10 @@ nlohmann::json scan_metrics(const nn::Model& model, const prune::ScanResult& sca
 
 class Demp : public Method {
  public:
-  explicit Demp(const train::TrainConfig& cfg);
-  std::string name() const override { return "demp"; }
+  /// remove=false: the "scan" method of the dying-neuron study (regulariser and noise as
+  /// configured, dead-unit scans at the prune points, but nothing is removed).
+  Demp(const train::TrainConfig& cfg, bool remove = true);
+  std::string name() const override { return remove_ ? "demp" : "scan"; }
   void begin(train::TrainContext& ctx) override;
   void prune_point(train::TrainContext& ctx) override;
   torch::Tensor extra_loss(train::TrainContext& ctx) override;
@@ -51,6 +53,7 @@ class Demp : public Method {
  private:
   std::string regularizer_;
   NoiseMask mask_;
+  bool remove_ = true;
   int64_t span_ = 0, every_ = 0;
   nlohmann::json state_ = nlohmann::json::object();  ///< last scan, collapsed groups
   train::Schedule lambda_sched_, sigma_sched_;

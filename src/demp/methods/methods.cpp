@@ -1,6 +1,7 @@
 #include <fmt/format.h>
 
 #include "demp/common/error.h"
+#include "demp/methods/baselines.h"
 #include "demp/methods/demp.h"
 #include "demp/methods/method.h"
 #include "demp/train/config.h"
@@ -18,8 +19,16 @@ class Dense : public Method {
 
 std::unique_ptr<Method> make_method(const train::TrainConfig& cfg) {
   if (cfg.method == "dense") return std::make_unique<Dense>();
-  if (cfg.method == "demp") return std::make_unique<Demp>(cfg);
-  throw Error("unknown method '" + cfg.method + "'", "use one of: dense, demp");
+  if (cfg.method == "demp") return std::make_unique<Demp>(cfg, /*remove=*/true);
+  if (cfg.method == "scan") return std::make_unique<Demp>(cfg, /*remove=*/false);
+  if (cfg.method == "slimming") return make_slimming(cfg);
+  if (cfg.method == "snap") return make_snap(cfg);
+  if (cfg.method == "crop") return make_crop(cfg);
+  if (cfg.method == "earlycrop") return make_earlycrop(cfg);
+  if (cfg.method == "l1norm") return make_l1norm(cfg);
+  if (cfg.method == "random") return make_random(cfg);
+  throw Error("unknown method '" + cfg.method + "'",
+              "use one of: dense, demp, scan, slimming, snap, crop, earlycrop, l1norm, random");
 }
 
 }  // namespace demp::methods

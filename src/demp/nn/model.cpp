@@ -129,8 +129,8 @@ void Model::refresh_skips() {
   }
 }
 
-torch::Tensor Model::forward(const torch::Tensor& x, bool train,
-                             std::vector<torch::Tensor>* groups) const {
+torch::Tensor Model::forward(const torch::Tensor& x, bool train, std::vector<torch::Tensor>* groups,
+                             const std::vector<torch::Tensor>* gates) const {
   if (x.dim() != 4 || x.size(1) != arch_.in_channels || x.size(2) != arch_.in_height ||
       x.size(3) != arch_.in_width) {
     throw Error(fmt::format("input of shape {} does not fit {} built for {}x{}x{} images",
@@ -159,6 +159,10 @@ torch::Tensor Model::forward(const torch::Tensor& x, bool train,
       }
       case Op::Relu:
         v[op.a] = at::relu_(v[op.a]);
+        if (gates && static_cast<size_t>(op.b) < gates->size() && (*gates)[op.b].defined()) {
+          const auto& g = (*gates)[op.b];
+          v[op.a] = v[op.a] * (v[op.a].dim() == 4 ? g.view({1, -1, 1, 1}) : g.view({1, -1}));
+        }
         if (groups) (*groups)[op.b] = v[op.a];
         break;
       case Op::MaxPool:

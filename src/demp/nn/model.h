@@ -43,8 +43,12 @@ class Model {
   /// Logits for a batch N×C×H×W. `train` selects BatchNorm batch statistics (and updates the
   /// running ones). When `groups` is given it receives, per group id, the post-activation output
   /// (undefined for groups without an activation).
+  /// `gates`, when given, holds per group id an optional vector of `width` multipliers applied
+  /// to that group's post-activation output (the "gate trick" of score-based pruning methods:
+  /// derivatives of the loss with respect to the gates score the units).
   torch::Tensor forward(const torch::Tensor& x, bool train,
-                        std::vector<torch::Tensor>* groups = nullptr) const;
+                        std::vector<torch::Tensor>* groups = nullptr,
+                        const std::vector<torch::Tensor>* gates = nullptr) const;
 
   /// Parameters in a fixed order (the optimizer's state follows this order).
   std::vector<torch::Tensor> parameters() const;

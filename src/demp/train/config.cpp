@@ -35,7 +35,10 @@ std::vector<Field> fields(TrainConfig& c) {
       {"weight-decay", "weight decay (decoupled for sgdw and adamw)", &c.weight_decay, "training"},
       {"momentum", "momentum of sgd and sgdw", &c.momentum, "training"},
       {"label-smoothing", "label smoothing of the cross-entropy", &c.label_smoothing, "training"},
-      {"method", "training/pruning method: dense, demp", &c.method, "method"},
+      {"method",
+       "training/pruning method: dense, demp, scan (dense + dead-unit scans, no removal), "
+       "slimming, snap, crop, earlycrop, l1norm, random",
+       &c.method, "method"},
       {"lambda", "DemP: peak λ* of the regulariser's strength λ(t)", &c.lambda, "demp"},
       {"lambda-span", "DemP: steps S over which λ(t) and σ(t) run their shape (0: 87% of the run)",
        &c.lambda_span, "demp"},
@@ -54,6 +57,17 @@ std::vector<Field> fields(TrainConfig& c) {
       {"check-batch", "batch size of the dead-unit scan", &c.check_batch, "demp"},
       {"dead-eps", "a unit is dead when its summed output is <= this in every scan batch",
        &c.dead_eps, "demp"},
+      {"density", "baselines: fraction of the units kept at the end (global for slimming, snap, "
+                  "crop, earlycrop; per layer for l1norm, random)",
+       &c.density, "baselines"},
+      {"prune-at",
+       "baselines: step of the pruning (slimming: default 50% of the run; l1norm: last of its "
+       "gradual steps, default 50%; snap, crop, random: 0 = at initialisation); -1: default",
+       &c.prune_at, "baselines"},
+      {"score-batches", "baselines: training batches summed into SNAP/CroP scores",
+       &c.score_batches, "baselines"},
+      {"crop-steps", "baselines: sub-steps of the iterative CroP-it/EarlyCroP pruning",
+       &c.crop_steps, "baselines"},
       {"seed", "seed of initialisation, data order, augmentation and noise", &c.seed, "run"},
       {"device", "cpu, cuda, cuda:N or auto", &c.device, "run"},
       {"threads", "CPU threads for LibTorch (0: all cores)", &c.threads, "run"},
@@ -157,6 +171,13 @@ void validate(const TrainConfig& c) {
     throw Error("--lambda-span, --prune-every and --prune-after must be >= 0");
   }
   positive(c.check_size, "check-size");
+  positive(c.score_batches, "score-batches");
+  positive(c.crop_steps, "crop-steps");
+  if (!(c.density > 0) || c.density > 1) {
+    throw Error(fmt::format("--density must be in (0, 1], got {}", c.density),
+                "the fraction of units kept, e.g. --density 0.25");
+  }
+  if (c.prune_at < -1) throw Error("--prune-at must be >= 0, or -1 for the default");
   positive(c.check_batch, "check-batch");
   if (c.resume && c.overwrite) {
     throw Error("--resume and --overwrite contradict each other", "choose one");

@@ -35,6 +35,11 @@ struct TrainConfig {
   int64_t check_size = 1536;
   int64_t check_batch = 512;
   double dead_eps = 0.0;
+  // structured baselines
+  double density = 0.5;
+  int64_t prune_at = -1;
+  int64_t score_batches = 1;
+  int64_t crop_steps = 5;
   // schedule of the run
   int64_t epochs = 5;
   int64_t steps = 0;

@@ -1,0 +1,85 @@
+// CroP-it and EarlyCroP: structured gradient-flow preservation. The score of unit j is
+// |(H_c g_c)_j| with g_c = ∂L/∂c (gate trick, double backward); the network is pruned to the
+// target density through a few sub-steps, rescoring the shrunk network each time.
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "demp/methods/baselines.h"
+#include "demp/methods/selection.h"
+#include "demp/train/trainer.h"
+
+namespace demp::methods {
+namespace {
+
+void crop_iterative(train::TrainContext& ctx, const std::string& why) {
+  for (double d : iterative_densities(ctx.cfg.density, ctx.cfg.crop_steps)) {
+    const int64_t k = target_units(ctx.model, d);
+    if (k >= ctx.model.arch().units()) continue;
+    const auto scores = gate_scores(ctx.model, scoring_batches(ctx, ctx.cfg.score_batches), true);
+    ctx.remove_units(keep_global_top(ctx.model, scores, k), fmt::format("{} sub-step density {:.4f}", why, d));
+  }
+}
+
+class CropIt : public Method {
+ public:
+  std::string name() const override { return "crop"; }
+  void prune_point(train::TrainContext& ctx) override {
+    if (ctx.step == std::max<int64_t>(0, ctx.cfg.prune_at)) crop_iterative(ctx, "crop-it");
+  }
+};
+
+// Prunes at the first epoch end where 0 < | ‖θ_t − θ_0‖ − ‖θ_{t−1} − θ_0‖ | / ‖θ_0‖ < 1 − D
+// (t, t−1: consecutive epoch ends). If that never happens by half of the run, it prunes there,
+// and says so: a baseline that never prunes would not be a baseline.
+class EarlyCrop : public Method {
+ public:
+  std::string name() const override { return "earlycrop"; }
+  void begin(train::TrainContext& ctx) override {
+    if (ctx.step == 0) {
+      theta0_ = flat(ctx);
+      norm0_ = theta0_.norm().item<double>();
+    }
+  }
+  void prune_point(train::TrainContext& ctx) override {
+    if (done_ || ctx.step == 0 || ctx.step % ctx.steps_per_epoch != 0) {
+      if (!done_ && ctx.step >= ctx.total_steps / 2 && ctx.step > 0) fire(ctx, "earlycrop (trigger not met by half of the run)");
+      return;
+    }
+    if (!theta0_.defined()) return;  // resumed after the trigger point: nothing left to do
+    const double dist = (flat(ctx) - theta0_).norm().item<double>();
+    const double rel = std::abs(dist - last_dist_) / norm0_;
+    last_dist_ = dist;
+    ctx.log(fmt::format("earlycrop step {} | relative distance change {:.6f} | threshold {:.4f}", ctx.step,
+                        rel, 1 - ctx.cfg.density));
+    if (rel > 0 && rel < 1 - ctx.cfg.density) fire(ctx, "earlycrop");
+  }
+  nlohmann::json state() const override { return {{"done", done_}, {"last_dist", last_dist_}}; }
+  void load_state(const nlohmann::json& s) override {
+    done_ = s.value("done", false);
+    last_dist_ = s.value("last_dist", 0.0);
+  }
+
+ private:
+  static torch::Tensor flat(train::TrainContext& ctx) {
+    std::vector<torch::Tensor> v;
+    for (const auto& p : ctx.model.parameters()) v.push_back(p.detach().flatten().to(torch::kDouble));
+    return torch::cat(v);
+  }
+  void fire(train::TrainContext& ctx, const std::string& why) {
+    crop_iterative(ctx, why);
+    done_ = true;
+    theta0_ = torch::Tensor();
+  }
+  torch::Tensor theta0_;
+  double norm0_ = 1, last_dist_ = 0;
+  bool done_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<Method> make_crop(const train::TrainConfig&) { return std::make_unique<CropIt>(); }
+std::unique_ptr<Method> make_earlycrop(const train::TrainConfig&) { return std::make_unique<EarlyCrop>(); }
+
+}  // namespace demp::methods

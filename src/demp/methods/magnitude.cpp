@@ -1,0 +1,54 @@
+// The cheap references: L1-norm filter pruning (Li et al. 2017; gradual, per-layer ratio,
+// smallest-L1 filters first) and random structured pruning (per-layer ratio), the floor.
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+
+#include "demp/data/dataset.h"
+#include "demp/methods/baselines.h"
+#include "demp/methods/selection.h"
+#include "demp/train/trainer.h"
+
+namespace demp::methods {
+namespace {
+
+// Gradual: every K steps from step K to --prune-at (default half of the run) each layer's
+// density falls linearly from 1 to D; filters with the smallest L1 norm go first.
+class L1Norm : public Method {
+ public:
+  std::string name() const override { return "l1norm"; }
+  void begin(train::TrainContext& ctx) override {
+    end_ = ctx.cfg.prune_at > 0 ? ctx.cfg.prune_at : std::max<int64_t>(1, ctx.total_steps / 2);
+    every_ = ctx.cfg.prune_every > 0 ? ctx.cfg.prune_every
+                                     : std::max<int64_t>(1, std::llround(0.05 * static_cast<double>(ctx.total_steps)));
+  }
+  void prune_point(train::TrainContext& ctx) override {
+    if (ctx.step == 0 || ctx.step > end_ || (ctx.step % every_ != 0 && ctx.step != end_)) return;
+    const double frac = std::min(1.0, static_cast<double>(ctx.step) / static_cast<double>(end_));
+    const double d = 1.0 - (1.0 - ctx.cfg.density) * frac;
+    ctx.remove_units(keep_per_layer(ctx.model, filter_l1_scores(ctx.model), d),
+                     fmt::format("l1norm per-layer density {:.4f}", d));
+  }
+
+ private:
+  int64_t end_ = 1, every_ = 1;
+};
+
+class RandomPrune : public Method {
+ public:
+  std::string name() const override { return "random"; }
+  void prune_point(train::TrainContext& ctx) override {
+    if (ctx.step != std::max<int64_t>(0, ctx.cfg.prune_at)) return;
+    auto gen = data::make_generator(static_cast<uint64_t>(ctx.cfg.seed), data::kMisc, 1000);
+    ctx.remove_units(keep_per_layer(ctx.model, random_scores(ctx.model, gen), ctx.cfg.density),
+                     fmt::format("random per-layer density {}", ctx.cfg.density));
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Method> make_l1norm(const train::TrainConfig&) { return std::make_unique<L1Norm>(); }
+std::unique_ptr<Method> make_random(const train::TrainConfig&) { return std::make_unique<RandomPrune>(); }
+
+}  // namespace demp::methods

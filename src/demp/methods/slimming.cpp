@@ -1,0 +1,42 @@
+// Network Slimming (Liu et al. 2017): the same L1 on BatchNorm γ as DemP but with a constant λ,
+// one cut of the channels under a global |γ| percentile, then fine-tuning without the penalty.
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "demp/methods/baselines.h"
+#include "demp/methods/demp.h"
+#include "demp/methods/selection.h"
+#include "demp/train/trainer.h"
+
+namespace demp::methods {
+namespace {
+
+class Slimming : public Method {
+ public:
+  std::string name() const override { return "slimming"; }
+  void begin(train::TrainContext& ctx) override {
+    at_ = ctx.cfg.prune_at >= 0 ? ctx.cfg.prune_at : ctx.total_steps / 2;
+  }
+  torch::Tensor extra_loss(train::TrainContext& ctx) override {
+    if (ctx.step >= at_ || ctx.cfg.lambda == 0) return {};
+    return regularizer("l1-gamma", ctx.model) * ctx.cfg.lambda;
+  }
+  void prune_point(train::TrainContext& ctx) override {
+    if (ctx.step != at_) return;
+    const auto keep = keep_global_top(ctx.model, gamma_scores(ctx.model),
+                                      target_units(ctx.model, ctx.cfg.density));
+    ctx.remove_units(keep, fmt::format("slimming |gamma| cut to density {}", ctx.cfg.density));
+  }
+  nlohmann::json metrics(train::TrainContext& ctx) override {
+    return {{"reg_lambda", ctx.step < at_ ? ctx.cfg.lambda : 0.0}};
+  }
+
+ private:
+  int64_t at_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Method> make_slimming(const train::TrainConfig&) { return std::make_unique<Slimming>(); }
+
+}  // namespace demp::methods

@@ -1,0 +1,159 @@
+// The structured baselines: selection rules and scores against hand computations, and each
+// method reaching its density on a tiny network that still works.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include "demp/methods/selection.h"
+#include "demp/nn/model.h"
+#include "demp/train/trainer.h"
+#include "test_util.h"
+
+using namespace demp;
+using nlohmann::json;
+
+TEST(Selection, GlobalTopKeepsTheBestOfEveryGroupThenTheHighestScores) {
+  nn::Model m(test::tiny_arch("mlp"), 0);  // hidden widths 3 and 2
+  ASSERT_EQ(m.arch().groups[1].width, 3);
+  ASSERT_EQ(m.arch().groups[2].width, 2);
+  methods::GroupScores s(m.arch().groups.size());
+  s[1] = torch::tensor({0.1f, 0.9f, 0.5f});
+  s[2] = torch::tensor({0.2f, 0.05f});
+  const auto k3 = methods::keep_global_top(m, s, 3);
+  EXPECT_EQ(k3[1], (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(k3[2], (std::vector<int64_t>{0}));
+  // k below the number of groups still keeps one unit per group
+  const auto k1 = methods::keep_global_top(m, s, 1);
+  EXPECT_EQ(k1[1], (std::vector<int64_t>{1}));
+  EXPECT_EQ(k1[2], (std::vector<int64_t>{0}));
+  const auto per = methods::keep_per_layer(m, s, 0.5);  // round(1.5) = 2 and round(1) = 1
+  EXPECT_EQ(per[1], (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(per[2], (std::vector<int64_t>{0}));
+  EXPECT_EQ(methods::target_units(m, 0.4), 2);  // round(0.4 * 5) = 2 >= 2 groups
+}
+
+TEST(Selection, IterativeDensities) {
+  const auto a = methods::iterative_densities(0.1, 4);
+  ASSERT_EQ(a.size(), 4u);
+  EXPECT_NEAR(a[0], 0.3, 1e-12);
+  EXPECT_NEAR(a[1], 0.2, 1e-12);
+  EXPECT_NEAR(a[2], 0.15, 1e-12);
+  EXPECT_DOUBLE_EQ(a[3], 0.1);
+  const auto b = methods::iterative_densities(0.8, 4);
+  EXPECT_NEAR(b[0], 0.95, 1e-12);
+  EXPECT_DOUBLE_EQ(b[3], 0.8);
+}
+
+namespace {
+nn::Model one_hidden_mlp(torch::ScalarType dtype) {
+  nn::ModelOptions o;
+  o.model = "mlp";
+  o.mlp_widths = {6};
+  o.in_channels = 1;
+  o.in_height = o.in_width = 4;
+  o.classes = 3;
+  nn::Model m(nn::build_arch(o), 11);
+  for (auto& t : m.layers()) {
+    for (torch::Tensor* x : {&t.weight, &t.bias, &t.gamma, &t.beta}) {
+      if (x->defined()) *x = x->detach().to(dtype).requires_grad_(true);
+    }
+    for (torch::Tensor* x : {&t.running_mean, &t.running_var}) {
+      if (x->defined()) *x = x->to(dtype);
+    }
+  }
+  return m;
+}
+}  // namespace
+
+TEST(Scores, SnapEqualsTheHandWrittenGateDerivative) {
+  auto m = one_hidden_mlp(torch::kDouble);
+  const auto x = torch::randn({10, 1, 4, 4}, torch::kDouble);
+  const auto y = torch::randint(3, {10});
+  const auto snap = methods::gate_scores(m, {{x, y}}, false);
+  // by hand: the hidden group feeds the classifier, so ∂L/∂c_j = Σ_n a_nj Σ_k W_kj (p_nk − y_nk) / N
+  std::vector<torch::Tensor> groups;
+  torch::NoGradGuard ng;
+  const auto logits = m.forward(x, true, &groups);
+  const auto p = logits.softmax(1) - torch::one_hot(y, 3).to(torch::kDouble);
+  const auto w = m.layers()[1].weight;  // classifier 3 x 6
+  const auto expected = (groups[1] * p.matmul(w)).sum(0).abs() / 10.0;
+  EXPECT_TRUE(torch::allclose(snap[1].to(torch::kDouble), expected, 1e-5, 1e-6)) << snap[1] << expected;
+}
+
+TEST(Scores, CropEqualsAFiniteDifferenceHessianVectorProduct) {
+  auto m = one_hidden_mlp(torch::kDouble);
+  const auto x = torch::randn({10, 1, 4, 4}, torch::kDouble);
+  const auto y = torch::randint(3, {10});
+  const auto crop = methods::gate_scores(m, {{x, y}}, true);
+  const int64_t w = m.arch().groups[1].width;
+  auto grad_at = [&](const torch::Tensor& c) {
+    std::vector<torch::Tensor> gates(m.arch().groups.size());
+    gates[1] = c.clone().requires_grad_(true);
+    const auto loss = at::cross_entropy_loss(m.forward(x, true, nullptr, &gates), y);
+    return torch::autograd::grad({loss}, {gates[1]})[0].detach();
+  };
+  const auto ones = torch::ones({w}, torch::kDouble);
+  const auto g = grad_at(ones);
+  const double eps = 1e-5;
+  const auto hg = (grad_at(ones + eps * g) - grad_at(ones - eps * g)) / (2 * eps);
+  EXPECT_TRUE(torch::allclose(crop[1].to(torch::kDouble), hg.abs(), 1e-4, 1e-8)) << crop[1] << hg;
+}
+
+TEST(Scores, CropRunsThroughConvolutionsAndResiduals) {
+  nn::Model m(test::tiny_arch("resnet18"), 1);
+  const auto s = methods::gate_scores(m, {{torch::randn({4, 3, 16, 16}), torch::randint(5, {4})}}, true);
+  for (int g : m.arch().prunable_groups()) {
+    ASSERT_EQ(s[g].size(0), m.arch().groups[g].width);
+    EXPECT_TRUE(torch::isfinite(s[g]).all().item<bool>());
+  }
+}
+
+TEST(Scores, GammaAndFilterL1SumOverEveryProducer) {
+  nn::Model m(test::tiny_arch("resnet18"), 2);
+  const auto& a = m.arch();
+  const auto gs = methods::gamma_scores(m), ls = methods::filter_l1_scores(m);
+  for (int g : a.prunable_groups()) {
+    torch::Tensor eg = torch::zeros({a.groups[g].width}), el = torch::zeros({a.groups[g].width});
+    for (size_t l = 0; l < a.layers.size(); ++l) {
+      if (a.layers[l].out_group != g) continue;
+      eg += m.layers()[l].gamma.detach().abs();
+      el += m.layers()[l].weight.detach().abs().flatten(1).sum(1);
+    }
+    EXPECT_TRUE(torch::allclose(gs[g], eg)) << a.groups[g].name;
+    EXPECT_TRUE(torch::allclose(ls[g], el)) << a.groups[g].name;
+  }
+}
+
+class Baseline : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Baseline, ReachesItsDensityAndLeavesAWorkingNetwork) {
+  test::TempDir tmp;
+  test::write_synthetic_idx(tmp.path, 384, 100);
+  train::TrainConfig c;
+  c.model = "mlp";
+  c.mlp_widths = "32,16";
+  c.width = 1.0;
+  c.data = "mnist:" + tmp.path;
+  c.batch_size = 32;
+  c.steps = 36;  // 12 steps per epoch: EarlyCroP sees 2 epoch ends before its fallback
+  c.lr = 0.01;
+  c.method = GetParam();
+  c.density = 0.25;
+  c.lambda = 1e-3;
+  c.progress = "none";
+  c.threads = 1;
+  c.out = tmp.path + "/run";
+  const auto s = train::run_training(c);
+  EXPECT_EQ(s["status"], "finished");
+  // 48 units: global methods keep round(0.25 * 48) = 12, per-layer ones 8 + 4 = 12
+  EXPECT_EQ(s["units_final"].get<int64_t>(), 12) << s.dump();
+  EXPECT_FALSE(s["prune_events"].empty());
+  EXPECT_GT(s["test_accuracy"].get<double>(), 0.3);  // still learns after pruning (chance 0.2)
+  const auto ck = train::load_checkpoint(tmp.path + "/run/model.ckpt");
+  nn::Model back(ck.arch, ck.layers);
+  EXPECT_EQ(back.arch().units(), 12);
+}
+
+INSTANTIATE_TEST_SUITE_P(Methods, Baseline,
+                         ::testing::Values("slimming", "snap", "crop", "earlycrop", "l1norm", "random"));
