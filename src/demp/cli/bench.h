@@ -18,11 +18,21 @@ struct BenchOptions {
   std::string reference_script;
   bool no_reference = false;
   std::string json_out;
+  // --inference: eval-mode forward latency and throughput, pruned versus dense
+  bool inference = false;
+  std::string checkpoint;          ///< the pruned network: run directory, checkpoint or torch export
+  int64_t inference_batch = 256;   ///< throughput batch size (latency is at batch 1)
+  int64_t latency_steps = 200;     ///< timed batch-1 forwards per round
+  std::string ort_script;          ///< ONNX Runtime side (default: bench/inference_ort.py)
 };
 
 void add_bench_options(CLI::App* app, BenchOptions& o);
 /// Runs rounds of (demp steps, PyTorch steps) on the same network, batch, optimizer and threads;
-/// prints img/s of each and the ratio.
+/// prints img/s of each and the ratio. With `inference`: see run_inference_bench.
 int run_bench(const BenchOptions& o);
+/// Inference latency (batch 1) and throughput (batch `inference_batch`) of a pruned network and
+/// its dense counterpart (initial widths), in demp (eval forward under InferenceMode) and in ONNX
+/// Runtime (both exported to ONNX, timed by bench/inference_ort.py); medians over rounds.
+int run_inference_bench(const BenchOptions& o);
 
 }  // namespace demp::cli

@@ -2,15 +2,21 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "demp/cli/bench.h"
+#include "demp/cli/report_cmds.h"
 #include "demp/common/error.h"
 #include "demp/common/files.h"
 #include "demp/data/dataset.h"
+#include "demp/export/export.h"
 #include "demp/nn/arch.h"
 #include "demp/nn/model.h"
 #include "demp/report/compare.h"
@@ -52,27 +58,56 @@ void bind_fields(CLI::App* app, train::TrainConfig& cfg) {
   }
 }
 
-int cmd_eval(const std::string& ckpt, std::string data_spec, const std::string& device_spec,
+// A network from a run directory, checkpoint or torch export, refusing ONNX files (demp does not
+// run ONNX graphs; onnxruntime does).
+export_::ModelSource load_runnable(const std::string& path) {
+  export_::ModelSource src = export_::load_source(path);
+  if (src.kind == export_::SourceKind::Onnx) {
+    throw Error(src.path + " is an ONNX model: demp eval runs run directories, checkpoints and "
+                           "torch exports",
+                "evaluate ONNX models with onnxruntime (README: 'The pruned network outside "
+                "demp'), or give the run's model.ckpt");
+  }
+  return src;
+}
+
+int cmd_eval(const std::string& path, std::string data_spec, const std::string& device_spec,
              int64_t batch, bool as_json) {
-  const auto ck = train::load_checkpoint(ckpt);
-  train::TrainConfig cfg;
-  if (ck.meta.contains("config")) train::apply_json(cfg, ck.meta["config"], ckpt);
+  const auto src = load_runnable(path);
+  const train::TrainConfig cfg = export_::source_config(src);
   if (data_spec.empty()) data_spec = cfg.data;
   const auto device = train::resolve_device(device_spec);
-  auto data = data::load(data_spec, {cfg.val_size, static_cast<uint64_t>(cfg.seed), 0, 0});
-  nn::Model model(ck.arch, ck.layers);
-  if (data.channels != ck.arch.in_channels || data.height != ck.arch.in_height ||
-      data.width != ck.arch.in_width || data.classes != ck.arch.classes) {
+  // The training split options matter: the normalisation statistics come from the training
+  // images that training used (after the validation carve-out and --train-limit).
+  auto data = data::load(data_spec, {cfg.val_size, static_cast<uint64_t>(cfg.seed),
+                                     cfg.train_limit, 0});
+  nn::Model model(src.arch, src.layers);
+  if (data.channels != src.arch.in_channels || data.height != src.arch.in_height ||
+      data.width != src.arch.in_width || data.classes != src.arch.classes) {
     throw Error(fmt::format("data {} ({}x{}x{}, {} classes) does not fit the model ({}x{}x{}, {} classes)",
                             data_spec, data.channels, data.height, data.width, data.classes,
-                            ck.arch.in_channels, ck.arch.in_height, ck.arch.in_width, ck.arch.classes),
+                            src.arch.in_channels, src.arch.in_height, src.arch.in_width,
+                            src.arch.classes),
                 "evaluate on the data the model was trained on");
+  }
+  if (src.norm.known()) {
+    double diff = 0;
+    for (size_t c = 0; c < src.norm.mean.size() && c < data.mean.size(); ++c) {
+      diff = std::max({diff, std::abs(src.norm.mean[c] - data.mean[c]),
+                       std::abs(src.norm.std[c] - data.std[c])});
+    }
+    if (diff > 1e-6) {
+      std::cerr << fmt::format("demp: warning: {} normalises with mean {} std {}, the model was "
+                               "trained with mean {} std {}\n",
+                               data_spec, data.mean, data.std, src.norm.mean, src.norm.std);
+    }
   }
   model.to(device);
   const auto r = train::evaluate(model, data.test, batch, device);
   const auto& a = model.arch();
   if (as_json) {
-    std::cout << json{{"checkpoint", ckpt}, {"data", data_spec}, {"test_accuracy", r.accuracy},
+    std::cout << json{{"checkpoint", src.path}, {"kind", export_::kind_name(src.kind)},
+                      {"data", data_spec}, {"test_accuracy", r.accuracy},
                       {"test_loss", r.loss}, {"images", r.n}, {"units", a.units()},
                       {"params", a.params()}, {"flops", a.flops()}}
                      .dump(2)
@@ -80,8 +115,85 @@ int cmd_eval(const std::string& ckpt, std::string data_spec, const std::string& 
   } else {
     std::cout << fmt::format("{} on {}: test accuracy {:.2f}% | loss {:.4f} | {} images | {} units | "
                              "{} params | {} FLOPs/image\n",
-                             ckpt, data_spec, 100 * r.accuracy, r.loss, r.n, a.units(), a.params(),
-                             a.flops());
+                             src.path, data_spec, 100 * r.accuracy, r.loss, r.n, a.units(),
+                             a.params(), a.flops());
+  }
+  return 0;
+}
+
+// The format an --out name implies, when --format is not given.
+std::string format_from_name(const std::string& out) {
+  auto ends = [&](const std::string& e) {
+    return out.size() >= e.size() && out.compare(out.size() - e.size(), e.size(), e) == 0;
+  };
+  if (ends(".onnx")) return "onnx";
+  if (ends(".pt") || ends(".pth")) return "torch";
+  return {};
+}
+
+int cmd_export(const std::string& path, std::string format, const std::string& out,
+               int64_t opset, int64_t pad_channels, const std::string& data_spec) {
+  if (format.empty()) format = format_from_name(out);
+  if (format.empty()) {
+    throw Error("cannot tell the export format from '" + out + "'",
+                "pass --format onnx or --format torch (or name the file .onnx / .pt)");
+  }
+  if (format != "onnx" && format != "torch") {
+    throw Error("unknown export format '" + format + "'", "use onnx or torch");
+  }
+  if (pad_channels != 1 && format != "onnx") {
+    throw Error("--pad-channels applies to ONNX exports only",
+                "the torch export keeps the pruned widths; pad at ONNX export");
+  }
+  const auto src = export_::load_source(path);
+  if (src.kind == export_::SourceKind::Onnx) {
+    throw Error(src.path + " is already an ONNX export; its weights cannot be read back",
+                "export from the run directory, its model.ckpt or a torch export");
+  }
+  const export_::ExportInfo info = export_::export_info(src, data_spec);
+  const nn::Model model(src.arch, src.layers);
+  const auto& a = model.arch();
+  if (format == "onnx") {
+    export_::write_onnx(out, model, info, opset, pad_channels);
+  } else {
+    export_::write_torch_export(out, model, info);
+  }
+  std::cout << fmt::format(
+      "exported {} ({} of {} units, {} params, {} FLOPs/image) to {} ({}{})\n"
+      "  input: N x {} x {} x {} float32, pixel / 255 then (x - mean) / std with mean {} std {}\n"
+      "  output: N x {} logits\n",
+      a.model, a.units(), a.initial_units(), a.params(), a.flops(), out, format,
+      format == "onnx" ? fmt::format(", opset {}{}", opset,
+                                     pad_channels > 1
+                                         ? fmt::format(", hidden widths padded to multiples of {}",
+                                                       pad_channels)
+                                         : std::string())
+                       : std::string(),
+      a.in_channels,
+      a.in_height, a.in_width, info.norm.mean, info.norm.std, a.classes);
+  return 0;
+}
+
+int cmd_info(const std::string& path, const nn::Arch& zoo, bool as_json) {
+  if (path.empty()) {
+    std::cout << (as_json ? json(zoo).dump(2) + "\n" : zoo.table());
+    return 0;
+  }
+  const auto src = export_::load_source(path);
+  if (as_json) {
+    std::cout << json(src.arch).dump(2) << "\n";
+    return 0;
+  }
+  std::cout << fmt::format("{} ({})\n", src.path, export_::kind_name(src.kind)) << src.arch.table();
+  if (src.norm.known()) {
+    std::cout << fmt::format("input normalisation: pixel / 255, then (x - mean) / std with mean {} "
+                             "std {}\n",
+                             src.norm.mean, src.norm.std);
+  }
+  if (src.meta.contains("test_accuracy") && src.meta["test_accuracy"].is_number()) {
+    std::cout << fmt::format("test accuracy at export: {:.2f}% (step {})\n",
+                             100 * src.meta["test_accuracy"].get<double>(),
+                             src.meta.value("step", int64_t{0}));
   }
   return 0;
 }
@@ -114,11 +226,13 @@ int run(int argc, char** argv) {
       ->group("run");
 
   // eval
-  auto* eval_cmd = app.add_subcommand("eval", "evaluate a checkpoint on its test set");
+  auto* eval_cmd =
+      app.add_subcommand("eval", "evaluate a run, checkpoint or torch export on its test set");
   std::string ckpt, eval_data, eval_device = "cpu";
   int64_t eval_batch = 1000;
   bool eval_json = false;
-  eval_cmd->add_option("checkpoint", ckpt, "path of a model.ckpt")->required();
+  eval_cmd->add_option("model", ckpt, "a run directory, its model.ckpt, or a torch export")
+      ->required();
   eval_cmd->add_option("--data", eval_data, "data set (default: the one it was trained on)");
   eval_cmd->add_option("--device", eval_device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   eval_cmd->add_option("--batch-size", eval_batch, "evaluation batch size")->capture_default_str();
@@ -131,7 +245,9 @@ int run(int argc, char** argv) {
   std::string info_model = "resnet18", mlp_widths = "512,256";
   double info_width = 1.0;
   int64_t info_size = 28;
-  info_cmd->add_option("--checkpoint", info_ckpt, "a model.ckpt (shows its current widths)");
+  info_cmd->add_option("model", info_ckpt,
+                       "a run directory, checkpoint, torch or ONNX export (its current widths)");
+  info_cmd->add_option("--checkpoint", info_ckpt, "the same, as an option");
   info_cmd->add_option("--model", info_model, "mlp, vgg16, resnet18, resnet50")->capture_default_str();
   info_cmd->add_option("--width", info_width, "width multiplier")->capture_default_str();
   info_cmd->add_option("--mlp-widths", mlp_widths, "MLP hidden widths")->capture_default_str();
@@ -140,6 +256,25 @@ int run(int argc, char** argv) {
   info_cmd->add_option("--classes", mo.classes, "number of classes")->capture_default_str();
   bool info_json = false;
   info_cmd->add_flag("--json", info_json, "print the architecture description (JSON) instead of the table");
+
+  // export
+  auto* export_cmd = app.add_subcommand(
+      "export", "write the (pruned) network as ONNX or as a torch.load-able file for Python");
+  std::string export_src, export_format, export_out, export_data;
+  int64_t export_opset = export_::kMaxOpset, export_pad = 1;
+  export_cmd->add_option("model", export_src, "a run directory, its model.ckpt, or a torch export")
+      ->required();
+  export_cmd->add_option("--out", export_out, "file to write")->required();
+  export_cmd->add_option("--format", export_format,
+                         "onnx or torch (default: from --out's extension, .onnx or .pt)");
+  export_cmd->add_option("--opset", export_opset, "ONNX opset (13 to 17)")->capture_default_str();
+  export_cmd->add_option("--pad-channels", export_pad,
+                         "ONNX: pad hidden widths with zero units to multiples of this (e.g. 16: "
+                         "same outputs, faster blocked kernels in ONNX Runtime)")
+      ->capture_default_str();
+  export_cmd->add_option("--data", export_data,
+                         "data set whose training split gives the input normalisation (default: "
+                         "the one it was trained on)");
 
   // compare
   auto* compare_cmd = app.add_subcommand("compare", "one table over finished runs (accuracy, size, speed-up)");
@@ -154,6 +289,10 @@ int run(int argc, char** argv) {
   BenchOptions bo;
   add_bench_options(bench_cmd, bo);
 
+  // sweep, study, report
+  ReportCommands rc;
+  add_report_commands(app, rc);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -161,6 +300,7 @@ int run(int argc, char** argv) {
     throw Error(e.what(), "see 'demp " + std::string(argc > 1 ? argv[1] : "") + " --help'");
   }
 
+  if (const int code = run_report_commands(rc); code >= 0) return code;
   if (*train_cmd) {
     const json s = train::run_training(cfg);
     if (s.value("status", "") == "finished") {
@@ -180,11 +320,12 @@ int run(int argc, char** argv) {
     return 0;
   }
   if (*eval_cmd) return cmd_eval(ckpt, eval_data, eval_device, eval_batch, eval_json);
+  if (*export_cmd) {
+    return cmd_export(export_src, export_format, export_out, export_opset, export_pad, export_data);
+  }
   if (*info_cmd) {
     nn::Arch a;
-    if (!info_ckpt.empty()) {
-      a = train::load_checkpoint(info_ckpt).arch;
-    } else {
+    if (info_ckpt.empty()) {
       train::TrainConfig c;
       c.model = info_model;
       c.width = info_width;
@@ -195,8 +336,7 @@ int run(int argc, char** argv) {
       shape.classes = mo.classes;
       a = nn::build_arch(train::model_options(c, shape));
     }
-    std::cout << (info_json ? json(a).dump(2) + "\n" : a.table());
-    return 0;
+    return cmd_info(info_ckpt, a, info_json);
   }
   if (*bench_cmd) return run_bench(bo);
   if (*compare_cmd) {

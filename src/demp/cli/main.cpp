@@ -1,4 +1,4 @@
-// demp: the command-line front end. Subcommands: train, eval, info, bench.
+// demp: the command-line front end (subcommands in commands.cpp and report_cmds.cpp).
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <torch/torch.h>

@@ -1,0 +1,488 @@
+// Sweeps, studies and reports: grid parsing and naming, the summary table, the dead-fraction
+// curve, the study's expectation checker, the HTML helpers, and a sweep driven end to end with a
+// stand-in for the demp binary (a shell script), so that skipping, resuming and failures are
+// tested without training anything.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "demp/common/error.h"
+#include "demp/common/files.h"
+#include "demp/report/html.h"
+#include "demp/report/plots.h"
+#include "demp/report/process.h"
+#include "demp/report/study.h"
+#include "demp/report/sweep.h"
+
+using namespace demp::report;
+using nlohmann::json;
+
+namespace {
+
+struct ReportTemp {
+  std::string path;
+  ReportTemp() {
+    char tmpl[] = "/tmp/demp-report-test-XXXXXX";
+    path = ::mkdtemp(tmpl);
+  }
+  ~ReportTemp() { demp::remove_tree(path); }
+};
+
+void write(const std::string& path, const std::string& text) {
+  demp::write_file_atomic(path, text);
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  std::string l;
+  while (std::getline(in, l)) out.push_back(l);
+  return out;
+}
+
+json summary(double acc, int units0, int units1, const std::string& method = "demp") {
+  return {{"status", "finished"},
+          {"method", method},
+          {"model", "mlp"},
+          {"width", 0.25},
+          {"dataset", "fashion-mnist"},
+          {"seed", 0},
+          {"steps", 20},
+          {"test_accuracy", acc},
+          {"best_test_accuracy", acc},
+          {"units_initial", units0},
+          {"units_final", units1},
+          {"params_initial", 100},
+          {"params_final", 50},
+          {"flops_initial", 1000},
+          {"flops_final", 250},
+          {"train_seconds", 2.0},
+          {"live_units_per_group", {{"fc1", units1}}}};
+}
+
+}  // namespace
+
+// ---- grid and names -------------------------------------------------------------------------
+
+TEST(ReportGrid, ParsesKeysAndValues) {
+  auto a = parse_grid_axis("lambda=0.01,0.1, 1");
+  EXPECT_EQ(a.key, "lambda");
+  EXPECT_EQ(a.values, (std::vector<std::string>{"0.01", "0.1", "1"}));
+  EXPECT_EQ(parse_grid_axis("--seed=0").key, "seed");
+  // ';' separates when a value holds commas
+  a = parse_grid_axis("mlp-widths=64,32;128,64");
+  EXPECT_EQ(a.values, (std::vector<std::string>{"64,32", "128,64"}));
+  for (const char* bad : {"lambda", "=1,2", "lambda=", "lambda=1,,2", "lambda=1,1"}) {
+    EXPECT_THROW(parse_grid_axis(bad), demp::Error) << bad;
+  }
+}
+
+TEST(ReportGrid, KeysMustBeTrainOptionsTheSweepDoesNotSet) {
+  EXPECT_NO_THROW(check_grid_keys({{"lambda", {"1"}}, {"batch-size", {"32"}}, {"config", {"a"}}}));
+  EXPECT_THROW(check_grid_keys({{"lamda", {"1"}}}), demp::Error);
+  EXPECT_THROW(check_grid_keys({{"out", {"x"}}}), demp::Error);
+  EXPECT_THROW(check_grid_keys({{"resume", {"x"}}}), demp::Error);
+  EXPECT_THROW(check_grid_keys({{"seed", {"1"}}, {"seed", {"2"}}}), demp::Error);
+}
+
+TEST(ReportGrid, CartesianProductFirstAxisSlowest) {
+  const std::vector<GridAxis> axes = {{"lambda", {"0.1", "0.2"}}, {"seed", {"0", "1", "2"}}};
+  const auto p = expand_grid(axes);
+  ASSERT_EQ(p.size(), 6u);
+  EXPECT_EQ(p[0], (std::vector<std::string>{"0.1", "0"}));
+  EXPECT_EQ(p[2], (std::vector<std::string>{"0.1", "2"}));
+  EXPECT_EQ(p[3], (std::vector<std::string>{"0.2", "0"}));
+  EXPECT_EQ(expand_grid({}).size(), 1u);  // no axis: one run with the base options
+}
+
+TEST(ReportGrid, RunNames) {
+  const std::vector<GridAxis> axes = {{"lambda", {"0.01", "0.1"}}, {"seed", {"0", "1"}}};
+  EXPECT_EQ(run_name(axes, {"0.01", "0"}), "lambda=0.01_seed=0");
+  EXPECT_EQ(run_name(axes, {"0.01", "1"}, "l{lambda}-s{seed}"), "l0.01-s1");
+  // a path in a value must not make nested directories
+  EXPECT_EQ(run_name({{"config", {"recipes/a b.json"}}}, {"recipes/a b.json"}),
+            "config=recipes_a_b.json");
+  EXPECT_THROW(run_name(axes, {"0.01", "0"}, "{lamda}"), demp::Error);
+  EXPECT_THROW(run_name(axes, {"0.01", "0"}, "{lambda"), demp::Error);
+  EXPECT_EQ(run_names(axes, "").size(), 4u);
+  EXPECT_THROW(run_names(axes, "l{lambda}"), demp::Error);  // seeds would collide
+}
+
+TEST(ReportGrid, BaseArgsLeaveTheSweepsOptionsAlone) {
+  const std::vector<GridAxis> axes = {{"seed", {"0", "1"}}};
+  EXPECT_NO_THROW(check_base_args({"--model", "mlp", "--steps=20", "--lr", "-1"}, axes));
+  EXPECT_THROW(check_base_args({"--out", "x"}, axes), demp::Error);
+  EXPECT_THROW(check_base_args({"--progress=none"}, axes), demp::Error);
+  EXPECT_THROW(check_base_args({"--seed", "3"}, axes), demp::Error);
+  EXPECT_THROW(check_base_args({"--modle", "mlp"}, axes), demp::Error);
+  EXPECT_THROW(check_base_args({"lambda=0.1"}, axes), demp::Error);
+}
+
+// ---- the table ------------------------------------------------------------------------------
+
+TEST(ReportTable, ColumnsRowsAndCsv) {
+  ReportTemp t;
+  const std::vector<GridAxis> axes = {{"lambda", {"0.01", "x,y"}}, {"seed", {"0"}}};
+  const auto cols = table_columns(axes);
+  EXPECT_EQ(cols[0], "run");
+  EXPECT_EQ(cols[1], "lambda");
+  EXPECT_EQ(cols[2], "seed");
+  EXPECT_EQ(std::count(cols.begin(), cols.end(), "seed"), 1);  // not repeated as a summary column
+  EXPECT_EQ(cols.back(), "status");
+  for (const char* c :
+       {"method", "model", "width", "dataset", "steps", "test_accuracy", "best_test_accuracy",
+        "units_fraction", "params_fraction", "flops_fraction", "train_seconds"}) {
+    EXPECT_NE(std::find(cols.begin(), cols.end(), c), cols.end()) << c;
+  }
+
+  demp::make_directories(t.path + "/a");
+  write(t.path + "/a/summary.json", summary(0.8, 200, 50).dump());
+  const auto done = table_row("a", t.path + "/a", axes, {"0.01", "0"});
+  EXPECT_EQ(done["status"], "finished");
+  EXPECT_DOUBLE_EQ(done["units_fraction"].get<double>(), 0.25);
+  EXPECT_DOUBLE_EQ(done["params_fraction"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(done["lambda"].get<double>(), 0.01);  // a number in table.json
+  EXPECT_EQ(done["model"], "mlp");
+
+  // no summary: pending, or the status the sweep saw; settings from config.json
+  demp::make_directories(t.path + "/b");
+  write(t.path + "/b/config.json", json{{"method", "dense"}, {"model", "vgg16"}}.dump());
+  const auto failed = table_row("b", t.path + "/b", axes, {"x,y", "0"}, "failed");
+  EXPECT_EQ(failed["status"], "failed");
+  EXPECT_EQ(failed["model"], "vgg16");
+  EXPECT_TRUE(failed["test_accuracy"].is_null());
+  EXPECT_EQ(table_row("c", t.path + "/c", axes, {"0.01", "0"})["status"], "pending");
+
+  const auto csv = lines_of(table_csv(cols, {done, failed}));
+  ASSERT_EQ(csv.size(), 3u);
+  EXPECT_EQ(csv[0].rfind("run,lambda,seed,method,", 0), 0u);
+  EXPECT_EQ(csv[2].rfind("b,\"x,y\",0,dense,vgg16,", 0), 0u) << csv[2];
+  EXPECT_NE(csv[2].find(",,"), std::string::npos);  // empty cells for what a failed run lacks
+}
+
+// ---- the study ------------------------------------------------------------------------------
+
+TEST(ReportStudy, DeadFractionCurveAtEachScan) {
+  std::vector<json> rows = {
+      {{"step", 10}, {"live_units", 100}},  // no scan yet
+      {{"step", 20}, {"live_units", 100}, {"last_scan", {{"dead_units", 5}, {"step", 0}}}},
+      {{"step", 30}, {"live_units", 100}, {"last_scan", {{"dead_units", 5}, {"step", 0}}}},
+      {{"step", 40}, {"live_units", 80}, {"last_scan", {{"dead_units", 20}, {"step", 40}}}},
+      {{"step", 50}, {"live_units", 80}, {"last_scan", {{"dead_units", 10}}}},  // no scan step
+  };
+  const auto c = dead_fraction_curve(rows);
+  ASSERT_EQ(c.size(), 3u);
+  EXPECT_EQ(c[0].first, 0);
+  EXPECT_DOUBLE_EQ(c[0].second, 0.05);
+  EXPECT_EQ(c[1].first, 40);
+  EXPECT_DOUBLE_EQ(c[1].second, 0.25);
+  EXPECT_EQ(c[2].first, 50);
+  EXPECT_DOUBLE_EQ(c[2].second, 0.125);
+  EXPECT_TRUE(dead_fraction_curve({}).empty());
+}
+
+TEST(ReportStudy, ExpectationChecker) {
+  // lr agrees (more dead at the higher lr), batch-size disagrees (more dead at the larger
+  // batch), optimizer agrees (adamw above sgd), seed is just another fixed value.
+  const std::vector<GridAxis> axes = {
+      {"lr", {"0.01", "0.1"}}, {"batch-size", {"32", "256"}}, {"optimizer", {"sgd", "adamw"}}};
+  std::vector<StudyRun> runs;
+  for (const auto& p : expand_grid(axes)) {
+    double f = 0.1;
+    if (p[0] == "0.1") f += 0.2;
+    if (p[1] == "256") f += 0.05;
+    if (p[2] == "adamw") f += 0.01;
+    runs.push_back({run_name(axes, p), p, true, f});
+  }
+  auto checks = check_expectations(axes, runs);
+  auto find = [&](const std::string& f) {
+    return *std::find_if(checks.begin(), checks.end(),
+                         [&](const FactorCheck& c) { return c.factor == f; });
+  };
+  EXPECT_EQ(find("lr").verdict, "agrees");
+  EXPECT_EQ(find("lr").agree, 4);
+  EXPECT_EQ(find("batch-size").verdict, "disagrees");
+  EXPECT_EQ(find("batch-size").disagree, 4);
+  EXPECT_EQ(find("optimizer").verdict, "agrees");
+  EXPECT_EQ(find("lambda").verdict, "not tested");
+  const auto lr = find("lr");
+  const auto& c0 = lr.comparisons[0];
+  EXPECT_EQ(c0.low, "0.01");
+  EXPECT_EQ(c0.high, "0.1");
+  EXPECT_FALSE(c0.fixed.empty());
+  const std::string text = expectations_text(checks);
+  EXPECT_NE(text.find("lr            agrees"), std::string::npos) << text;
+  EXPECT_NE(text.find("disagrees"), std::string::npos);
+  EXPECT_NE(text.find("0.01 -> 0.1"), std::string::npos);
+
+  // numeric order, not text order; a failed run drops out of its comparisons
+  const std::vector<GridAxis> lam = {{"lambda", {"0.1", "0.02", "0"}}};
+  runs = {{"a", {"0.1"}, true, 0.3}, {"b", {"0.02"}, true, 0.3}, {"c", {"0"}, false, 0}};
+  checks = check_expectations(lam, runs);
+  EXPECT_EQ(find("lambda").verdict, "no difference");
+  ASSERT_EQ(find("lambda").comparisons.size(), 1u);
+  EXPECT_EQ(find("lambda").comparisons[0].low, "0.02");
+  runs = {{"a", {"0.1"}, true, 0.3}, {"b", {"0.02"}, true, 0.1}, {"c", {"0"}, true, 0.2}};
+  checks = check_expectations(lam, runs);
+  EXPECT_EQ(find("lambda").verdict, "mixed");
+}
+
+TEST(ReportStudy, ArgsAndGrid) {
+  StudyOptions o;
+  o.lr = "0.1,0.01";
+  o.optimizer = "sgd,adamw";
+  o.grid = {"seed=0,1"};
+  o.sweep.base_args = {"--model", "mlp"};
+  EXPECT_EQ(study_grid(o),
+            (std::vector<std::string>{"lr=0.1,0.01", "optimizer=sgd,adamw", "seed=0,1"}));
+  EXPECT_EQ(study_base_args(o), (std::vector<std::string>{"--method", "scan", "--model", "mlp",
+                                                          "--lambda", "0", "--noise", "0"}));
+  o.lambda = "0,0.01";
+  o.sweep.base_args = {"--noise=1e-5"};
+  EXPECT_EQ(study_base_args(o), (std::vector<std::string>{"--method", "scan", "--noise=1e-5"}));
+  o.sweep.base_args = {"--method", "demp"};
+  EXPECT_THROW(study_base_args(o), demp::Error);
+}
+
+// ---- plots and HTML -------------------------------------------------------------------------
+
+TEST(ReportPlots, NaturalOrderOfGroups) {
+  EXPECT_TRUE(natural_less("conv2", "conv10"));
+  EXPECT_FALSE(natural_less("conv10", "conv2"));
+  EXPECT_TRUE(natural_less("conv13", "fc1"));
+  EXPECT_EQ(group_order({"layer10.0.mid", "layer1.1.out", "layer2.0.mid", "layer1.0.out", "stem",
+                         "layer1.0.mid"}),
+            (std::vector<std::string>{"stem", "layer1.0.mid", "layer1.0.out", "layer1.1.out",
+                                      "layer2.0.mid", "layer10.0.mid"}));
+  EXPECT_EQ(group_order({"layer1.0.out", "layer1.0.mid2", "layer1.0.mid1"}),
+            (std::vector<std::string>{"layer1.0.mid1", "layer1.0.mid2", "layer1.0.out"}));
+}
+
+TEST(ReportPlots, ScriptIsSelfContained) {
+  PlotSpec p;
+  p.name = "acc";
+  p.title = "it's a_title";
+  p.xlabel = "x";
+  p.ylabel = "y";
+  p.series = {{"demp", {{1, 2}, {3, 4}}, false, -1}, {"empty", {}, false, -1}};
+  const std::string s = gnuplot_script(p, true);
+  EXPECT_NE(s.find("'it''s a_title' noenhanced"), std::string::npos);  // quote doubled
+  EXPECT_NE(s.find("$d0 << EOD\n1 2\n3 4\nEOD"), std::string::npos);
+  EXPECT_EQ(s.find("$d1"), std::string::npos);  // an empty series is left out
+  EXPECT_NE(s.find("set terminal svg"), std::string::npos);
+  EXPECT_NE(s.find("set terminal pngcairo"), std::string::npos);
+  EXPECT_NE(gnuplot_script(p, false).find("set terminal png "), std::string::npos);
+  EXPECT_TRUE(has_data(p));
+  p.series.pop_back();
+  p.series[0].xy.clear();
+  EXPECT_FALSE(has_data(p));
+}
+
+TEST(ReportPlots, MissingGnuplotIsAClearError) {
+  try {
+    find_gnuplot("/nonexistent/gnuplot");
+    FAIL() << "no error";
+  } catch (const demp::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("gnuplot not found"), std::string::npos);
+    EXPECT_NE(e.hint().find("gnuplot-nox"), std::string::npos);
+  }
+}
+
+TEST(ReportPlots, RendersWithGnuplot) {
+  if (find_executable("gnuplot").empty()) GTEST_SKIP() << "gnuplot is not installed";
+  ReportTemp t;
+  PlotSpec p;
+  p.name = "widths";
+  p.title = "widths";
+  p.xtics = {"stem", "layer1.0.mid"};
+  p.series = {{"run_a", {{0, 8}, {1, 4}}, false, -1}};
+  render_plot(find_gnuplot(), p, t.path);
+  const std::string svg = demp::read_file(t.path + "/widths.svg");
+  EXPECT_NE(svg.find("<svg"), std::string::npos);
+  EXPECT_NE(svg.find("run_a"), std::string::npos);  // noenhanced: '_' is not a subscript
+  EXPECT_TRUE(demp::is_regular_file(t.path + "/widths.png"));
+  EXPECT_TRUE(demp::is_regular_file(t.path + "/widths.gp"));
+}
+
+TEST(ReportHtml, EscapeAndInlineSvg) {
+  EXPECT_EQ(html_escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+  const std::string svg =
+      "<?xml version=\"1.0\"?>\n<svg viewBox=\"0 0 9 9\">\n<g id=\"gnuplot_canvas\">"
+      "<path id='gpPt1' d='M0'/><use xlink:href='#gpPt1'/><g filter='url(#textbox)' grid='x'/>"
+      "</g></svg>";
+  EXPECT_EQ(inline_svg(svg, "p-"),
+            "<svg viewBox=\"0 0 9 9\">\n<g id=\"p-gnuplot_canvas\"><path id='p-gpPt1' d='M0'/>"
+            "<use xlink:href='#p-gpPt1'/><g filter='url(#p-textbox)' grid='x'/></g></svg>");
+}
+
+TEST(ReportHtml, CollectRunsAndCompareCells) {
+  ReportTemp t;
+  const std::string sw = t.path + "/sweep";
+  for (const char* n : {"b", "a", "dense"}) demp::make_directories(sw + "/" + n);
+  write(sw + "/a/summary.json", summary(0.80, 100, 25).dump());
+  write(sw + "/b/config.json", json{{"method", "demp"}}.dump());  // not finished
+  auto dense = summary(0.90, 100, 100, "dense");
+  dense["train_seconds"] = 4.0;
+  write(sw + "/dense/summary.json", dense.dump());
+  // sweep.json gives the order; directories it does not name follow in natural order
+  write(sw + "/sweep.json", json{{"runs", {{{"name", "b"}}, {{"name", "a"}}}}}.dump());
+
+  std::vector<std::string> studies;
+  auto runs = collect_runs({sw}, &studies);
+  ASSERT_EQ(runs.size(), 3u);
+  EXPECT_EQ(runs[0].label, "b");
+  EXPECT_EQ(runs[1].label, "a");
+  EXPECT_EQ(runs[2].label, "dense");
+  EXPECT_FALSE(runs[0].finished());
+  EXPECT_TRUE(studies.empty());
+  // several directories: labels say which sweep; a run directory is itself one run
+  runs = collect_runs({sw, sw + "/a"});
+  EXPECT_EQ(runs[0].label, "sweep/b");
+  EXPECT_EQ(runs[3].label, sw + "/a");
+  EXPECT_THROW(collect_runs({t.path + "/nothing"}), demp::Error);
+  demp::make_directories(t.path + "/empty");
+  EXPECT_THROW(collect_runs({t.path + "/empty"}), demp::Error);
+
+  runs = collect_runs({sw});
+  std::string base;
+  const auto cells = compare_cells(runs, "", &base);
+  ASSERT_EQ(cells.size(), 3u);  // header + the two finished runs
+  EXPECT_EQ(cells[0][0], "run");
+  EXPECT_EQ(cells[0].size(), 9u);
+  EXPECT_EQ(base, "dense");  // the first dense run, as in demp compare
+  EXPECT_EQ(cells[1][0], "a");
+  EXPECT_EQ(cells[1][2], "80.00%");
+  EXPECT_EQ(cells[1][3], "-10.00");
+  EXPECT_EQ(cells[1][4], "25.0");
+  EXPECT_EQ(cells[1][8], "2.00x");
+  EXPECT_EQ(compare_cells(runs, "a", &base)[2][8], "0.50x");
+  EXPECT_THROW(compare_cells(runs, "zzz"), demp::Error);
+}
+
+// ---- a sweep end to end, with a stand-in for demp ---------------------------------------------
+
+namespace {
+
+// Records its arguments, fails for seed 1, else writes a finished summary.json.
+const char* kFakeDemp = R"SH(#!/bin/sh
+out=""; prev=""
+for a in "$@"; do
+  [ "$prev" = "--out" ] && out=$a
+  prev=$a
+done
+echo "$*" >> "$(dirname "$out")/calls.txt"
+case " $* " in
+  *" --seed 1 "*) echo "training..."; echo "demp: error: boom (hint: none)"; exit 3 ;;
+esac
+echo '{"status": "finished", "method": "demp", "test_accuracy": 0.5, "units_initial": 10,' > "$out/s"
+echo ' "units_final": 4, "train_seconds": 1.5}' >> "$out/s"
+mv "$out/s" "$out/summary.json"
+)SH";
+
+}  // namespace
+
+TEST(ReportSweep, SkipsResumesAndReportsFailures) {
+  ReportTemp t;
+  const std::string exe = t.path + "/fake-demp";
+  write(exe, kFakeDemp);
+  ASSERT_EQ(::chmod(exe.c_str(), 0755), 0);
+  SweepOptions o;
+  o.out = t.path + "/sw";
+  o.grid = {"seed=0,1,2"};
+  o.base_args = {"--model", "mlp"};
+  o.exe = exe;
+
+  auto r = run_sweep(o);
+  EXPECT_EQ(r.failed, 1);
+  ASSERT_EQ(r.runs.size(), 3u);
+  EXPECT_EQ(r.runs[0].status, "finished");
+  EXPECT_EQ(r.runs[1].status, "failed");
+  EXPECT_EQ(r.runs[1].exit_code, 3);
+  EXPECT_EQ(r.runs[1].last_line, "demp: error: boom (hint: none)");
+  EXPECT_EQ(r.runs[2].status, "finished");
+  auto calls = lines_of(demp::read_file(o.out + "/calls.txt"));
+  ASSERT_EQ(calls.size(), 3u);
+  EXPECT_EQ(calls[0], "train --model mlp --seed 0 --out " + o.out + "/seed=0 --progress plain");
+  EXPECT_TRUE(demp::is_regular_file(o.out + "/seed=1/output.log"));
+  EXPECT_NE(demp::read_file(o.out + "/seed=1/output.log").find("boom"), std::string::npos);
+
+  const json sj = json::parse(demp::read_file(o.out + "/sweep.json"));
+  EXPECT_EQ(sj["grid"][0]["key"], "seed");
+  EXPECT_EQ(sj["base_args"], json({"--model", "mlp"}));
+  EXPECT_EQ(sj["runs"].size(), 3u);
+  auto csv = lines_of(demp::read_file(o.out + "/table.csv"));
+  ASSERT_EQ(csv.size(), 4u);
+  EXPECT_NE(csv[2].find(",failed"), std::string::npos) << csv[2];
+  EXPECT_NE(csv[1].find(",0.4,"), std::string::npos) << csv[1];  // units fraction
+  const json tj = json::parse(demp::read_file(o.out + "/table.json"));
+  EXPECT_EQ(tj["rows"].size(), 3u);
+  EXPECT_EQ(tj["columns"][0], "run");
+  EXPECT_NE(sweep_summary(r, o.out).find("exit 3: demp: error: boom"), std::string::npos);
+
+  // Again: the finished runs are skipped, the failed one is retried (and fails again).
+  r = run_sweep(o);
+  EXPECT_TRUE(r.runs[0].skipped && r.runs[2].skipped);
+  EXPECT_EQ(r.failed, 1);
+  calls = lines_of(demp::read_file(o.out + "/calls.txt"));
+  ASSERT_EQ(calls.size(), 4u);
+  EXPECT_NE(calls[3].find("--seed 1"), std::string::npos);
+
+  // A checkpoint without a finished summary is resumed; a started run without one, restarted.
+  write(o.out + "/seed=1/model.ckpt", "x");
+  demp::make_directories(o.out + "/seed=2");
+  demp::remove_file(o.out + "/seed=2/summary.json");
+  write(o.out + "/seed=2/config.json", "{}");
+  run_sweep(o);
+  calls = lines_of(demp::read_file(o.out + "/calls.txt"));
+  ASSERT_EQ(calls.size(), 6u);
+  EXPECT_NE(calls[4].find("--seed 1 --out " + o.out + "/seed=1 --progress plain --resume"),
+            std::string::npos)
+      << calls[4];
+  EXPECT_NE(calls[5].find("--progress plain --overwrite"), std::string::npos) << calls[5];
+
+  // A diverged run is not retried: resuming it would replay the same steps.
+  write(o.out + "/seed=1/summary.json", json{{"status", "diverged"}}.dump());
+  r = run_sweep(o);
+  EXPECT_EQ(r.failed, 1);
+  EXPECT_EQ(r.runs[1].status, "diverged");
+  EXPECT_EQ(lines_of(demp::read_file(o.out + "/calls.txt")).size(), 6u);
+
+  // Other base options in the same directory would mix two settings in one table.
+  o.base_args = {"--model", "vgg16"};
+  EXPECT_THROW(run_sweep(o), demp::Error);
+}
+
+TEST(ReportSweep, DryRunWritesNothing) {
+  ReportTemp t;
+  SweepOptions o;
+  o.out = t.path + "/dry";
+  o.grid = {"lambda=0.1,0.2", "seed=0,1"};
+  o.dry_run = true;
+  testing::internal::CaptureStdout();
+  const auto r = run_sweep(o);
+  const std::string out = testing::internal::GetCapturedStdout();
+  EXPECT_EQ(r.runs.size(), 4u);
+  EXPECT_NE(out.find("[4/4] lambda=0.2_seed=1: demp train --lambda 0.2 --seed 1"),
+            std::string::npos)
+      << out;
+  EXPECT_FALSE(demp::file_exists(o.out));
+}
+
+TEST(ReportProcess, ExitCodesAndLastLine) {
+  std::vector<std::string> seen;
+  auto r = run_process({"/bin/sh", "-c", "echo one; echo two >&2; exit 4"},
+                       [&](const std::string& l) { seen.push_back(l); });
+  EXPECT_EQ(r.exit_code, 4);
+  EXPECT_EQ(r.last_line, "two");
+  EXPECT_EQ(seen.size(), 2u);
+  r = run_process({"/bin/sh", "-c", "kill -9 $$"});
+  EXPECT_EQ(r.signal, 9);
+  EXPECT_EQ(r.exit_code, 137);
+  r = run_process({"/nonexistent/program"});
+  EXPECT_EQ(r.exit_code, -1);
+  EXPECT_EQ(shell_join({"demp", "a b", "it's"}), "demp 'a b' 'it'\\''s'");
+}
