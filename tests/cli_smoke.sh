@@ -80,9 +80,11 @@ expect_error "ONNX model.*onnxruntime" eval "$TMP/m.onnx"
 expect_error "cannot tell the export format" export "$TMP/run" --out "$TMP/m.xyz"
 expect_error "unknown export format" export "$TMP/run" --format tflite --out "$TMP/m.xyz"
 expect_error "opset 9 is not supported" export "$TMP/run" --out "$TMP/m9.onnx" --opset 9
+expect_error "applies to ONNX exports only" export "$TMP/run" --out "$TMP/p.pt" --pad-channels 16
+"$DEMP" export "$TMP/run" --out "$TMP/m16.onnx" --pad-channels 16 > /dev/null 2>&1 && ok || bad "export --pad-channels 16"
 expect_error "not a demp checkpoint" export "$TMP/bad.ckpt" --out "$TMP/bad.onnx"
 "$DEMP" bench --inference --checkpoint "$TMP/run" --rounds 1 --steps 2 --latency-steps 2 --warmup 1 \
-  --inference-batch 8 --threads 1 > "$TMP/bi" 2>&1 && grep -q "onnxruntime  pruned" "$TMP/bi" && ok || bad "bench --inference: $(cat "$TMP/bi")"
+  --inference-batch 8 --threads 1 > "$TMP/bi" 2>&1 && grep -q "onnxruntime  pruned16" "$TMP/bi" && ok || bad "bench --inference: $(cat "$TMP/bi")"
 expect_error "needs the pruned network" bench --inference
 
 echo "cli_smoke: $pass passed, $fail failed"

@@ -317,6 +317,18 @@ TEST(ExportSources, MalformedAndForeignFilesAreClearErrors) {
   torch::save(torch::ones({3}), d + "/tensor.pt");
   expect_error(d + "/tensor.pt", "not a demp checkpoint");
 
+  // A demp export whose architecture was edited to point outside itself.
+  {
+    const std::string ok = read_file(d + "/ok.pt");
+    auto root = torch::pickle_load(std::vector<char>(ok.begin(), ok.end())).toGenericDict();
+    json arch = json::parse(root.at("arch").toStringRef());
+    arch["layers"][0]["out_group"] = 99;
+    root.insert_or_assign("arch", arch.dump());
+    const auto edited = torch::pickle_save(root);
+    write_file_atomic(d + "/edited.pt", std::string(edited.begin(), edited.end()));
+    expect_error(d + "/edited.pt", "inconsistent architecture");
+  }
+
   // A demp export whose tensors do not fit its architecture.
   {
     auto src = export_::load_source(d + "/ok.pt");

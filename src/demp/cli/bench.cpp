@@ -196,8 +196,9 @@ int run_inference_bench(const BenchOptions& o) {
   if (o.inference_batch < 1 || o.latency_steps < 1 || o.steps < 1 || o.rounds < 1) {
     throw Error("--inference-batch, --latency-steps, --steps and --rounds must be positive");
   }
-  const int threads = o.threads > 0 ? static_cast<int>(o.threads)
-                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads =
+      o.threads > 0 ? static_cast<int>(o.threads)
+                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(threads);
   const auto src = export_::load_source(o.checkpoint);
   if (src.kind == export_::SourceKind::Onnx) {
@@ -207,8 +208,8 @@ int run_inference_bench(const BenchOptions& o) {
   const nn::Model pruned(src.arch, src.layers);
   // The dense counterpart: same family and options at the initial widths. Its weights are a fresh
   // initialisation, which costs the same to run as trained ones.
-  const nn::Model dense(export_::dense_arch(src.arch, src.meta.value("config", nlohmann::json::object())),
-                        0);
+  const nlohmann::json config = src.meta.value("config", nlohmann::json::object());
+  const nn::Model dense(export_::dense_arch(src.arch, config), 0);
   const nn::Arch& a = pruned.arch();
   auto gen = data::make_generator(0, data::kMisc, 1);
   const auto x1 = torch::randn({1, a.in_channels, a.in_height, a.in_width}, gen, torch::kFloat);
@@ -224,7 +225,8 @@ int run_inference_bench(const BenchOptions& o) {
                 "run scripts/setup, pass --python/--ort-script, or use --no-reference");
   }
   fmt::print("bench --inference | {} | {} of {} units, {} vs {} FLOPs/image | input {}x{}x{} | "
-             "threads {} | {} rounds | latency: {} forwards at batch 1, throughput: {} at batch {}\n",
+             "threads {} | {} rounds | latency: {} forwards at batch 1, throughput: {} at "
+             "batch {}\n",
              src.path, a.units(), a.initial_units(), a.flops(), dense.arch().flops(), a.in_channels,
              a.in_height, a.in_width, threads, o.rounds, o.latency_steps, o.steps,
              o.inference_batch);

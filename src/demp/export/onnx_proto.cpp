@@ -16,7 +16,8 @@ namespace demp::export_ {
 namespace {
 
 // ONNX raw_data is little-endian; copying the in-memory bytes is only right on such a host.
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "ONNX raw_data needs a little-endian host");
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "ONNX raw_data needs a little-endian host");
 
 template <typename T>
 std::string raw_bytes(const std::vector<T>& v) {

@@ -36,7 +36,8 @@ std::string file_head(const std::string& path, size_t n) {
 }
 
 std::string layer_prefix(const nn::Arch& a, size_t i) {
-  return fmt::format("layers.{}.{}", i, a.layers[i].kind == nn::LayerKind::Conv ? "conv" : "linear");
+  const bool conv = a.layers[i].kind == nn::LayerKind::Conv;
+  return fmt::format("layers.{}.{}", i, conv ? "conv" : "linear");
 }
 
 // Keeps what a user of an exported network may want to know, not the training internals
@@ -59,6 +60,58 @@ Normalization parse_normalization(const json& j) {
   return n;
 }
 
+// The architecture's indices, checked before anything indexes with them: a hand-edited or
+// damaged file must give an error, not an out-of-range read. (nn::from_json checks the JSON's
+// shape, not its references.)
+void check_arch(const nn::Arch& a, const std::string& path) {
+  auto bad = [&](const std::string& what) {
+    throw Error(path + " has an inconsistent architecture: " + what,
+                "the file is damaged or was edited; export it again from its run");
+  };
+  const int ng = static_cast<int>(a.groups.size());
+  if (ng < 2) bad("fewer than two unit groups");
+  if (a.num_slots < 1 || a.num_slots > 1024) bad("bad number of value slots");
+  if (a.in_channels < 1 || a.in_height < 1 || a.in_width < 1 || a.classes < 1) bad("input shape");
+  for (const auto& g : a.groups) {
+    if (g.width < 1 || g.width > g.initial) bad("group " + g.name + " width");
+  }
+  for (const auto& l : a.layers) {
+    if (l.in_group < 0 || l.in_group >= ng || l.out_group < 0 || l.out_group >= ng) {
+      bad("layer " + l.name + " group");
+    }
+    if (l.kernel < 1 || l.stride < 1 || l.padding < 0 || l.in_block < 1) bad("layer " + l.name);
+  }
+  for (const auto& k : a.skips) {
+    if (k.in_group < 0 || k.in_group >= ng || k.out_group < 0 || k.out_group >= ng ||
+        k.src.size() != k.dst.size()) {
+      bad("skip map");
+    }
+    for (size_t m = 0; m < k.src.size(); ++m) {
+      if (k.src[m] < 0 || k.src[m] >= a.groups[k.in_group].width || k.dst[m] < 0 ||
+          k.dst[m] >= a.groups[k.out_group].width) {
+        bad("skip map index");
+      }
+    }
+  }
+  auto slot = [&](int s) { return s >= 0 && s < a.num_slots; };
+  for (const auto& op : a.program) {
+    bool ok = slot(op.a);
+    switch (op.kind) {
+      case nn::Op::Layer:
+        ok = op.a >= 0 && op.a < static_cast<int>(a.layers.size()) && slot(op.b) && slot(op.c);
+        break;
+      case nn::Op::Relu: ok = ok && op.b >= 0 && op.b < ng; break;
+      case nn::Op::MaxPool: ok = ok && op.k >= 1 && op.s >= 1 && op.p >= 0; break;
+      case nn::Op::Copy: ok = ok && slot(op.b); break;
+      case nn::Op::Add:
+        ok = ok && slot(op.b) && op.c >= -1 && op.c < static_cast<int>(a.skips.size());
+        break;
+      default: break;
+    }
+    if (!ok) bad("forward program");
+  }
+}
+
 ModelSource read_checkpoint(const std::string& path) {
   train::Checkpoint ck = train::load_checkpoint(path);
   ModelSource s;
@@ -68,6 +121,7 @@ ModelSource read_checkpoint(const std::string& path) {
   s.layers = std::move(ck.layers);
   s.meta = std::move(ck.meta);
   if (s.meta.contains("normalization")) s.norm = parse_normalization(s.meta["normalization"]);
+  check_arch(s.arch, path);
   return s;
 }
 
@@ -124,13 +178,16 @@ ModelSource read_torch_export(const std::string& path) {
       t.running_var = get(bn + "running_var");
       s.layers.push_back(t);
     }
-  } catch (const Error&) {
-    throw;
+  } catch (const Error& e) {
+    // Errors of the architecture's JSON reader do not know the file; name it.
+    if (std::string(e.what()).rfind(path, 0) == 0) throw;
+    throw Error(path + ": " + e.what(), e.hint());
   } catch (const std::exception& e) {
     // A wrong type (c10::Error) or malformed JSON: the file was tampered with or is foreign.
     throw Error(fmt::format("{} is a malformed demp export: {}", path, e.what()), kExportHint);
   }
   // Shapes against the architecture, with the message Model gives for a corrupt checkpoint.
+  check_arch(s.arch, path);
   nn::Model check(s.arch, s.layers);
   return s;
 }
@@ -161,6 +218,7 @@ ModelSource read_onnx(const std::string& path) {
   } catch (const json::exception& e) {
     throw Error(fmt::format("{} has malformed demp metadata: {}", path, e.what()), kExportHint);
   }
+  check_arch(s.arch, path);
   return s;
 }
 
@@ -212,8 +270,9 @@ ModelSource load_source(const std::string& path_in) {
   }
   // ONNX files have no magic number; parse them only when they could be one (not empty).
   if (!head.empty() && looks_like_onnx(read_file(path))) return read_onnx(path);
-  throw Error(path + " is not a demp checkpoint, torch export or ONNX model (truncated or corrupt?)",
-              kExportHint);
+  throw Error(
+      path + " is not a demp checkpoint, torch export or ONNX model (truncated or corrupt?)",
+      kExportHint);
 }
 
 train::TrainConfig source_config(const ModelSource& src) {
