@@ -252,3 +252,26 @@ TEST(SkipMaps, InputAndOutputOfABlockShrinkIndependently) {
 }
 
 }  // namespace
+
+namespace {
+TEST(WidthMultiple, KeepsLiveUnitsPlusTheMostActiveDeadOnesAndTheSameOutput) {
+  nn::Model m(test::tiny_arch("resnet18"), 7);
+  const auto forced = force_dead(m);
+  const auto images = torch::randn({24, 3, 16, 16});
+  const auto scan = prune::scan_dead(m, images, 12);
+  const auto keep = prune::keep_live(m, scan, 4);
+  for (int g : m.arch().prunable_groups()) {
+    const int64_t w = m.arch().groups[g].width, n = static_cast<int64_t>(keep[g].size());
+    EXPECT_TRUE(n % 4 == 0 || n == w) << m.arch().groups[g].name << " keeps " << n;
+    for (int64_t j = 0; j < w; ++j) {  // every live unit is kept
+      if (!scan.dead[g][j].item<bool>()) {
+        EXPECT_TRUE(std::binary_search(keep[g].begin(), keep[g].end(), j));
+      }
+    }
+  }
+  torch::NoGradGuard ng;
+  const auto before = m.forward(images, false);
+  prune::remove_units(m, nullptr, keep);
+  EXPECT_LE((m.forward(images, false) - before).abs().max().item<double>(), 1e-5);
+}
+}  // namespace

@@ -124,7 +124,7 @@ void Demp::prune_point(train::TrainContext& ctx) {
       }
     }
   }
-  ctx.remove_units(prune::keep_live(ctx.model, scan), last ? "dead (final)" : "dead");
+  ctx.remove_units(prune::keep_live(ctx.model, scan, ctx.cfg.width_multiple), last ? "dead (final)" : "dead");
 }
 
 torch::Tensor Demp::extra_loss(train::TrainContext& ctx) {

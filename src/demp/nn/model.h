@@ -73,6 +73,7 @@ class Model {
   std::vector<LayerTensors> layers_;
   struct SkipIndex {
     torch::Tensor src, dst;
+    torch::Tensor select;  ///< 0/1 matrix C_out×C_in×1×1: the map as a 1×1 convolution
     bool identity = false;
   };
   std::vector<SkipIndex> skip_index_;

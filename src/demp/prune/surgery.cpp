@@ -167,17 +167,20 @@ ScanResult scan_dead(const nn::Model& model, const torch::Tensor& images, int64_
   return r;
 }
 
-KeepSets keep_live(const nn::Model& model, const ScanResult& scan) {
+KeepSets keep_live(const nn::Model& model, const ScanResult& scan, int64_t multiple) {
   KeepSets keep(model.arch().groups.size());
   for (size_t g = 0; g < keep.size(); ++g) {
     if (!scan.dead[g].defined()) continue;
-    const auto live = (~scan.dead[g]).nonzero().flatten();
-    if (live.size(0) == 0) {
-      keep[g] = {scan.activity[g].argmax().item<int64_t>()};
-    } else {
-      const auto* p = live.data_ptr<int64_t>();
-      keep[g].assign(p, p + live.size(0));
-    }
+    const int64_t width = scan.dead[g].size(0);
+    const int64_t live = width - scan.dead[g].sum().item<int64_t>();
+    int64_t n = std::max<int64_t>(1, live);
+    if (multiple > 1) n = std::min(width, (n + multiple - 1) / multiple * multiple);
+    // Live units first, then the most active dead ones; activity breaks no tie among the live.
+    const auto order = std::get<1>(torch::sort(
+        scan.activity[g] + scan.dead[g].logical_not().to(torch::kFloat) * 1e30f, 0, /*descending=*/true));
+    const auto chosen = std::get<0>(order.slice(0, 0, n).sort());
+    const auto* p = chosen.data_ptr<int64_t>();
+    keep[g].assign(p, p + n);
   }
   return keep;
 }

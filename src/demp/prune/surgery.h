@@ -44,7 +44,11 @@ ScanResult scan_dead(const nn::Model& model, const torch::Tensor& images, int64_
                      double eps = 0.0, const std::vector<double>& quasi_eps = {});
 
 /// Keep sets from a scan: the live units of each group, or its most active unit if all are dead.
-KeepSets keep_live(const nn::Model& model, const ScanResult& scan);
+/// With multiple > 1, each group keeps min(width, live rounded up to a multiple) units: the
+/// extra ones are the most active dead units. Dead units add only zeros, so the network's
+/// output is the same either way; the rounding exists because CPU kernels (BatchNorm above all)
+/// run several times slower per element on odd channel counts.
+KeepSets keep_live(const nn::Model& model, const ScanResult& scan, int64_t multiple = 1);
 
 /// A one-line-per-group table "group: before -> after".
 std::string changes_table(const std::vector<GroupChange>& changes);

@@ -57,6 +57,10 @@ std::vector<Field> fields(TrainConfig& c) {
       {"check-batch", "batch size of the dead-unit scan", &c.check_batch, "demp"},
       {"dead-eps", "a unit is dead when its summed output is <= this in every scan batch",
        &c.dead_eps, "demp"},
+      {"width-multiple",
+       "DemP: keep each layer's width a multiple of this (the most active dead units fill up; "
+       "the output is unchanged) — 8 makes pruned networks fast on CPUs; 1: remove every dead unit",
+       &c.width_multiple, "demp"},
       {"density", "baselines: fraction of the units kept at the end (global for slimming, snap, "
                   "crop, earlycrop; per layer for l1norm, random)",
        &c.density, "baselines"},
@@ -172,6 +176,7 @@ void validate(const TrainConfig& c) {
   }
   positive(c.check_size, "check-size");
   positive(c.score_batches, "score-batches");
+  positive(c.width_multiple, "width-multiple");
   positive(c.crop_steps, "crop-steps");
   if (!(c.density > 0) || c.density > 1) {
     throw Error(fmt::format("--density must be in (0, 1], got {}", c.density),

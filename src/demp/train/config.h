@@ -35,6 +35,7 @@ struct TrainConfig {
   int64_t check_size = 1536;
   int64_t check_batch = 512;
   double dead_eps = 0.0;
+  int64_t width_multiple = 1;
   // structured baselines
   double density = 0.5;
   int64_t prune_at = -1;
