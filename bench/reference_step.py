@@ -1,67 +1,23 @@
 #!/usr/bin/env python3
 """PyTorch reference of a demp training step, for the paired benchmark (`demp bench`).
 
-Builds the *same* network from demp's architecture description (JSON written by demp bench),
-as ordinary torch.nn modules, and times forward + cross-entropy + backward + optimizer step on
+Builds the *same* network from demp's architecture description (JSON written by demp bench)
+as ordinary torch.nn modules (python/demp_load.py), and times forward + cross-entropy + backward + optimizer step on
 synthetic data. Prints one JSON line: {"images_per_second": ...}.
 """
 import argparse
 import json
+import os
+import sys
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-
-class ArchNet(nn.Module):
-    def __init__(self, arch):
-        super().__init__()
-        self.arch = arch
-        g = arch["groups"]
-        self.layers = nn.ModuleList()
-        for l in arch["layers"]:
-            cin, cout = g[l["in_group"]]["width"], g[l["out_group"]]["width"]
-            if l["kind"] == "conv":
-                core = nn.Conv2d(cin, cout, l["kernel"], l["stride"], l["padding"], bias=l["bias"])
-                bn = nn.BatchNorm2d(cout) if l["bn"] else None
-            else:
-                core = nn.Linear(cin * l["in_block"], cout, bias=l["bias"])
-                bn = nn.BatchNorm1d(cout) if l["bn"] else None
-            self.layers.append(nn.ModuleDict({"core": core, **({"bn": bn} if bn else {})}))
-        self.skips = []
-        for i, s in enumerate(arch["skips"]):
-            self.register_buffer(f"skip_src{i}", torch.tensor(s["src"], dtype=torch.long))
-            self.register_buffer(f"skip_dst{i}", torch.tensor(s["dst"], dtype=torch.long))
-            identity = s["src"] == list(range(len(s["src"]))) and s["dst"] == s["src"]
-            self.skips.append(identity)
-
-    def forward(self, x):
-        v = [None] * self.arch["num_slots"]
-        v[0] = x
-        for op in self.arch["program"]:
-            k, a, b, c = op["op"], op["a"], op["b"], op["c"]
-            if k == "layer":
-                m = self.layers[a]
-                y = m["core"](v[b])
-                v[c] = m["bn"](y) if "bn" in m else y
-            elif k == "relu":
-                v[a] = F.relu(v[a], inplace=True)
-            elif k == "maxpool":
-                v[a] = F.max_pool2d(v[a], op["k"], op["s"], op["p"], ceil_mode=bool(b))
-            elif k == "gap":
-                v[a] = v[a].mean((2, 3), keepdim=True)
-            elif k == "flatten":
-                v[a] = v[a].flatten(1)
-            elif k == "copy":
-                v[a] = v[b]
-            elif k == "add":
-                if c < 0 or self.skips[c]:
-                    v[a] = v[a] + v[b]
-                else:
-                    src, dst = getattr(self, f"skip_src{c}"), getattr(self, f"skip_dst{c}")
-                    v[a] = v[a].index_add(1, dst, v[b].index_select(1, src))
-        return v[0]
+# The network is python/demp_load.py's DempNet: the same interpreter of demp's architecture
+# description that loads exported models.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+from demp_load import DempNet  # noqa: E402
 
 
 def main():
@@ -76,7 +32,7 @@ def main():
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     arch = json.load(open(a.arch))
-    net = ArchNet(arch).train()
+    net = DempNet(arch).train()
     x = torch.randn(a.batch_size, arch["in_channels"], arch["in_height"], arch["in_width"])
     y = torch.randint(arch["classes"], (a.batch_size,))
     if a.optimizer == "adamw":

@@ -79,7 +79,7 @@ class DempNet(nn.Module):
             if kind == "layer":
                 v[c] = self.layers[a](v[b])
             elif kind == "relu":
-                v[a] = F.relu(v[a])
+                v[a] = F.relu(v[a], inplace=True)  # the zoo's programs never alias a ReLU input
             elif kind == "maxpool":
                 v[a] = F.max_pool2d(v[a], op["k"], op["s"], op["p"], ceil_mode=bool(b))
             elif kind == "gap":
