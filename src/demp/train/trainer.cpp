@@ -331,8 +331,6 @@ json run_training(TrainConfig cfg) {
   double test_at_best_val = meta.value("test_accuracy_at_best_val", 0.0);
   double last_test = meta.value("test_accuracy", 0.0);
   double train_seconds = meta.value("train_seconds", 0.0);
-  double loss_sum = meta.value("acc_loss_sum", 0.0);
-  int64_t correct_sum = meta.value("acc_correct", int64_t{0}), seen = meta.value("acc_seen", int64_t{0});
   const int64_t units0 = fresh.units(), params0 = fresh.params(), flops0 = fresh.flops();
 
   auto make_meta = [&](bool finished) {
@@ -346,12 +344,14 @@ json run_training(TrainConfig cfg) {
                 {"test_accuracy_at_best_val", test_at_best_val},
                 {"test_accuracy", last_test},
                 {"train_seconds", train_seconds},
-                {"acc_loss_sum", loss_sum},
-                {"acc_correct", correct_sum},
-                {"acc_seen", seen},
                 {"seed", cfg.seed},
                 {"data_order", "epoch permutation from (seed, epoch); batch = step % steps_per_epoch"}};
   };
+  // Training loss and accuracy since the last metrics row, summed on the device so that a step
+  // never waits for the host; row() reads and resets them. Checkpoints come right after a row.
+  torch::Tensor loss_acc = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
+  torch::Tensor correct_acc = torch::zeros({}, torch::TensorOptions().dtype(torch::kLong).device(device));
+  int64_t seen_acc = 0;
   auto row = [&](double lr) {
     const auto& a = model->arch();
     json r{{"step", ctx.step},
@@ -362,9 +362,12 @@ json run_training(TrainConfig cfg) {
            {"params", a.params()},
            {"flops", a.flops()},
            {"elapsed_seconds", train_seconds}};
-    if (seen > 0) {
-      r["train_loss"] = loss_sum / static_cast<double>(seen);
-      r["train_accuracy"] = static_cast<double>(correct_sum) / static_cast<double>(seen);
+    if (seen_acc > 0) {
+      r["train_loss"] = loss_acc.item<double>() / static_cast<double>(seen_acc);
+      r["train_accuracy"] = static_cast<double>(correct_acc.item<int64_t>()) / static_cast<double>(seen_acc);
+      loss_acc.zero_();
+      correct_acc.zero_();
+      seen_acc = 0;
     }
     r.update(method->metrics(ctx));
     return r;
@@ -395,17 +398,6 @@ json run_training(TrainConfig cfg) {
   report::Progress progress(cfg.progress, total, start, cfg.batch_size);
   const int64_t stop = cfg.stop_after > 0 ? std::min(total, cfg.stop_after) : total;
   double lr = lr_sched.at(ctx.step);
-  torch::Tensor loss_acc = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
-  torch::Tensor correct_acc = torch::zeros({}, torch::TensorOptions().dtype(torch::kLong).device(device));
-  int64_t seen_acc = 0;
-  auto flush_acc = [&] {
-    loss_sum += loss_acc.item<double>();
-    correct_sum += correct_acc.item<int64_t>();
-    seen += seen_acc;
-    loss_acc.zero_();
-    correct_acc.zero_();
-    seen_acc = 0;
-  };
 
   while (ctx.step < stop) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -451,13 +443,9 @@ json run_training(TrainConfig cfg) {
     // The last step's row comes after the final prune point, below.
     const bool epoch_end = ctx.step % spe == 0 && ctx.step < total;
     if (ctx.step < total && (ctx.step % cfg.log_every == 0 || epoch_end || ctx.step == stop)) {
-      flush_acc();
       json r = row(lr);
       if (epoch_end) evaluate_now(r);
       run.metrics(r);
-      loss_sum = 0;
-      correct_sum = 0;
-      seen = 0;
       progress.update(ctx.step,
                       fmt::format("epoch {}/{} | loss {:.4f} | acc {:.2f}%{}", (ctx.step - 1) / spe + 1,
                                   (total + spe - 1) / spe, r.value("train_loss", 0.0),
@@ -486,7 +474,6 @@ json run_training(TrainConfig cfg) {
 
   // After the last step: one more prune point, then the final evaluation.
   method->prune_point(ctx);
-  flush_acc();
   json r = row(lr);
   evaluate_now(r);
   run.metrics(r);
