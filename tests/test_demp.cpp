@@ -146,6 +146,7 @@ TEST(DempMethod, DeadUnitOnlyDecaysIsFoundAndRemovedWithoutChangingTheOutput) {
       if (p.grad().defined()) p.mutable_grad().zero_();
     }
     auto [x, y] = batcher.batch(s);
+    demp.before_step(ctx);
     auto loss = at::cross_entropy_loss(model.forward(x, true), y) + demp.extra_loss(ctx);
     loss.backward();
     opt->step(params, lr);

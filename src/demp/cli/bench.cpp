@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <unistd.h>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "demp/common/error.h"
@@ -17,6 +18,8 @@
 #include "demp/nn/model.h"
 #include "demp/train/config.h"
 #include "demp/train/optim.h"
+#include "demp/methods/method.h"
+#include "demp/train/step.h"
 #include "demp/train/trainer.h"
 
 #ifndef DEMP_SOURCE_DIR
@@ -27,9 +30,18 @@ namespace demp::cli {
 
 void add_bench_options(CLI::App* app, BenchOptions& o) {
   app->add_option("--model", o.model, "mlp, vgg16, resnet18, resnet50")->capture_default_str();
-  app->add_option("--width", o.width, "width multiplier")->capture_default_str();
+  app->add_option("--width", o.widths,
+                  "width multiplier(s), comma-separated: the first is the reference for the "
+                  "width speed-up table (e.g. 1.0,0.25)")
+      ->capture_default_str();
   app->add_option("--mlp-widths", o.mlp_widths, "MLP hidden widths")->capture_default_str();
-  app->add_option("--batch-size", o.batch, "batch size")->capture_default_str();
+  app->add_option("--batch-size", o.batches, "batch size(s), comma-separated")->capture_default_str();
+  app->add_option("--device", o.device, "cpu, cuda, cuda:N or auto (both sides)")->capture_default_str();
+  app->add_option("--precision", o.precision, "auto (bf16 on CUDA), bf16 or fp32 (both sides)")
+      ->capture_default_str();
+  app->add_option("--graph", o.graph,
+                  "demp's step as a CUDA graph: auto (on for CUDA), on, off (PyTorch stays eager)")
+      ->capture_default_str();
   app->add_option("--in-channels", o.in_channels, "input channels")->capture_default_str();
   app->add_option("--input-size", o.input_size, "input height and width")->capture_default_str();
   app->add_option("--classes", o.classes, "classes")->capture_default_str();
@@ -68,23 +80,27 @@ double median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
-// img/s of `steps` training steps (forward, cross-entropy, backward, optimizer) after `warmup`.
-double time_demp(nn::Model& model, train::Optimizer& opt, const torch::Tensor& x,
-                 const torch::Tensor& y, int64_t warmup, int64_t steps) {
-  auto one = [&] {
-    auto params = model.parameters();
-    for (auto& p : params) {
-      if (p.grad().defined()) p.mutable_grad().zero_();
+template <typename T>
+std::vector<T> parse_list(const std::string& text, const char* flag) {
+  std::vector<T> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      size_t used = 0;
+      const double v = std::stod(item, &used);
+      if (used != item.size() || !(v > 0)) throw std::invalid_argument(item);
+      out.push_back(static_cast<T>(v));
+    } catch (const std::exception&) {
+      throw Error(fmt::format("bad {} '{}'", flag, text), "give positive numbers separated by commas");
     }
-    auto loss = at::cross_entropy_loss(model.forward(x, true), y);
-    loss.backward();
-    opt.step(params, 1e-3);
-  };
-  for (int64_t i = 0; i < warmup; ++i) one();
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < steps; ++i) one();
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return static_cast<double>(steps * x.size(0)) / s;
+  }
+  if (out.empty()) throw Error(fmt::format("{} is empty", flag), "e.g. 1.0,0.25");
+  return out;
+}
+
+void synchronize(const torch::Device& d) {
+  if (d.is_cuda()) torch::cuda::synchronize(d.index());
 }
 
 // Seconds per eval-mode forward, over `n` forwards after `warmup` untimed ones.
@@ -114,25 +130,18 @@ std::string run_command(const std::string& cmd) {
 
 int run_bench(const BenchOptions& o) {
   if (o.inference) return run_inference_bench(o);
+  if (o.steps < 1 || o.rounds < 1 || o.warmup < 0) {
+    throw Error("--steps and --rounds must be positive, --warmup not negative");
+  }
   const int threads = o.threads > 0 ? static_cast<int>(o.threads)
                                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(threads);
-  train::TrainConfig c;
-  c.model = o.model;
-  c.width = o.width;
-  c.mlp_widths = o.mlp_widths;
-  data::DataBundle shape;
-  shape.channels = o.in_channels;
-  shape.height = shape.width = o.input_size;
-  shape.classes = o.classes;
-  const nn::Arch arch = nn::build_arch(train::model_options(c, shape));
-  nn::Model model(arch, 0);
-  train::OptimOptions oo;
-  oo.name = o.optimizer;
-  auto opt = train::make_optimizer(oo);
-  auto gen = data::make_generator(0, data::kMisc, 0);
-  const auto x = torch::randn({o.batch, o.in_channels, o.input_size, o.input_size}, gen, torch::kFloat);
-  const auto y = torch::randint(o.classes, {o.batch}, gen, torch::kLong);
+  const torch::Device device = train::resolve_device(o.device);
+  const train::Precision precision = train::parse_precision(o.precision, device);
+  const bool graph = train::parse_graph(o.graph, device);
+  if (device.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
+  const auto widths = parse_list<double>(o.widths, "--width");
+  const auto batches = parse_list<int64_t>(o.batches, "--batch-size");
 
   std::string python = o.python, script = o.reference_script;
   if (python.empty()) python = std::string(DEMP_SOURCE_DIR) + "/.venv/bin/python";
@@ -142,49 +151,110 @@ int run_bench(const BenchOptions& o) {
     throw Error("the PyTorch reference needs " + python + " and " + script,
                 "run scripts/setup, pass --python/--reference-script, or use --no-reference");
   }
-  const std::string arch_file =
-      temp_directory() + fmt::format("/demp-bench-{}.json", ::getpid());
-  write_file_atomic(arch_file, nlohmann::json(arch).dump());
-
-  fmt::print("bench | {} width {} | input {}x{}x{} | batch {} | {} | threads {} | {} rounds x {} steps\n",
-             o.model, o.width, o.in_channels, o.input_size, o.input_size, o.batch, o.optimizer,
-             threads, o.rounds, o.steps);
-  std::vector<double> ours, theirs;
-  for (int64_t r = 0; r < o.rounds; ++r) {
-    ours.push_back(time_demp(model, *opt, x, y, o.warmup, o.steps));
-    std::string line = fmt::format("round {} | demp {:.1f} img/s", r + 1, ours.back());
-    if (reference) {
-      const std::string cmd = fmt::format(
-          "'{}' '{}' --arch '{}' --batch-size {} --optimizer {} --steps {} --warmup {} --threads {}",
-          python, script, arch_file, o.batch, o.optimizer, o.steps, o.warmup, threads);
-      FILE* p = ::popen(cmd.c_str(), "r");
-      std::string out;
-      char buf[4096];
-      while (p && std::fgets(buf, sizeof buf, p)) out += buf;
-      const int rc = p ? ::pclose(p) : -1;
-      const auto pos = out.rfind("{");
-      if (rc != 0 || pos == std::string::npos) {
-        remove_file(arch_file);
-        throw Error("the PyTorch reference failed: " + cmd, "run it by hand to see why");
-      }
-      theirs.push_back(nlohmann::json::parse(out.substr(pos))["images_per_second"].get<double>());
-      line += fmt::format(" | pytorch {:.1f} img/s | ratio {:.3f}", theirs.back(), ours.back() / theirs.back());
-    }
-    fmt::print("{}\n", line);
-  }
-  remove_file(arch_file);
-  nlohmann::json res{{"model", o.model}, {"width", o.width}, {"batch", o.batch},
-                     {"threads", threads}, {"optimizer", o.optimizer},
-                     {"demp_images_per_second", median(ours)}};
-  std::string line = fmt::format("median | demp {:.1f} img/s", median(ours));
+  const std::string prec = train::precision_name(precision);
+  fmt::print("bench | {} | input {}x{}x{} | {} | {} | {} | demp step {} | threads {} | {} rounds x {} "
+             "steps (after {} warm-up)\n",
+             o.model, o.in_channels, o.input_size, o.input_size, o.optimizer, device.str(), prec,
+             graph ? "CUDA graph" : "eager", threads, o.rounds, o.steps, o.warmup);
   if (reference) {
-    res["pytorch_images_per_second"] = median(theirs);
-    res["ratio"] = median(ours) / median(theirs);
-    line += fmt::format(" | pytorch {:.1f} img/s | demp/pytorch {:.3f}x", median(theirs),
-                        median(ours) / median(theirs));
+    fmt::print("reference | PyTorch eager (Python), same network from demp's architecture, {}{}\n",
+               device.is_cuda() ? "channels-last, cudnn.benchmark, fused optimizer, " : "", prec);
   }
-  fmt::print("{}\n", line);
-  if (!o.json_out.empty()) write_file_atomic(o.json_out, res.dump(2) + "\n");
+
+  nlohmann::json results = nlohmann::json::array();
+  for (const double width : widths) {
+    for (const int64_t batch : batches) {
+      train::TrainConfig c;
+      c.model = o.model;
+      c.width = width;
+      c.mlp_widths = o.mlp_widths;
+      c.method = "dense";
+      data::DataBundle shape;
+      shape.channels = o.in_channels;
+      shape.height = shape.width = o.input_size;
+      shape.classes = o.classes;
+      const nn::Arch arch = nn::build_arch(train::model_options(c, shape));
+      nn::Model model(arch, 0);
+      model.to(device);
+      train::OptimOptions oo;
+      oo.name = o.optimizer;
+      auto opt = train::make_optimizer(oo);
+      auto gen = data::make_generator(0, data::kMisc, 0);
+      const auto x = torch::randn({batch, o.in_channels, o.input_size, o.input_size}, gen, torch::kFloat).to(device);
+      const auto y = torch::randint(o.classes, {batch}, gen, torch::kLong).to(device);
+      auto method = methods::make_method(c);
+      train::TrainContext ctx{c, shape, model, *opt, nullptr, device};
+      ctx.total_steps = 1 << 30;
+      ctx.steps_per_epoch = 1 << 20;
+      method->begin(ctx);
+      train::StepOptions so;
+      so.precision = precision;
+      so.graph = graph;
+      train::StepRunner runner(ctx, *method, so);
+      auto time_demp = [&] {
+        for (int64_t i = 0; i < o.warmup; ++i, ++ctx.step) runner.run(x, y, 1e-3);
+        synchronize(device);
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int64_t i = 0; i < o.steps; ++i, ++ctx.step) runner.run(x, y, 1e-3);
+        synchronize(device);
+        const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        return static_cast<double>(o.steps * batch) / sec;
+      };
+      const std::string arch_file = temp_directory() + fmt::format("/demp-bench-{}.json", ::getpid());
+      write_file_atomic(arch_file, nlohmann::json(arch).dump());
+      std::vector<double> ours, theirs;
+      for (int64_t r = 0; r < o.rounds; ++r) {
+        ours.push_back(time_demp());
+        std::string line = fmt::format("width {} batch {} | round {} | demp {:.1f} img/s", width, batch,
+                                       r + 1, ours.back());
+        if (reference) {
+          const std::string cmd = fmt::format(
+              "'{}' '{}' --arch '{}' --batch-size {} --optimizer {} --steps {} --warmup {} --threads {} "
+              "--device {} --precision {}",
+              python, script, arch_file, batch, o.optimizer, o.steps, o.warmup, threads, device.str(), prec);
+          nlohmann::json out;
+          try {
+            out = nlohmann::json::parse(run_command(cmd));
+          } catch (...) {
+            remove_file(arch_file);
+            throw;
+          }
+          theirs.push_back(out.at("images_per_second").get<double>());
+          line += fmt::format(" | pytorch {:.1f} img/s | ratio {:.3f}", theirs.back(), ours.back() / theirs.back());
+        }
+        fmt::print("{}\n", line);
+        std::fflush(stdout);
+      }
+      remove_file(arch_file);
+      nlohmann::json res{{"model", o.model}, {"width", width}, {"batch", batch}, {"device", device.str()},
+                         {"precision", prec}, {"graph", graph}, {"threads", threads},
+                         {"optimizer", o.optimizer}, {"params", arch.params()}, {"flops", arch.flops()},
+                         {"demp_images_per_second", median(ours)}, {"graph_captures", runner.captures()}};
+      if (reference) {
+        res["pytorch_images_per_second"] = median(theirs);
+        res["ratio"] = median(ours) / median(theirs);
+      }
+      results.push_back(res);
+    }
+  }
+
+  fmt::print("{:>6} {:>6} {:>14} {:>16} {:>14} {:>22}\n", "width", "batch", "demp img/s",
+             "pytorch img/s", "demp/pytorch", "vs first width (demp)");
+  for (const auto& r : results) {
+    double base = 0;
+    for (const auto& q : results) {
+      if (q["batch"] == r["batch"] && q["width"].get<double>() == widths[0]) base = q["demp_images_per_second"];
+    }
+    const double rel = r["demp_images_per_second"].get<double>() / base;
+    fmt::print("{:>6} {:>6} {:>14.1f} {:>16} {:>14} {:>21.2f}x\n", r["width"].get<double>(),
+               r["batch"].get<int64_t>(), r["demp_images_per_second"].get<double>(),
+               r.contains("pytorch_images_per_second")
+                   ? fmt::format("{:.1f}", r["pytorch_images_per_second"].get<double>())
+                   : "-",
+               r.contains("ratio") ? fmt::format("{:.3f}x", r["ratio"].get<double>()) : "-", rel);
+  }
+  const nlohmann::json doc = results.size() == 1 ? results[0] : nlohmann::json{{"results", results}};
+  if (!o.json_out.empty()) write_file_atomic(o.json_out, doc.dump(2) + "\n");
   return 0;
 }
 

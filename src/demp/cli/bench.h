@@ -8,9 +8,12 @@ namespace demp::cli {
 
 struct BenchOptions {
   std::string model = "resnet18";
-  double width = 0.25;
+  std::string widths = "0.25";       ///< one or more, comma-separated
   std::string mlp_widths = "512,256";
-  int64_t batch = 128;
+  std::string batches = "128";       ///< one or more, comma-separated
+  std::string device = "cpu";
+  std::string precision = "auto";
+  std::string graph = "auto";
   int64_t in_channels = 1, input_size = 28, classes = 10;
   std::string optimizer = "adamw";
   int64_t steps = 20, warmup = 5, rounds = 3, threads = 0;
@@ -27,8 +30,9 @@ struct BenchOptions {
 };
 
 void add_bench_options(CLI::App* app, BenchOptions& o);
-/// Runs rounds of (demp steps, PyTorch steps) on the same network, batch, optimizer and threads;
-/// prints img/s of each and the ratio. With `inference`: see run_inference_bench.
+/// For every (width, batch): rounds of (demp steps, PyTorch steps) on the same network, batch,
+/// optimizer, precision, device and threads; prints img/s of each and the ratio, then a table
+/// with the speed of every width relative to the first one at the same batch. With `inference`: see run_inference_bench.
 int run_bench(const BenchOptions& o);
 /// Inference latency (batch 1) and throughput (batch `inference_batch`) of a pruned network and
 /// its dense counterpart (initial widths), in demp (eval forward under InferenceMode) and in ONNX

@@ -344,13 +344,18 @@ torch::Tensor augment_batch(const torch::Tensor& images, const Augment& aug,
   const auto dev = images.device();
   const auto long_opts = torch::TensorOptions().dtype(torch::kInt64);
   torch::Tensor out = images;
+  // Random draws are made on the CPU; on a GPU they travel from pinned memory without making the
+  // host wait for the GPU (a pageable copy would synchronise the stream every step).
+  auto to_dev = [&](const torch::Tensor& t) {
+    return dev.is_cuda() ? t.pin_memory().to(dev, /*non_blocking=*/true) : t.to(dev);
+  };
 
   if (aug.pad > 0) {
     const int64_t p = aug.pad;
     const auto padded = torch::constant_pad_nd(images, {p, p, p, p}, 0);
     // One crop offset per image, drawn on the CPU generator so that the result does not depend
     // on the device, then gathered in two passes (rows, then columns) without any copy loop.
-    const auto offsets = torch::randint(0, 2 * p + 1, {2, n}, gen, long_opts).to(dev);
+    const auto offsets = to_dev(torch::randint(0, 2 * p + 1, {2, n}, gen, long_opts));
     const auto rows = offsets[0].view({n, 1}) + torch::arange(h, long_opts.device(dev));
     const auto cols = offsets[1].view({n, 1}) + torch::arange(w, long_opts.device(dev));
     const auto row_idx = rows.view({n, 1, h, 1}).expand({n, c, h, w + 2 * p});
@@ -358,20 +363,24 @@ torch::Tensor augment_batch(const torch::Tensor& images, const Augment& aug,
     out = padded.gather(2, row_idx).gather(3, col_idx);
   }
   if (aug.flip) {
-    const auto mask = torch::randint(0, 2, {n}, gen, long_opts).to(dev).eq(1).view({n, 1, 1, 1});
+    const auto mask = to_dev(torch::randint(0, 2, {n}, gen, long_opts)).eq(1).view({n, 1, 1, 1});
     out = torch::where(mask, out.flip(3), out);
   }
   return out;
 }
 
-torch::Generator make_generator(uint64_t seed, uint64_t stream, uint64_t index) {
+uint64_t stream_seed(uint64_t seed, uint64_t stream, uint64_t index) {
   // Chained splitmix64 so that nearby (seed, stream, index) triples land far apart. The CPU
   // generator's mt19937 only uses the low 32 bits of its seed, so fold the high half in.
   uint64_t h = splitmix64(seed);
   h = splitmix64(h ^ splitmix64(stream + 0x632be59bd9b4e019ULL));
   h = splitmix64(h ^ splitmix64(index + 0x85157af5ULL));
   h ^= h >> 32;
-  return at::make_generator<at::CPUGeneratorImpl>(h);
+  return h;
+}
+
+torch::Generator make_generator(uint64_t seed, uint64_t stream, uint64_t index) {
+  return at::make_generator<at::CPUGeneratorImpl>(stream_seed(seed, stream, index));
 }
 
 torch::Tensor epoch_order(int64_t n, uint64_t seed, int64_t epoch) {

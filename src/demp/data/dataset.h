@@ -66,6 +66,8 @@ torch::Tensor augment_batch(const torch::Tensor& images, const Augment& aug, tor
 /// A deterministic seeded generator derived from (seed, stream, index): independent streams for
 /// shuffling, augmentation, check sets, noise... so that any step can be replayed on resume.
 torch::Generator make_generator(uint64_t seed, uint64_t stream, uint64_t index);
+/// The seed make_generator uses (also for device generators, reseeded per step).
+uint64_t stream_seed(uint64_t seed, uint64_t stream, uint64_t index);
 
 /// Stream ids for make_generator.
 enum Stream : uint64_t { kShuffle = 1, kAugment = 2, kCheckSet = 3, kNoise = 4, kInit = 5, kMisc = 6 };

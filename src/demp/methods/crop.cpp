@@ -25,6 +25,7 @@ void crop_iterative(train::TrainContext& ctx, const std::string& why) {
 class CropIt : public Method {
  public:
   std::string name() const override { return "crop"; }
+  bool graph_safe() const override { return true; }  // no step hooks
   void prune_point(train::TrainContext& ctx) override {
     if (ctx.step == std::max<int64_t>(0, ctx.cfg.prune_at)) crop_iterative(ctx, "crop-it");
   }
@@ -36,6 +37,7 @@ class CropIt : public Method {
 class EarlyCrop : public Method {
  public:
   std::string name() const override { return "earlycrop"; }
+  bool graph_safe() const override { return true; }  // no step hooks
   void begin(train::TrainContext& ctx) override {
     if (ctx.step == 0) {
       theta0_ = flat(ctx);

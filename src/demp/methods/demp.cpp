@@ -52,6 +52,21 @@ void add_noise(std::vector<torch::Tensor>& params, double sigma, NoiseMask mask,
   }
 }
 
+void add_noise(std::vector<torch::Tensor>& params, const torch::Tensor& sigma, NoiseMask mask,
+               torch::Generator& gen) {
+  if (mask == NoiseMask::Off) return;
+  torch::NoGradGuard no_grad;
+  for (auto& p : params) {
+    auto xi = torch::randn(p.sizes(), gen, p.options());
+    if (mask == NoiseMask::Live) {
+      const auto& g = p.grad();
+      if (!g.defined()) continue;
+      xi.mul_(g.ne(0));
+    }
+    p.add_(xi.mul_(sigma));
+  }
+}
+
 prune::ScanResult scan_check_set(train::TrainContext& ctx, int64_t index) {
   const auto images =
       data::check_set(ctx.data.train, ctx.cfg.check_size, static_cast<uint64_t>(ctx.cfg.seed), index);
@@ -127,19 +142,58 @@ void Demp::prune_point(train::TrainContext& ctx) {
   ctx.remove_units(prune::keep_live(ctx.model, scan, ctx.cfg.width_multiple), last ? "dead (final)" : "dead");
 }
 
-torch::Tensor Demp::extra_loss(train::TrainContext& ctx) {
+void Demp::before_step(train::TrainContext& ctx) {
   lambda_now_ = lambda_sched_.at(ctx.step);
-  if (lambda_now_ == 0) return {};
-  return regularizer(regularizer_, ctx.model) * lambda_now_;
+  sigma_now_ = sigma_sched_.at(ctx.step);
+  // In the parameters' dtype, so that λ·R and σ·ξ round as they would with host scalars.
+  const auto params = ctx.model.parameters();
+  const auto dtype = params.empty() ? torch::kFloat : params[0].scalar_type();
+  auto set = [&](torch::Tensor& t, double v) {
+    // Made once and then only filled: a captured graph keeps reading the same tensor.
+    if (!t.defined() || t.scalar_type() != dtype) {
+      t = torch::full({}, v, torch::TensorOptions().dtype(dtype).device(ctx.device));
+    } else {
+      t.fill_(v);
+    }
+  };
+  set(lambda_t_, lambda_now_);
+  set(sigma_t_, sigma_now_);
+  if (!ctx.device.is_cpu()) {
+    // One device generator, reseeded from (seed, step) before every step: the noise of a step
+    // does not depend on what ran before it (exact resume), and a captured graph, which reads the
+    // generator's seed at each replay, draws the same numbers as an eager step.
+    if (!device_gen_.defined()) {
+      device_gen_ = at::globalContext().defaultGenerator(ctx.device).clone();
+    }
+    device_gen_.set_current_seed(
+        data::stream_seed(static_cast<uint64_t>(ctx.cfg.seed), data::kNoise, static_cast<uint64_t>(ctx.step)));
+  }
+}
+
+std::vector<at::Generator> Demp::step_generators() {
+  if (device_gen_.defined()) return {device_gen_};
+  return {};
+}
+
+torch::Tensor Demp::extra_loss(train::TrainContext& ctx) {
+  if (ctx.cfg.lambda == 0) return {};
+  if (!lambda_t_.defined()) before_step(ctx);
+  return regularizer(regularizer_, ctx.model) * lambda_t_;
 }
 
 void Demp::after_step(train::TrainContext& ctx) {
   const auto& c = ctx.cfg;
-  sigma_now_ = sigma_sched_.at(ctx.step);
-  if (mask_ == NoiseMask::Off || sigma_now_ == 0) return;
-  auto gen = data::make_generator(static_cast<uint64_t>(c.seed), data::kNoise, static_cast<uint64_t>(ctx.step));
+  if (mask_ == NoiseMask::Off || c.noise == 0) return;
   auto params = ctx.model.parameters();
-  add_noise(params, sigma_now_, mask_, gen);
+  if (ctx.device.is_cpu()) {
+    // On the CPU every step is eager: draw from the (seed, step) generator, skip σ = 0.
+    if (sigma_now_ == 0) return;
+    auto gen = data::make_generator(static_cast<uint64_t>(c.seed), data::kNoise, static_cast<uint64_t>(ctx.step));
+    add_noise(params, sigma_now_, mask_, gen);
+  } else {
+    if (!device_gen_.defined()) before_step(ctx);
+    add_noise(params, sigma_t_, mask_, device_gen_);
+  }
 }
 
 nlohmann::json Demp::metrics(train::TrainContext& ctx) {

@@ -26,6 +26,10 @@ NoiseMask parse_noise_mask(const std::string& s);
 /// θ ← θ + σ·ξ ⊙ 1[g ≠ 0] (Live) or θ + σ·ξ (All), ξ ~ N(0, 1) from `gen`, elementwise, in
 /// parameter space (not scaled by a learning rate, not seen by the optimizer).
 void add_noise(std::vector<torch::Tensor>& params, double sigma, NoiseMask mask, torch::Generator& gen);
+/// The same with σ a 0-dim tensor and ξ drawn on the parameters' device from `gen` (a generator
+/// of that device): no host work, so it can be captured in a CUDA graph.
+void add_noise(std::vector<torch::Tensor>& params, const torch::Tensor& sigma, NoiseMask mask,
+               torch::Generator& gen);
 
 /// The shared dead-unit scan of a training run: fresh check-set images for scan `index`,
 /// per-group dead masks at ε and quasi-dead counts at 1e-5, 1e-4, 1e-3, 1e-2.
@@ -41,6 +45,9 @@ class Demp : public Method {
   std::string name() const override { return remove_ ? "demp" : "scan"; }
   void begin(train::TrainContext& ctx) override;
   void prune_point(train::TrainContext& ctx) override;
+  bool graph_safe() const override { return true; }
+  void before_step(train::TrainContext& ctx) override;
+  std::vector<at::Generator> step_generators() override;
   torch::Tensor extra_loss(train::TrainContext& ctx) override;
   void after_step(train::TrainContext& ctx) override;
   nlohmann::json metrics(train::TrainContext& ctx) override;
@@ -58,6 +65,8 @@ class Demp : public Method {
   nlohmann::json state_ = nlohmann::json::object();  ///< last scan, collapsed groups
   train::Schedule lambda_sched_, sigma_sched_;
   double lambda_now_ = 0, sigma_now_ = 0;
+  torch::Tensor lambda_t_, sigma_t_;  ///< the same, 0-dim on the model's device
+  torch::Generator device_gen_;       ///< the noise's generator on a GPU, reseeded every step
 };
 
 }  // namespace demp::methods

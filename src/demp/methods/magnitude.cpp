@@ -18,6 +18,7 @@ namespace {
 class L1Norm : public Method {
  public:
   std::string name() const override { return "l1norm"; }
+  bool graph_safe() const override { return true; }  // no step hooks
   void begin(train::TrainContext& ctx) override {
     end_ = ctx.cfg.prune_at > 0 ? ctx.cfg.prune_at : std::max<int64_t>(1, ctx.total_steps / 2);
     every_ = ctx.cfg.prune_every > 0 ? ctx.cfg.prune_every
@@ -38,6 +39,7 @@ class L1Norm : public Method {
 class RandomPrune : public Method {
  public:
   std::string name() const override { return "random"; }
+  bool graph_safe() const override { return true; }  // no step hooks
   void prune_point(train::TrainContext& ctx) override {
     if (ctx.step != std::max<int64_t>(0, ctx.cfg.prune_at)) return;
     auto gen = data::make_generator(static_cast<uint64_t>(ctx.cfg.seed), data::kMisc, 1000);

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace demp::train {
 struct TrainContext;
@@ -24,6 +25,17 @@ class Method {
   /// Before the step with index ctx.step, and once more after the last step with
   /// ctx.step == ctx.total_steps: where methods remove units.
   virtual void prune_point(train::TrainContext&) {}
+  /// Before every step, outside any captured region: where a method sets the per-step values
+  /// (scheduled coefficients, generator seeds) that its step hooks read. On a GPU the step
+  /// (extra_loss, after_backward, after_step) may be captured once as a CUDA graph and replayed,
+  /// so those hooks must take anything that changes from step to step from device tensors set
+  /// here, not from host values baked in at capture.
+  virtual void before_step(train::TrainContext&) {}
+  /// True when the step hooks follow the rule above (a method without step hooks trivially
+  /// does). The trainer runs the steps of a method that is not graph-safe eagerly.
+  virtual bool graph_safe() const = 0;
+  /// Generators the step hooks draw from on the device (registered with a captured graph).
+  virtual std::vector<at::Generator> step_generators() { return {}; }
   /// A term added to the loss of this step (undefined: none).
   virtual torch::Tensor extra_loss(train::TrainContext&) { return {}; }
   /// After backward, before the optimizer step (gradients are available).

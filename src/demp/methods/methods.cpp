@@ -13,6 +13,7 @@ namespace {
 class Dense : public Method {
  public:
   std::string name() const override { return "dense"; }
+  bool graph_safe() const override { return true; }  // no step hooks
 };
 
 }  // namespace

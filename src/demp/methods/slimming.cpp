@@ -17,9 +17,19 @@ class Slimming : public Method {
   void begin(train::TrainContext& ctx) override {
     at_ = ctx.cfg.prune_at >= 0 ? ctx.cfg.prune_at : ctx.total_steps / 2;
   }
+  bool graph_safe() const override { return true; }
+  void before_step(train::TrainContext& ctx) override {
+    // λ until the cut, 0 after it: a device scalar, so that a captured step follows the switch.
+    const double lambda = ctx.step < at_ ? ctx.cfg.lambda : 0.0;
+    if (!lambda_.defined()) {  // made once, then filled: a captured graph reads this tensor
+      lambda_ = torch::full({}, lambda, torch::TensorOptions().device(ctx.device));
+    } else {
+      lambda_.fill_(lambda);
+    }
+  }
   torch::Tensor extra_loss(train::TrainContext& ctx) override {
-    if (ctx.step >= at_ || ctx.cfg.lambda == 0) return {};
-    return regularizer("l1-gamma", ctx.model) * ctx.cfg.lambda;
+    if (ctx.cfg.lambda == 0) return {};
+    return regularizer("l1-gamma", ctx.model) * lambda_;
   }
   void prune_point(train::TrainContext& ctx) override {
     if (ctx.step != at_) return;
@@ -33,6 +43,7 @@ class Slimming : public Method {
 
  private:
   int64_t at_ = 0;
+  torch::Tensor lambda_;  ///< 0-dim, on the model's device
 };
 
 }  // namespace

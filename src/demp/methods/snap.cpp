@@ -13,6 +13,7 @@ namespace {
 class Snap : public Method {
  public:
   std::string name() const override { return "snap"; }
+  bool graph_safe() const override { return true; }  // no step hooks
   void prune_point(train::TrainContext& ctx) override {
     const int64_t at = std::max<int64_t>(0, ctx.cfg.prune_at);
     if (ctx.step != at) return;

@@ -4,6 +4,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <string>
+#include <tuple>
+#include <vector>
+
 #include "demp/common/error.h"
 
 namespace demp::train {
@@ -74,6 +79,10 @@ std::vector<Field> fields(TrainConfig& c) {
        &c.crop_steps, "baselines"},
       {"seed", "seed of initialisation, data order, augmentation and noise", &c.seed, "run"},
       {"device", "cpu, cuda, cuda:N or auto", &c.device, "run"},
+      {"precision", "auto (bf16 on CUDA, fp32 on CPU), bf16 (autocast) or fp32", &c.precision,
+       "run"},
+      {"graph", "auto (on for CUDA), on, off: capture the training step as a CUDA graph, "
+                "re-captured after every prune event", &c.graph, "run"},
       {"threads", "CPU threads for LibTorch (0: all cores)", &c.threads, "run"},
       {"out", "run directory (default: runs/<date>-<model>-<method>)", &c.out, "run"},
       {"resume", "continue the run in --out from its checkpoint", &c.resume, "run"},
@@ -163,6 +172,15 @@ void validate(const TrainConfig& c) {
   if (c.val_size < 0 || c.train_limit < 0 || c.test_limit < 0 || c.threads < 0 ||
       c.stop_after < 0) {
     throw Error("--val-size, --train-limit, --test-limit, --threads and --stop-after must be >= 0");
+  }
+  for (const auto& [name, value, allowed] :
+       {std::tuple<const char*, std::string, std::vector<std::string>>{
+            "precision", c.precision, {"auto", "bf16", "fp32"}},
+        {"graph", c.graph, {"auto", "on", "off"}}}) {
+    if (std::find(allowed.begin(), allowed.end(), value) == allowed.end()) {
+      throw Error(std::string("unknown --") + name + " '" + value + "'",
+                  "use " + allowed[0] + ", " + allowed[1] + " or " + allowed[2]);
+    }
   }
   const std::vector<std::string> progress = {"auto", "bar", "plain", "none"};
   if (std::find(progress.begin(), progress.end(), c.progress) == progress.end()) {

@@ -54,6 +54,8 @@ struct TrainConfig {
   // run
   int64_t seed = 0;
   std::string device = "cpu";
+  std::string precision = "auto";
+  std::string graph = "auto";
   int64_t threads = 0;
   std::string out;
   bool resume = false;

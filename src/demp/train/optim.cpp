@@ -47,12 +47,15 @@ void init_state(std::vector<std::vector<torch::Tensor>>& state,
 class Sgd : public Optimizer {
  public:
   Sgd(OptimOptions o, bool decoupled) : Optimizer(std::move(o)), decoupled_(decoupled) {}
-  void step(std::vector<torch::Tensor>& params, double lr) override {
+  using Optimizer::step;
+  void step(std::vector<torch::Tensor>& params) override {
     torch::NoGradGuard no_grad;
+    if (params.empty()) return;
     init_state(state_, params, 1);
     auto g = grads_of(params);
     auto m = column(state_, 0);
     const double wd = opt_.weight_decay;
+    const torch::Tensor& lr = lr_on(params[0].device());
     if (decoupled_ && wd != 0) at::_foreach_mul_(params, 1 - lr * wd);
     // The momentum buffers start at zero, so mu*m + g on the first step is g, as in PyTorch.
     at::_fused_sgd_(params, g, m, decoupled_ ? 0.0 : wd, opt_.momentum, lr, /*dampening=*/0.0,
@@ -64,36 +67,51 @@ class Sgd : public Optimizer {
   bool decoupled_;
 };
 
-// AdamW on PyTorch's fused kernel; the step count lives in steps_ and is handed to the kernel as
-// per-parameter scalars (its interface), so surgery never has to touch it.
+// AdamW on PyTorch's fused kernel. The step count is one device scalar, advanced on the device
+// and handed to the kernel once per parameter (its interface), so that surgery never touches it
+// and a captured step counts on replay.
 class AdamW : public Optimizer {
  public:
   using Optimizer::Optimizer;
-  void step(std::vector<torch::Tensor>& params, double lr) override {
+  using Optimizer::step;
+  void step(std::vector<torch::Tensor>& params) override {
     torch::NoGradGuard no_grad;
+    if (params.empty()) return;
     init_state(state_, params, 2);
     auto g = grads_of(params);
     auto m = column(state_, 0);
     auto v = column(state_, 1);
-    ++steps_;
-    if (step_tensors_.size() != params.size() ||
-        (!params.empty() && step_tensors_[0].device() != params[0].device())) {
-      step_tensors_.clear();
-      for (const auto& p : params) {
-        step_tensors_.push_back(torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat).device(p.device())));
-      }
+    const auto dev = params[0].device();
+    if (!device_steps_.defined() || device_steps_.device() != dev) {
+      device_steps_ = torch::full({}, static_cast<double>(steps_),
+                                  torch::TensorOptions().dtype(torch::kFloat).device(dev));
     }
-    for (auto& t : step_tensors_) t.fill_(static_cast<double>(steps_));
-    at::_fused_adamw_(params, g, m, v, /*max_exp_avg_sqs=*/{}, step_tensors_, lr, opt_.beta1,
+    ++steps_;
+    device_steps_.add_(1);
+    const std::vector<torch::Tensor> counts(params.size(), device_steps_);
+    at::_fused_adamw_(params, g, m, v, /*max_exp_avg_sqs=*/{}, counts, lr_on(dev), opt_.beta1,
                       opt_.beta2, opt_.weight_decay, opt_.eps, /*amsgrad=*/false,
                       /*maximize=*/false);
   }
-
- private:
-  std::vector<torch::Tensor> step_tensors_;
 };
 
 }  // namespace
+
+void Optimizer::set_lr(double lr) {
+  lr_ = lr;
+  if (lr_tensor_.defined()) lr_tensor_.fill_(lr);
+}
+
+const torch::Tensor& Optimizer::lr_on(const torch::Device& device) {
+  if (!lr_tensor_.defined() || lr_tensor_.device() != device) {
+    // The CUDA fused kernels read a float32 rate; on the CPU they take the tensor's value as a
+    // double, so keep full precision there.
+    lr_tensor_ = torch::full({}, lr_, torch::TensorOptions()
+                                          .dtype(device.is_cuda() ? torch::kFloat : torch::kDouble)
+                                          .device(device));
+  }
+  return lr_tensor_;
+}
 
 std::unique_ptr<Optimizer> make_optimizer(const OptimOptions& o) {
   if (o.name == "sgd") return std::make_unique<Sgd>(o, false);

@@ -14,6 +14,7 @@
 #include "demp/methods/method.h"
 #include "demp/report/run_dir.h"
 #include "demp/train/schedule.h"
+#include "demp/train/step.h"
 
 namespace demp::train {
 
@@ -53,7 +54,8 @@ std::vector<prune::GroupChange> TrainContext::remove_units(const prune::KeepSets
 
 torch::Device resolve_device(const std::string& spec) {
   if (spec == "cpu") return torch::kCPU;
-  if (spec == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::kCPU;
+  // Always with an index ("cuda" is cuda:0), so that devices compare equal to tensors' devices.
+  if (spec == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::kCPU;
   if (spec.rfind("cuda", 0) == 0) {
     if (!torch::cuda::is_available()) {
       throw Error("--device " + spec + " was asked for but no CUDA device is available",
@@ -61,6 +63,7 @@ torch::Device resolve_device(const std::string& spec) {
     }
     try {
       torch::Device d(spec);
+      if (!d.has_index()) d = torch::Device(torch::kCUDA, 0);
       if (d.index() >= static_cast<int>(torch::cuda::device_count())) {
         throw Error(fmt::format("--device {}: only {} CUDA device(s)", spec, torch::cuda::device_count()));
       }
@@ -272,8 +275,20 @@ json run_training(TrainConfig cfg) {
   at::set_num_threads(cfg.threads > 0 ? static_cast<int>(cfg.threads)
                                       : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
 
+  const Precision precision = parse_precision(cfg.precision, device);
+  const bool graph = parse_graph(cfg.graph, device);
   data::DataBundle data = data::load(
       cfg.data, {cfg.val_size, static_cast<uint64_t>(cfg.seed), cfg.train_limit, cfg.test_limit});
+  if (device.is_cuda()) {
+    // The whole data set lives on the GPU: a batch is an index_select and the augmentation runs
+    // batch-wise there, so no step waits for a host-to-device copy of images.
+    at::globalContext().setBenchmarkCuDNN(true);
+    for (data::Dataset* d : {&data.train, &data.val, &data.test}) {
+      if (d->size() == 0) continue;
+      d->images = d->images.to(device);
+      d->labels = d->labels.to(device);
+    }
+  }
   const auto aug = parse_augment(cfg.augment, data.name);
   auto method = methods::make_method(cfg);
   const nn::Arch fresh = nn::build_arch(model_options(cfg, data));
@@ -315,9 +330,10 @@ json run_training(TrainConfig cfg) {
     model = std::make_unique<nn::Model>(fresh, static_cast<uint64_t>(cfg.seed));
     run.write_json("config.json", to_json(cfg));
     run.log(fmt::format("start | model {} width {} | data {} ({} train, {} val, {} test) | method {} "
-                        "| steps {} ({} per epoch) | device {}",
+                        "| steps {} ({} per epoch) | device {} | precision {} | graph {}",
                         cfg.model, cfg.width, data.name, data.train.size(), data.val.size(),
-                        data.test.size(), cfg.method, total, spe, device.str()));
+                        data.test.size(), cfg.method, total, spe, device.str(),
+                        precision_name(precision), graph ? "on" : "off"));
   }
   model->to(device);
 
@@ -347,11 +363,15 @@ json run_training(TrainConfig cfg) {
                 {"seed", cfg.seed},
                 {"data_order", "epoch permutation from (seed, epoch); batch = step % steps_per_epoch"}};
   };
-  // Training loss and accuracy since the last metrics row, summed on the device so that a step
-  // never waits for the host; row() reads and resets them. Checkpoints come right after a row.
-  torch::Tensor loss_acc = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
-  torch::Tensor correct_acc = torch::zeros({}, torch::TensorOptions().dtype(torch::kLong).device(device));
-  int64_t seen_acc = 0;
+  method->begin(ctx);
+  // Training loss and accuracy since the last metrics row are summed on the device by the step
+  // runner, so that a step never waits for the host; row() reads and resets them. Checkpoints
+  // come right after a row.
+  StepOptions so;
+  so.precision = precision;
+  so.graph = graph;
+  so.label_smoothing = cfg.label_smoothing;
+  StepRunner runner(ctx, *method, so);
   auto row = [&](double lr) {
     const auto& a = model->arch();
     json r{{"step", ctx.step},
@@ -362,12 +382,11 @@ json run_training(TrainConfig cfg) {
            {"params", a.params()},
            {"flops", a.flops()},
            {"elapsed_seconds", train_seconds}};
-    if (seen_acc > 0) {
-      r["train_loss"] = loss_acc.item<double>() / static_cast<double>(seen_acc);
-      r["train_accuracy"] = static_cast<double>(correct_acc.item<int64_t>()) / static_cast<double>(seen_acc);
-      loss_acc.zero_();
-      correct_acc.zero_();
-      seen_acc = 0;
+    if (runner.seen() > 0) {
+      const double n = static_cast<double>(runner.seen());
+      r["train_loss"] = runner.loss_sum().item<double>() / n;
+      r["train_accuracy"] = static_cast<double>(runner.correct_sum().item<int64_t>()) / n;
+      runner.reset_sums();
     }
     r.update(method->metrics(ctx));
     return r;
@@ -394,7 +413,6 @@ json run_training(TrainConfig cfg) {
     run.log(line, cfg.progress != "none");
   };
 
-  method->begin(ctx);
   report::Progress progress(cfg.progress, total, start, cfg.batch_size);
   const int64_t stop = cfg.stop_after > 0 ? std::min(total, cfg.stop_after) : total;
   double lr = lr_sched.at(ctx.step);
@@ -402,22 +420,16 @@ json run_training(TrainConfig cfg) {
   while (ctx.step < stop) {
     const auto t0 = std::chrono::steady_clock::now();
     method->prune_point(ctx);
-    auto params = model->parameters();
-    for (auto& p : params) {
-      if (p.grad().defined()) p.mutable_grad().zero_();
-    }
     auto [x, y] = batcher.batch(ctx.step);
     x = x.to(device, true);
     y = y.to(device, true);
-    const auto logits = model->forward(x, /*train=*/true);
-    torch::Tensor loss =
-        at::cross_entropy_loss(logits, y, {}, at::Reduction::Mean, -100, cfg.label_smoothing);
-    const torch::Tensor ce = loss.detach();
-    const auto extra = method->extra_loss(ctx);
-    if (extra.defined()) loss = loss + extra;
-    loss.backward();
+    lr = lr_sched.at(ctx.step);
+    runner.run(x, y, lr);
+    // A NaN is looked for on the host at every step on the CPU, and at logging points on a GPU
+    // (reading a device value waits for the GPU); the summed loss carries a NaN forward.
     if (device.is_cpu() || (ctx.step + 1) % cfg.log_every == 0) {
-      const double lv = loss.item<double>();
+      double lv = runner.last_loss().item<double>();
+      if (std::isfinite(lv) && !device.is_cpu()) lv = runner.loss_sum().item<double>();
       if (!std::isfinite(lv)) {
         progress.finish();
         run.log(fmt::format("diverged step {} | loss {} | last checkpoint kept", ctx.step, lv), true);
@@ -430,13 +442,6 @@ json run_training(TrainConfig cfg) {
                         cfg.out + " is intact");
       }
     }
-    method->after_backward(ctx);
-    lr = lr_sched.at(ctx.step);
-    opt->step(params, lr);
-    method->after_step(ctx);
-    loss_acc += ce.to(torch::kDouble) * x.size(0);
-    correct_acc += logits.detach().argmax(1).eq(y).sum();
-    seen_acc += x.size(0);
     ++ctx.step;
     train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
@@ -501,6 +506,9 @@ json run_training(TrainConfig cfg) {
                {"live_units_per_group", groups_json(a)},
                {"train_seconds", train_seconds},
                {"device", device.str()},
+               {"precision", precision_name(precision)},
+               {"graph", graph},
+               {"graph_captures", runner.captures()},
                {"prune_events", ctx.prune_events},
                {"method_state", method->state()}};
   if (method->state().contains("collapsed_groups")) {
