@@ -1,0 +1,691 @@
+#include "demp/dist/comm.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <thread>
+
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+// The wheel ships c10d's headers but not Gloo's, which ProcessGroupGloo.hpp includes. Debian's
+// libgloo-dev provides them. Only c10d's own types are used from here (Gloo objects are held by
+// shared_ptr inside c10d), so an older Gloo header set is enough to compile the class; comm.cpp
+// calls nothing of Gloo itself. Without the headers, CPU process groups are unavailable.
+#if defined(USE_C10D_GLOO) && __has_include(<gloo/config.h>)
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#define DEMP_HAVE_GLOO 1
+#else
+#define DEMP_HAVE_GLOO 0
+#endif
+
+// ProcessGroupNCCL lives in libtorch_cuda; USE_C10D_NCCL comes from a CUDA LibTorch's CMake config
+// and nccl.h from the CUDA toolkit (or the nvidia-nccl wheel).
+#if defined(USE_C10D_NCCL) && __has_include(<nccl.h>)
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#define DEMP_HAVE_NCCL 1
+#else
+#define DEMP_HAVE_NCCL 0
+#endif
+
+#include "demp/common/error.h"
+#include "demp/report/process.h"
+
+extern char** environ;
+
+namespace demp::dist {
+
+namespace {
+
+constexpr const char* kPeerHint = "a peer rank exited or the network failed; see the other ranks' logs";
+
+std::string first_line(std::string s) {
+  const auto nl = s.find('\n');
+  if (nl != std::string::npos) s.resize(nl);
+  return s;
+}
+
+// c10::Error::what() carries a C++ backtrace; users get the message only.
+std::string describe(const std::exception& e) {
+  if (const auto* ce = dynamic_cast<const c10::Error*>(&e)) return first_line(ce->what_without_backtrace());
+  return first_line(e.what());
+}
+
+std::string seconds(std::chrono::milliseconds t) {
+  return fmt::format("{:g} s", static_cast<double>(t.count()) / 1000.0);
+}
+
+int64_t parse_int(const char* name, const std::string& value, int64_t lo, int64_t hi) {
+  errno = 0;
+  char* end = nullptr;
+  const long long v = std::strtoll(value.c_str(), &end, 10);
+  const bool digits = !value.empty() && value.find_first_not_of("+-0123456789") == std::string::npos;
+  if (!digits || errno != 0 || end != value.c_str() + value.size() || v < lo || v > hi) {
+    throw Error(fmt::format("{}='{}' is not an integer in {}..{}", name, value, lo, hi),
+                "set the torchrun variables RANK, WORLD_SIZE, LOCAL_RANK, MASTER_PORT to integers, "
+                "or unset them for a single process");
+  }
+  return v;
+}
+
+std::string getenv_str(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::string(v) : std::string();
+}
+
+}  // namespace
+
+Env env_from_environment() {
+  Env env;
+  constexpr int64_t kMaxRanks = int64_t{1} << 24;
+  const std::string rank = getenv_str("RANK"), world = getenv_str("WORLD_SIZE"),
+                    local = getenv_str("LOCAL_RANK"), addr = getenv_str("MASTER_ADDR"),
+                    port = getenv_str("MASTER_PORT");
+  if (!world.empty()) env.world_size = parse_int("WORLD_SIZE", world, 1, kMaxRanks);
+  if (!rank.empty()) env.rank = parse_int("RANK", rank, 0, kMaxRanks);
+  if (!local.empty()) env.local_rank = parse_int("LOCAL_RANK", local, 0, kMaxRanks);
+  if (!addr.empty()) env.master_addr = addr;
+  if (!port.empty()) env.port = static_cast<int>(parse_int("MASTER_PORT", port, 1, 65535));
+  if (env.rank >= env.world_size) {
+    throw Error(fmt::format("RANK={} is not below WORLD_SIZE={}", env.rank, env.world_size),
+                world.empty() ? "set WORLD_SIZE along with RANK (torchrun sets both)"
+                              : "ranks are numbered 0..WORLD_SIZE-1");
+  }
+  if (env.local_rank >= env.world_size) {
+    throw Error(fmt::format("LOCAL_RANK={} is not below WORLD_SIZE={}", env.local_rank, env.world_size),
+                "LOCAL_RANK numbers the ranks on one machine, 0..(ranks per machine - 1)");
+  }
+  return env;
+}
+
+bool gloo_available() { return DEMP_HAVE_GLOO; }
+bool nccl_available() { return DEMP_HAVE_NCCL; }
+
+int find_free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw Error(fmt::format("socket: {}", std::strerror(errno)));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    const int err = errno;
+    ::close(fd);
+    throw Error(fmt::format("cannot find a free TCP port on 127.0.0.1: {}", std::strerror(err)));
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Comm
+
+struct Comm::Impl {
+  Env env;
+  torch::Device device{torch::kCPU};
+  std::chrono::milliseconds timeout{};
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::Backend> backend;  // null for world size 1
+  bool nccl = false;
+  bool failed = false;  // a collective failed: the group may be half-broken
+  uint64_t bytes = 0;
+  uint64_t last_grad_bytes = 0;
+
+  // Every c10d failure (a dead peer shows up as c10::DistBackendError, a Gloo IoException, or a
+  // timeout) becomes one demp::Error naming this rank and the operation.
+  template <class F>
+  auto guarded(const char* op, F&& f) -> decltype(f()) {
+    try {
+      return f();
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      failed = true;
+      throw Error(fmt::format("rank {}: {} failed: {}", env.rank, op, describe(e)), kPeerHint);
+    }
+  }
+
+  void wait_all(const char* op, std::vector<c10::intrusive_ptr<c10d::Work>>& works) {
+    guarded(op, [&] {
+      for (auto& w : works) w->wait();
+    });
+  }
+
+  static c10d::ReduceOp to_c10d(ReduceOp op) {
+    switch (op) {
+      case ReduceOp::Min: return c10d::ReduceOp::MIN;
+      case ReduceOp::Max: return c10d::ReduceOp::MAX;
+      case ReduceOp::Sum: break;
+    }
+    return c10d::ReduceOp::SUM;
+  }
+
+  void check_device(const torch::Tensor& t, const char* op) const {
+    if (!t.defined()) throw Error(fmt::format("rank {}: {} got an undefined tensor", env.rank, op));
+    if (backend && t.device().type() != device.type()) {
+      throw Error(fmt::format("rank {}: {} got a tensor on {}, but the process group is for {}", env.rank,
+                              op, t.device().str(), device.str()),
+                  "move the tensors to the device the Comm was created for");
+    }
+  }
+
+  // Starts an all-reduce of `t` (contiguous, on this Comm's device); null work for world size 1.
+  c10::intrusive_ptr<c10d::Work> start_all_reduce(torch::Tensor& t, ReduceOp op, const char* what) {
+    bytes += static_cast<uint64_t>(t.numel()) * t.element_size();
+    if (!backend) return {};
+    return guarded(what, [&] {
+      std::vector<torch::Tensor> ts{t};
+      c10d::AllreduceOptions o;
+      o.reduceOp = to_c10d(op);
+      o.timeout = timeout;
+      return backend->allreduce(ts, o);
+    });
+  }
+
+  void all_reduce_now(torch::Tensor& t, ReduceOp op, const char* what) {
+    std::vector<c10::intrusive_ptr<c10d::Work>> works;
+    if (auto w = start_all_reduce(t, op, what)) works.push_back(std::move(w));
+    wait_all(what, works);
+  }
+
+  void rendezvous();
+  void create_backend();
+};
+
+void Comm::Impl::rendezvous() {
+  const std::string where = fmt::format("{}:{}", env.master_addr, env.port);
+  c10d::TCPStoreOptions o;
+  o.port = static_cast<uint16_t>(env.port);
+  o.isServer = env.rank == 0;
+  o.numWorkers = static_cast<size_t>(env.world_size);
+  // Arrival is counted below, so that a missing peer can be reported as "K of N".
+  o.waitWorkers = false;
+  o.timeout = timeout;
+  try {
+    store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, o);
+  } catch (const std::exception& e) {
+    if (env.rank == 0) {
+      throw Error(fmt::format("rank 0: cannot host the rendezvous at {}: {}", where, describe(e)),
+                  "is MASTER_PORT in use by another job? pick another one");
+    }
+    throw Error(fmt::format("rank {}: rank 0 did not arrive at {} within {} ({})", env.rank, where,
+                            seconds(timeout), describe(e)),
+                "start every rank with the same MASTER_ADDR and MASTER_PORT; rank 0 hosts the rendezvous");
+  }
+  // The last rank to arrive opens the gate; everyone waits on it with the deadline.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  try {
+    if (store->add("demp/arrived", 1) == env.world_size) store->set("demp/gate", std::vector<uint8_t>{1});
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    store->wait({"demp/gate"}, std::max(left, std::chrono::milliseconds(1)));
+  } catch (const std::exception& e) {
+    int64_t arrived = -1;
+    try {
+      arrived = store->add("demp/arrived", 0);
+    } catch (const std::exception&) {
+    }
+    const std::string count = arrived >= 0 ? std::to_string(arrived) : std::string("not all");
+    throw Error(fmt::format("rank {}: only {} of {} ranks arrived at {} within {}", env.rank, count,
+                            env.world_size, where, seconds(timeout)),
+                "start all WORLD_SIZE ranks (demp train --nproc N does), or raise the timeout; "
+                "see the other ranks' logs");
+  }
+}
+
+void Comm::Impl::create_backend() {
+  auto prefixed = [&](const char* p) { return c10::make_intrusive<c10d::PrefixStore>(p, store); };
+  if (device.is_cuda()) {
+#if DEMP_HAVE_NCCL
+    const auto index = device.has_index() ? device.index() : static_cast<c10::DeviceIndex>(env.local_rank);
+    device = torch::Device(torch::kCUDA, index);
+    c10::cuda::set_device(index);
+    // Without blocking wait, a timed-out NCCL collective is handled by the watchdog thread, which
+    // kills the process; with it, wait() throws in this thread and the Error below reaches the user.
+    ::setenv("TORCH_NCCL_BLOCKING_WAIT", "1", 0);
+    auto o = c10d::ProcessGroupNCCL::Options::create();
+    o->timeout = timeout;
+    nccl = true;
+    backend = guarded("creating the NCCL process group", [&] {
+      auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed("demp/nccl/"),
+                                                            static_cast<int>(env.rank),
+                                                            static_cast<int>(env.world_size), o);
+      pg->setBoundDeviceId(device);
+      pg->eagerConnectSingleDevice(device);
+      return c10::intrusive_ptr<c10d::Backend>(pg);
+    });
+    return;
+#else
+    throw Error(fmt::format("rank {}: this build has no NCCL process group", env.rank),
+                "build demp against a CUDA LibTorch with nccl.h on the include path");
+#endif
+  }
+  if (!device.is_cpu()) {
+    throw Error(fmt::format("rank {}: data-parallel training supports CPU (Gloo) and CUDA (NCCL), not {}",
+                            env.rank, device.str()));
+  }
+#if DEMP_HAVE_GLOO
+  auto o = c10d::ProcessGroupGloo::Options::create(timeout);
+  backend = guarded("creating the Gloo process group", [&] {
+    // Gloo needs an address its peers can reach: loopback when everything runs on this machine,
+    // the interface GLOO_SOCKET_IFNAME names when set (as in PyTorch), else this host's name.
+    const std::string ifname = getenv_str("GLOO_SOCKET_IFNAME");
+    const bool local = env.master_addr == "localhost" || env.master_addr.rfind("127.", 0) == 0;
+    if (!ifname.empty()) {
+      o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname.substr(0, ifname.find(','))));
+    } else if (local) {
+      o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+    } else {
+      o->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    }
+    return c10::intrusive_ptr<c10d::Backend>(c10::make_intrusive<c10d::ProcessGroupGloo>(
+        prefixed("demp/gloo/"), static_cast<int>(env.rank), static_cast<int>(env.world_size), o));
+  });
+#else
+  throw Error(fmt::format("rank {}: this build has no Gloo process group for CPU tensors", env.rank),
+              "install Gloo's headers (Debian: libgloo-dev) and rebuild; LibTorch's wheel does not ship them");
+#endif
+}
+
+Comm::Comm(const Env& env, const torch::Device& device, std::chrono::milliseconds timeout)
+    : impl_(std::make_unique<Impl>()) {
+  if (env.world_size < 1 || env.rank < 0 || env.rank >= env.world_size) {
+    throw Error(fmt::format("invalid ranks: rank {} of world size {}", env.rank, env.world_size));
+  }
+  if (env.port < 1 || env.port > 65535) throw Error(fmt::format("invalid MASTER_PORT {}", env.port));
+  impl_->env = env;
+  impl_->device = device;
+  impl_->timeout = timeout;
+  if (!env.distributed()) return;
+  impl_->rendezvous();
+  impl_->create_backend();
+}
+
+Comm::~Comm() {
+  if (!impl_) return;
+  if (impl_->backend && impl_->nccl) {
+    // ProcessGroupNCCL wants an explicit shutdown before destruction; after a failed collective a
+    // graceful shutdown could wait on the dead peer, so the communicators are aborted instead.
+    try {
+      if (impl_->failed) impl_->backend->abort();
+      else impl_->backend->shutdown();
+    } catch (const std::exception&) {
+    }
+  }
+  impl_->backend.reset();
+  impl_->store.reset();
+}
+
+Comm::Comm(Comm&&) noexcept = default;
+Comm& Comm::operator=(Comm&&) noexcept = default;
+
+int64_t Comm::rank() const { return impl_->env.rank; }
+int64_t Comm::world_size() const { return impl_->env.world_size; }
+std::string Comm::backend_name() const {
+  if (!impl_->backend) return "local";
+  return impl_->nccl ? "nccl" : "gloo";
+}
+uint64_t Comm::bytes_all_reduced() const { return impl_->bytes; }
+uint64_t Comm::last_gradient_bytes() const { return impl_->last_grad_bytes; }
+
+void Comm::all_reduce(torch::Tensor& t, ReduceOp op) {
+  torch::NoGradGuard no_grad;
+  impl_->check_device(t, "all_reduce");
+  if (t.scalar_type() == torch::kBool) {
+    // Neither Gloo nor NCCL reduces bool; as bytes, Max is "any" and Min is "all".
+    auto u = t.to(torch::kUInt8).contiguous();
+    impl_->all_reduce_now(u, op, "all_reduce");
+    t.copy_(u.ne(0));
+    return;
+  }
+  if (t.is_contiguous()) {
+    impl_->all_reduce_now(t, op, "all_reduce");
+  } else {
+    auto c = t.contiguous();
+    impl_->all_reduce_now(c, op, "all_reduce");
+    t.copy_(c);
+  }
+}
+
+void Comm::average_gradients(const std::vector<torch::Tensor>& params, int64_t bucket_bytes) {
+  torch::NoGradGuard no_grad;
+  auto& im = *impl_;
+  const uint64_t before = im.bytes;
+  // Buckets hold gradients of one dtype (a flat buffer has one), in parameter order.
+  struct Bucket {
+    std::vector<torch::Tensor> grads;
+    int64_t bytes = 0;
+    torch::Tensor flat;
+  };
+  std::vector<Bucket> buckets;
+  std::map<torch::ScalarType, size_t> open;  // dtype -> index of its bucket being filled
+  for (const auto& p : params) {
+    if (!p.defined()) continue;
+    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+    const auto& g = p.grad();
+    im.check_device(g, "average_gradients");
+    const auto dt = g.scalar_type();
+    auto it = open.find(dt);
+    if (it == open.end() || buckets[it->second].bytes >= bucket_bytes) {
+      buckets.emplace_back();
+      it = open.insert_or_assign(dt, buckets.size() - 1).first;
+    }
+    auto& b = buckets[it->second];
+    b.grads.push_back(g);
+    b.bytes += g.numel() * static_cast<int64_t>(g.element_size());
+  }
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  for (auto& b : buckets) {
+    std::vector<torch::Tensor> flat_parts;
+    flat_parts.reserve(b.grads.size());
+    for (const auto& g : b.grads) flat_parts.push_back(g.reshape({-1}));
+    b.flat = torch::cat(flat_parts);
+    if (auto w = im.start_all_reduce(b.flat, ReduceOp::Sum, "average_gradients")) works.push_back(std::move(w));
+  }
+  im.wait_all("average_gradients", works);
+  const double inv = 1.0 / static_cast<double>(im.env.world_size);
+  for (auto& b : buckets) {
+    if (im.env.world_size > 1) b.flat.mul_(inv);
+    int64_t offset = 0;
+    for (auto& g : b.grads) {
+      const int64_t n = g.numel();
+      g.copy_(b.flat.narrow(0, offset, n).view(g.sizes()));
+      offset += n;
+    }
+  }
+  im.last_grad_bytes = im.bytes - before;
+}
+
+void Comm::broadcast(std::vector<torch::Tensor>& tensors, int64_t root) {
+  torch::NoGradGuard no_grad;
+  auto& im = *impl_;
+  if (root < 0 || root >= im.env.world_size) {
+    throw Error(fmt::format("rank {}: broadcast root {} is not a rank of {}", im.env.rank, root, im.env.world_size));
+  }
+  for (const auto& t : tensors) im.check_device(t, "broadcast");
+  if (!im.backend) return;
+  // Gloo broadcasts one tensor per call on CPU; all calls are issued before any is waited for.
+  std::vector<torch::Tensor> bufs;
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  for (auto& t : tensors) {
+    bufs.push_back(t.scalar_type() == torch::kBool ? t.to(torch::kUInt8).contiguous() : t.contiguous());
+    works.push_back(im.guarded("broadcast", [&] {
+      std::vector<torch::Tensor> ts{bufs.back()};
+      c10d::BroadcastOptions o;
+      o.rootRank = root;
+      o.timeout = im.timeout;
+      return im.backend->broadcast(ts, o);
+    }));
+  }
+  im.wait_all("broadcast", works);
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (!bufs[i].is_same(tensors[i])) tensors[i].copy_(bufs[i]);
+  }
+}
+
+void Comm::barrier() {
+  auto& im = *impl_;
+  if (!im.backend) return;
+  im.guarded("barrier", [&] {
+    c10d::BarrierOptions o;
+    o.timeout = im.timeout;
+    if (im.nccl) o.device_ids = {im.device.index()};
+    im.backend->barrier(o)->wait();
+  });
+}
+
+bool Comm::all_equal(const std::vector<torch::Tensor>& tensors) {
+  torch::NoGradGuard no_grad;
+  auto& im = *impl_;
+  if (!im.backend) return true;
+  const auto dev = im.device;
+  // A fixed-size header (count, bytes, a hash of dtypes and shapes) first, so that ranks whose
+  // tensors differ in size never reach a mismatched all-reduce. Max over [x, -x] gives max and
+  // -min at once: everyone agrees iff max == min.
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  auto mix = [&](int64_t v) {
+    for (int i = 0; i < 8; ++i) {
+      h ^= static_cast<uint64_t>(v >> (8 * i)) & 0xff;
+      h *= 1099511628211ull;
+    }
+  };
+  int64_t total = 0;
+  for (const auto& t : tensors) {
+    im.check_device(t, "all_equal");
+    mix(static_cast<int64_t>(t.scalar_type()));
+    mix(t.dim());
+    for (auto s : t.sizes()) mix(s);
+    total += t.numel() * static_cast<int64_t>(t.element_size());
+  }
+  const int64_t hv = static_cast<int64_t>(h >> 1);  // non-negative, so -hv does not overflow
+  auto head = torch::tensor({static_cast<int64_t>(tensors.size()), total, hv}, torch::kInt64).to(dev);
+  auto both = torch::cat({head, -head});
+  im.all_reduce_now(both, ReduceOp::Max, "all_equal");
+  if (!torch::equal(both.narrow(0, 0, 3), -both.narrow(0, 3, 3))) return false;
+  if (total == 0) return true;
+  std::vector<torch::Tensor> parts;
+  for (const auto& t : tensors) {
+    if (t.numel() > 0) parts.push_back(t.detach().contiguous().reshape({-1}).view(torch::kUInt8));
+  }
+  auto x = torch::cat(parts).to(torch::kInt16);
+  auto payload = torch::cat({x, 255 - x}).to(torch::kUInt8);
+  im.all_reduce_now(payload, ReduceOp::Max, "all_equal");
+  const auto n = x.numel();
+  return torch::equal(payload.narrow(0, 0, n), (255 - payload.narrow(0, n, n).to(torch::kInt16)).to(torch::kUInt8));
+}
+
+// ---------------------------------------------------------------------------------------------
+// launch_local
+
+namespace {
+
+struct Child {
+  int64_t rank = 0;
+  pid_t pid = -1;
+  int out = -1;  // read end of the joined stdout/stderr pipe (ranks > 0), else -1
+  std::string pending;
+  bool running = false;
+};
+
+void write_all(int fd, const std::string& s) {
+  size_t done = 0;
+  while (done < s.size()) {
+    const ssize_t n = ::write(fd, s.data() + done, s.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    done += static_cast<size_t>(n);
+  }
+}
+
+// Reads what is available; forwards complete lines with the rank prefix. Returns false at EOF.
+bool pump(Child& c) {
+  char buf[4096];
+  const ssize_t n = ::read(c.out, buf, sizeof buf);
+  if (n < 0 && (errno == EINTR || errno == EAGAIN)) return true;
+  if (n <= 0) {
+    if (!c.pending.empty()) write_all(2, fmt::format("[rank {}] {}\n", c.rank, c.pending));
+    c.pending.clear();
+    return false;
+  }
+  c.pending.append(buf, static_cast<size_t>(n));
+  std::string lines;
+  size_t start = 0, nl;
+  while ((nl = c.pending.find('\n', start)) != std::string::npos) {
+    lines += fmt::format("[rank {}] {}\n", c.rank, c.pending.substr(start, nl - start));
+    start = nl + 1;
+  }
+  c.pending.erase(0, start);
+  if (!lines.empty()) write_all(2, lines);
+  return true;
+}
+
+int exit_code(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 1;
+}
+
+bool is_rank_var(const char* kv) {
+  static const char* names[] = {"RANK=", "LOCAL_RANK=", "WORLD_SIZE=", "LOCAL_WORLD_SIZE=",
+                                "MASTER_ADDR=", "MASTER_PORT=", "GROUP_RANK=", "ROLE_RANK="};
+  for (const char* n : names) {
+    if (std::strncmp(kv, n, std::strlen(n)) == 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+int launch_local(const std::vector<std::string>& argv, int64_t nproc, int port) {
+  if (argv.empty()) throw Error("launch_local: no program given");
+  if (nproc < 1) throw Error(fmt::format("--nproc must be at least 1, got {}", nproc));
+  const std::string exe = report::find_executable(argv[0]);
+  if (exe.empty()) throw Error(fmt::format("{}: not found or not executable", argv[0]));
+  if (port == 0) port = find_free_port();
+
+  std::vector<std::string> base_env;
+  for (char** e = environ; e && *e; ++e) {
+    if (!is_rank_var(*e)) base_env.emplace_back(*e);
+  }
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+
+  std::vector<Child> children(static_cast<size_t>(nproc));
+  auto kill_all = [&](int sig) {
+    for (auto& c : children) {
+      if (c.running) ::kill(c.pid, sig);
+    }
+  };
+  // A rank that cannot be started ends the launch: the ranks already running are killed and reaped.
+  auto fail_start = [&](const std::string& why) {
+    kill_all(SIGKILL);
+    for (auto& o : children) {
+      if (o.running) ::waitpid(o.pid, nullptr, 0);
+      if (o.out >= 0) ::close(o.out);
+      o.running = false;
+      o.out = -1;
+    }
+    throw Error(why);
+  };
+  for (int64_t r = 0; r < nproc; ++r) {
+    Child& c = children[static_cast<size_t>(r)];
+    c.rank = r;
+    std::vector<std::string> env = base_env;
+    env.push_back(fmt::format("RANK={}", r));
+    env.push_back(fmt::format("LOCAL_RANK={}", r));
+    env.push_back(fmt::format("WORLD_SIZE={}", nproc));
+    env.push_back(fmt::format("LOCAL_WORLD_SIZE={}", nproc));
+    env.push_back("MASTER_ADDR=127.0.0.1");
+    env.push_back(fmt::format("MASTER_PORT={}", port));
+    std::vector<char*> envp;
+    for (auto& s : env) envp.push_back(s.data());
+    envp.push_back(nullptr);
+
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    int fds[2] = {-1, -1};
+    if (r > 0) {
+      // Rank 0 keeps this process's stdout and stderr (a terminal stays a terminal); the others
+      // share one pipe each, read here and prefixed. dup2 clears close-on-exec on 1 and 2 only.
+      if (::pipe2(fds, O_CLOEXEC) != 0) {
+        const int err = errno;
+        posix_spawn_file_actions_destroy(&actions);
+        fail_start(fmt::format("cannot start rank {}: pipe: {}", r, std::strerror(err)));
+      }
+      posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
+      posix_spawn_file_actions_adddup2(&actions, fds[1], 2);
+    }
+    const int rc = ::posix_spawn(&c.pid, exe.c_str(), &actions, nullptr, args.data(), envp.data());
+    posix_spawn_file_actions_destroy(&actions);
+    if (fds[1] >= 0) ::close(fds[1]);
+    if (rc != 0) {
+      if (fds[0] >= 0) ::close(fds[0]);
+      fail_start(fmt::format("cannot start rank {}: {}: {}", r, exe, std::strerror(rc)));
+    }
+    c.running = true;
+    c.out = fds[0];
+    if (c.out >= 0) ::fcntl(c.out, F_SETFL, ::fcntl(c.out, F_GETFL) | O_NONBLOCK);
+  }
+
+  int result = 0;
+  bool failed = false;
+  std::chrono::steady_clock::time_point kill_at{};
+  for (;;) {
+    std::vector<pollfd> pfds;
+    std::vector<Child*> owners;
+    for (auto& c : children) {
+      if (c.out >= 0) {
+        pfds.push_back({c.out, POLLIN, 0});
+        owners.push_back(&c);
+      }
+    }
+    // Exits are found by polling waitpid: a SIGCHLD handler would be process-wide state.
+    ::poll(pfds.data(), pfds.size(), 50);
+    for (size_t i = 0; i < pfds.size(); ++i) {
+      if ((pfds[i].revents & (POLLIN | POLLHUP | POLLERR)) && !pump(*owners[i])) {
+        ::close(owners[i]->out);
+        owners[i]->out = -1;
+      }
+    }
+    bool any_running = false;
+    for (auto& c : children) {
+      if (!c.running) continue;
+      int status = 0;
+      const pid_t w = ::waitpid(c.pid, &status, WNOHANG);
+      if (w == 0 || (w < 0 && errno == EINTR)) {
+        any_running = true;
+        continue;
+      }
+      c.running = false;
+      const int code = w < 0 ? 1 : exit_code(status);
+      if (code != 0 && !failed) {
+        failed = true;
+        result = code;
+        std::string how;
+        if (w > 0 && WIFSIGNALED(status)) how = fmt::format(" (killed by signal {})", WTERMSIG(status));
+        write_all(2, fmt::format("rank {} exited with code {}{}\n", c.rank, code, how));
+        kill_all(SIGTERM);
+        kill_at = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      }
+    }
+    if (!any_running) break;
+    if (failed && std::chrono::steady_clock::now() >= kill_at) {
+      kill_all(SIGKILL);
+      kill_at = std::chrono::steady_clock::time_point::max();
+    }
+  }
+  // All ranks have exited. Forward what their pipes still hold, but do not wait for EOF: a
+  // grandchild that inherited a pipe could keep it open indefinitely.
+  for (auto& c : children) {
+    if (c.out < 0) continue;
+    for (;;) {
+      pollfd p{c.out, POLLIN, 0};
+      if (::poll(&p, 1, 0) <= 0 || !(p.revents & (POLLIN | POLLHUP | POLLERR)) || !pump(c)) break;
+    }
+    if (!c.pending.empty()) write_all(2, fmt::format("[rank {}] {}\n", c.rank, c.pending));
+    ::close(c.out);
+    c.out = -1;
+  }
+  return result;
+}
+
+}  // namespace demp::dist

@@ -1,0 +1,93 @@
+#pragma once
+// Data-parallel communication over c10d: a rendezvous through a TCPStore, a Gloo (CPU) or NCCL
+// (CUDA) process group, and the few collectives training needs. Also the local launcher behind
+// `demp train --nproc N`. c10d headers stay in comm.cpp: they are heavy, and Gloo's come from a
+// system package that only that file needs.
+#include <torch/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace demp::dist {
+
+/// torchrun's conventions: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR (default 127.0.0.1),
+/// MASTER_PORT (default 29500). An unset or empty variable takes its default.
+struct Env {
+  int64_t rank = 0;
+  int64_t world_size = 1;
+  int64_t local_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int port = 29500;
+  bool distributed() const { return world_size > 1; }
+};
+
+/// Reads the environment; throws demp::Error for malformed or inconsistent values (non-numeric,
+/// negative, rank >= world size, port outside 1..65535).
+Env env_from_environment();
+
+/// True when this build has Gloo's headers (Debian's libgloo-dev), i.e. Comm works on CPU tensors.
+bool gloo_available();
+/// True when this build has the NCCL process group (a CUDA LibTorch and nccl.h).
+bool nccl_available();
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick for port 0).
+int find_free_port();
+
+enum class ReduceOp { Sum, Min, Max };
+
+class Comm {
+ public:
+  /// Rendezvous through a c10d TCPStore (rank 0 hosts it, the others connect to
+  /// master_addr:port) and create a Gloo process group for CPU tensors, or NCCL when `device` is
+  /// CUDA. A peer that does not arrive within `timeout` ends in demp::Error, never a hang; the
+  /// process group's collectives use the same timeout. With world_size 1 there is no store and no
+  /// process group: every collective is the identity.
+  Comm(const Env& env, const torch::Device& device, std::chrono::milliseconds timeout);
+  ~Comm();
+  Comm(const Comm&) = delete;
+  Comm& operator=(const Comm&) = delete;
+  Comm(Comm&&) noexcept;
+  Comm& operator=(Comm&&) noexcept;
+
+  int64_t rank() const;
+  int64_t world_size() const;
+  /// "gloo", "nccl", or "local" (world size 1).
+  std::string backend_name() const;
+
+  /// Averages the .grad() of `params` across ranks in place (undefined grads count as zeros and
+  /// get defined). Gradients are flattened into buckets of about `bucket_bytes` (per dtype), all
+  /// buckets' all-reduces are issued asynchronously and then waited, and the means copied back.
+  void average_gradients(const std::vector<torch::Tensor>& params,
+                         int64_t bucket_bytes = int64_t{25} << 20);
+  /// In-place all-reduce of one tensor (bool is reduced as uint8: Max = any, Min = all).
+  void all_reduce(torch::Tensor& t, ReduceOp op);
+  /// In-place broadcast of every tensor from `root`.
+  void broadcast(std::vector<torch::Tensor>& tensors, int64_t root = 0);
+  void barrier();
+  /// True on every rank iff all ranks hold bit-identical `tensors` (same count, dtypes and shapes
+  /// too). For tests and debug checks: it all-reduces twice the tensors' bytes.
+  bool all_equal(const std::vector<torch::Tensor>& tensors);
+
+  /// Payload bytes handed to all-reduces since construction (not wire bytes; includes
+  /// average_gradients and all_equal), and the bytes of the last average_gradients call.
+  uint64_t bytes_all_reduced() const;
+  uint64_t last_gradient_bytes() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// `demp train --nproc N`: starts N copies of argv (argv[0] = the demp binary, a path or a name on
+/// PATH) as local ranks with RANK/LOCAL_RANK/WORLD_SIZE/LOCAL_WORLD_SIZE/MASTER_ADDR=127.0.0.1/
+/// MASTER_PORT=port (a free port when port == 0), forwards their output (rank 0's as is, other
+/// ranks' lines prefixed "[rank r] " on stderr) and waits. If one rank exits non-zero or is
+/// killed, the others get SIGTERM (SIGKILL a few seconds later), "rank r exited with code c" goes
+/// to stderr, and that code is returned (128 + N for signal N). Returns 0 when all succeed.
+/// Throws demp::Error when argv[0] cannot be started.
+int launch_local(const std::vector<std::string>& argv, int64_t nproc, int port = 0);
+
+}  // namespace demp::dist
