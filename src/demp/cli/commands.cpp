@@ -10,12 +10,14 @@
 #include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include "demp/cli/bench.h"
 #include "demp/cli/report_cmds.h"
 #include "demp/common/error.h"
 #include "demp/common/files.h"
 #include "demp/data/dataset.h"
+#include "demp/dist/comm.h"
 #include "demp/export/export.h"
 #include "demp/nn/arch.h"
 #include "demp/nn/model.h"
@@ -302,7 +304,24 @@ int run(int argc, char** argv) {
 
   if (const int code = run_report_commands(rc); code >= 0) return code;
   if (*train_cmd) {
+    if (cfg.nproc > 1 && std::getenv("RANK") == nullptr) {
+      // The convenience launcher: the same command, once per local rank, with torchrun's
+      // environment; each child sees RANK and trains (it does not launch again).
+      char self[4096];
+      const ssize_t len = ::readlink("/proc/self/exe", self, sizeof self - 1);
+      std::vector<std::string> args{len > 0 ? std::string(self, static_cast<size_t>(len)) : argv[0]};
+      for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
+      return dist::launch_local(args, cfg.nproc);
+    }
     const json s = train::run_training(cfg);
+    if (s.value("status", "") == "replica") {  // a data-parallel rank other than 0
+      std::cout << fmt::format("rank {} | finished | units {} | params {} | prune steps {} | replicas "
+                               "identical {}\n",
+                               s["rank"].get<int64_t>(), s["units_final"].get<int64_t>(),
+                               s["params_final"].get<int64_t>(), s["prune_steps"].dump(),
+                               s["replicas_identical"].get<bool>() ? "yes" : "NO");
+      return s["replicas_identical"].get<bool>() ? 0 : 4;
+    }
     if (s.value("status", "") == "finished") {
       std::cout << fmt::format(
           "\n{:<24}{}\n{:<24}{:.2f}% (best {:.2f}%)\n{:<24}{} / {} ({:.1f}%)\n{:<24}{} / {} ({:.1f}%)\n"
@@ -316,6 +335,13 @@ int run(int argc, char** argv) {
           s["flops_final"].get<int64_t>(), s["flops_initial"].get<int64_t>(),
           100.0 * s["flops_final"].get<double>() / s["flops_initial"].get<double>(), "train seconds",
           s["train_seconds"].get<double>(), "steps", s["steps"].get<int64_t>());
+      if (s.contains("replicas_identical")) {
+        const bool same = s["replicas_identical"].get<bool>();
+        std::cout << fmt::format("{:<24}{} ({}), replicas identical: {}\n", "ranks",
+                                 s["world_size"].get<int64_t>(), s["dist_backend"].get<std::string>(),
+                                 same ? "yes" : "NO");
+        if (!same) return 4;
+      }
     }
     return 0;
   }

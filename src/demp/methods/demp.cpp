@@ -68,10 +68,20 @@ void add_noise(std::vector<torch::Tensor>& params, const torch::Tensor& sigma, N
 }
 
 prune::ScanResult scan_check_set(train::TrainContext& ctx, int64_t index) {
-  const auto images =
+  auto images =
       data::check_set(ctx.data.train, ctx.cfg.check_size, static_cast<uint64_t>(ctx.cfg.seed), index);
+  if (ctx.world_size() < 2) {
+    return prune::scan_dead(ctx.model, images, ctx.cfg.check_batch, ctx.cfg.dead_eps,
+                            {1e-5, 1e-4, 1e-3, 1e-2});
+  }
+  // Data-parallel: the ranks share the scan's images (rank r takes the r-th slice of the same
+  // check set) and the eval-mode statistics (rank 0's), and a unit is dead only if it is dead on
+  // every rank's slice: the dead units of the single-process scan.
+  ctx.sync_buffers();
+  const int64_t n = images.size(0), w = ctx.world_size(), r = ctx.rank();
+  images = images.slice(0, n * r / w, n * (r + 1) / w);
   return prune::scan_dead(ctx.model, images, ctx.cfg.check_batch, ctx.cfg.dead_eps,
-                          {1e-5, 1e-4, 1e-3, 1e-2});
+                          {1e-5, 1e-4, 1e-3, 1e-2}, [&](torch::Tensor& t) { ctx.all_reduce_max(t); });
 }
 
 nlohmann::json scan_metrics(const nn::Model& model, const prune::ScanResult& scan) {

@@ -131,7 +131,8 @@ std::vector<GroupChange> remove_units(nn::Model& model, train::Optimizer* optimi
 }
 
 ScanResult scan_dead(const nn::Model& model, const torch::Tensor& images, int64_t batch,
-                     double eps, const std::vector<double>& quasi_eps) {
+                     double eps, const std::vector<double>& quasi_eps,
+                     const std::function<void(torch::Tensor&)>& combine_max) {
   torch::NoGradGuard no_grad;
   const auto& arch = model.arch();
   const size_t ng = arch.groups.size();
@@ -154,6 +155,11 @@ ScanResult scan_dead(const nn::Model& model, const torch::Tensor& images, int64_
     }
   }
   r.quasi_dead.assign(quasi_eps.size(), 0);
+  if (combine_max) {
+    for (size_t g = 0; g < ng; ++g) {
+      if (max_act[g].defined()) combine_max(max_act[g]);
+    }
+  }
   for (size_t g = 0; g < ng; ++g) {
     if (!max_act[g].defined()) continue;
     r.activity[g] = max_act[g];

@@ -3,6 +3,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -40,8 +41,12 @@ struct ScanResult {
 
 /// Eval-mode scan over the check-set `images` in batches of `batch`: unit j of a group is dead iff
 /// its post-activation output summed over the batch and all positions is <= eps in every batch.
+/// `combine_max`, when given, replaces each group's per-unit activity (float, CPU) by its maximum
+/// over the ranks of a data-parallel run before anything is decided from it: a unit is then dead
+/// only if it is dead on every rank's check images.
 ScanResult scan_dead(const nn::Model& model, const torch::Tensor& images, int64_t batch,
-                     double eps = 0.0, const std::vector<double>& quasi_eps = {});
+                     double eps = 0.0, const std::vector<double>& quasi_eps = {},
+                     const std::function<void(torch::Tensor&)>& combine_max = {});
 
 /// Keep sets from a scan: the live units of each group, or its most active unit if all are dead.
 /// With multiple > 1, each group keeps min(width, live rounded up to a multiple) units: the

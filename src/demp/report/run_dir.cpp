@@ -21,19 +21,22 @@ std::string utc_now() {
   return buf;
 }
 
-RunDir::RunDir(std::string path) : path_(std::move(path)) {
-  make_directories(path_);
+RunDir::RunDir(std::string path, bool writer) : path_(std::move(path)), writer_(writer) {
+  if (writer_) make_directories(path_);
 }
 
 void RunDir::log(const std::string& text, bool echo) const {
+  if (!writer_) return;
   append_line(file("log.txt"), utc_now() + " | " + text);
   if (echo) std::fprintf(stderr, "%s\n", text.c_str());
 }
 
-void RunDir::metrics(const nlohmann::json& row) const { append_line(file("metrics.jsonl"), row.dump()); }
+void RunDir::metrics(const nlohmann::json& row) const {
+  if (writer_) append_line(file("metrics.jsonl"), row.dump());
+}
 
 void RunDir::truncate_metrics_after(int64_t step) const {
-  if (!has("metrics.jsonl")) return;
+  if (!writer_ || !has("metrics.jsonl")) return;
   std::istringstream in(read_file(file("metrics.jsonl")));
   std::string line, kept;
   while (std::getline(in, line)) {
@@ -47,7 +50,7 @@ void RunDir::truncate_metrics_after(int64_t step) const {
 }
 
 void RunDir::write_json(const std::string& name, const nlohmann::json& j) const {
-  write_file_atomic(file(name), j.dump(2) + "\n");
+  if (writer_) write_file_atomic(file(name), j.dump(2) + "\n");
 }
 
 bool RunDir::has(const std::string& name) const { return file_exists(file(name)); }

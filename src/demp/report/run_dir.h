@@ -12,7 +12,10 @@ namespace demp::report {
 class RunDir {
  public:
   /// Opens (creating if needed) the directory. Throws demp::Error if it cannot be created.
-  explicit RunDir(std::string path);
+  /// writer=false (the ranks other than 0 of a data-parallel run): nothing is created or written,
+  /// and log() echoes nothing; reading (file, has) still works.
+  explicit RunDir(std::string path, bool writer = true);
+  bool writer() const { return writer_; }
   const std::string& path() const { return path_; }
   std::string file(const std::string& name) const { return path_ + "/" + name; }
 
@@ -27,6 +30,7 @@ class RunDir {
 
  private:
   std::string path_;
+  bool writer_ = true;
 };
 
 /// Progress on a long loop: a redrawn bar with rate and ETA on a terminal, plain periodic lines

@@ -93,6 +93,12 @@ std::vector<Field> fields(TrainConfig& c) {
       {"eval-batch-size", "batch size of evaluation and scans", &c.eval_batch_size, "run"},
       {"progress", "auto (bar on a terminal, lines otherwise), bar, plain, none", &c.progress,
        "run"},
+      {"nproc", "start N local ranks of a data-parallel run (0: one process, or the ranks "
+                "torchrun's RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT describe)",
+       &c.nproc, "data-parallel"},
+      {"dist-timeout", "seconds a rank waits for its peers (rendezvous, every collective) before "
+                       "the run ends with an error",
+       &c.dist_timeout, "data-parallel"},
   };
 }
 
@@ -160,6 +166,8 @@ void validate(const TrainConfig& c) {
   positive(c.batch_size, "batch-size");
   positive(c.log_every, "log-every");
   positive(c.eval_batch_size, "eval-batch-size");
+  positive(c.dist_timeout, "dist-timeout");
+  if (c.nproc < 0) throw Error("--nproc must be >= 0", "give the number of local ranks, e.g. --nproc 2");
   if (c.steps < 0) throw Error("--steps must be >= 0");
   if (c.steps == 0 && c.epochs <= 0) {
     throw Error("the run has no length", "give --epochs N or --steps N");

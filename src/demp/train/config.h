@@ -64,6 +64,9 @@ struct TrainConfig {
   int64_t log_every = 50;
   int64_t eval_batch_size = 1000;
   std::string progress = "auto";
+  // data-parallel
+  int64_t nproc = 0;
+  int64_t dist_timeout = 300;
 };
 
 struct Field {

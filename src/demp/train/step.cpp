@@ -158,6 +158,7 @@ struct StepRunner::Impl {
     const auto extra = method.extra_loss(ctx);
     if (extra.defined()) loss = loss + extra;
     loss.backward();
+    if (o.sync_gradients) o.sync_gradients(params);
     method.after_backward(ctx);
     ctx.optimizer.step(params);
     method.after_step(ctx);
@@ -237,6 +238,11 @@ StepRunner::StepRunner(TrainContext& ctx, methods::Method& method, StepOptions o
   if (options.graph && !method.graph_safe()) {
     impl_->o.graph = false;
     ctx.log("graph off | method " + method.name() + " is not graph-safe: steps run eagerly", true);
+  }
+  if (options.graph && options.sync_gradients) {
+    // Capturing the process group's collectives is not attempted: a data-parallel step is eager.
+    impl_->o.graph = false;
+    ctx.log("graph off | data-parallel steps run eagerly", true);
   }
 }
 

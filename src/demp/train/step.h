@@ -11,8 +11,10 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace demp::methods { class Method; }
 
@@ -35,6 +37,9 @@ struct StepOptions {
   bool graph = false;
   double label_smoothing = 0;
   int64_t warmup_steps = 2;  ///< eager steps before each (re)capture
+  /// Data-parallel: averages the gradients over the ranks, right after backward (before the
+  /// method's after_backward and the optimizer). Steps with it run eagerly.
+  std::function<void(const std::vector<torch::Tensor>&)> sync_gradients;
 };
 
 class StepRunner {

@@ -11,6 +11,7 @@
 
 #include "demp/common/error.h"
 #include "demp/common/files.h"
+#include "demp/dist/comm.h"
 #include "demp/methods/method.h"
 #include "demp/report/run_dir.h"
 #include "demp/train/schedule.h"
@@ -30,10 +31,68 @@ void TrainContext::log(const std::string& line, bool echo) const {
   }
 }
 
+int64_t TrainContext::rank() const { return comm ? comm->rank() : 0; }
+int64_t TrainContext::world_size() const { return comm ? comm->world_size() : 1; }
+
+void TrainContext::sync_buffers() {
+  if (world_size() < 2) return;
+  std::vector<torch::Tensor> bufs;
+  for (auto& l : model.layers()) {
+    if (l.running_mean.defined()) bufs.push_back(l.running_mean);
+    if (l.running_var.defined()) bufs.push_back(l.running_var);
+  }
+  comm->broadcast(bufs, 0);
+}
+
+void TrainContext::all_reduce_max(torch::Tensor& t) {
+  if (world_size() < 2) return;
+  torch::Tensor d = t.to(device).contiguous();
+  comm->all_reduce(d, dist::ReduceOp::Max);
+  t.copy_(d);
+}
+
+namespace {
+
+// Rank 0's keep sets, on every rank: sizes first, then the indices in one tensor.
+prune::KeepSets broadcast_keep(dist::Comm& comm, const prune::KeepSets& keep, const torch::Device& dev) {
+  const auto opts = torch::TensorOptions().dtype(torch::kLong);
+  auto sizes = torch::empty({static_cast<int64_t>(keep.size())}, opts);
+  int64_t total = 0;
+  for (size_t g = 0; g < keep.size(); ++g) {
+    sizes[static_cast<int64_t>(g)] = static_cast<int64_t>(keep[g].size());
+    total += static_cast<int64_t>(keep[g].size());
+  }
+  std::vector<torch::Tensor> t{sizes.to(dev)};
+  comm.broadcast(t, 0);
+  sizes = t[0].cpu();
+  total = sizes.sum().item<int64_t>();
+  auto flat = torch::empty({std::max<int64_t>(1, total)}, opts);
+  if (comm.rank() == 0) {
+    int64_t k = 0;
+    for (const auto& v : keep) {
+      for (const int64_t u : v) flat[k++] = u;
+    }
+  }
+  t = {flat.to(dev)};
+  comm.broadcast(t, 0);
+  flat = t[0].cpu();
+  prune::KeepSets out(keep.size());
+  const auto* p = flat.data_ptr<int64_t>();
+  for (size_t g = 0; g < keep.size(); ++g) {
+    const int64_t n = sizes[static_cast<int64_t>(g)].item<int64_t>();
+    out[g].assign(p, p + n);
+    p += n;
+  }
+  return out;
+}
+
+}  // namespace
+
 std::vector<prune::GroupChange> TrainContext::remove_units(const prune::KeepSets& keep,
                                                            const std::string& why) {
   const int64_t units0 = model.arch().units(), params0 = model.arch().params();
-  auto changes = prune::remove_units(model, &optimizer, keep);
+  auto changes = world_size() > 1 ? prune::remove_units(model, &optimizer, broadcast_keep(*comm, keep, device))
+                                  : prune::remove_units(model, &optimizer, keep);
   if (changes.empty()) return changes;
   const auto& a = model.arch();
   log(fmt::format("prune step {} | {} | units {} -> {} | params {} -> {} | flops {}", step, why,
@@ -242,6 +301,18 @@ json groups_json(const nn::Arch& a) {
 
 json run_training(TrainConfig cfg) {
   validate(cfg);
+  // Data-parallel: rendezvous first, so that a missing peer ends the run before any work.
+  const dist::Env env = dist::env_from_environment();
+  torch::Device device = resolve_device(cfg.device);
+  std::unique_ptr<dist::Comm> comm;
+  if (env.distributed()) {
+    if (device.is_cuda()) {
+      device = torch::Device(torch::kCUDA,
+                             static_cast<c10::DeviceIndex>(env.local_rank % torch::cuda::device_count()));
+    }
+    comm = std::make_unique<dist::Comm>(env, device, std::chrono::seconds(cfg.dist_timeout));
+  }
+  const bool writer = !comm || comm->rank() == 0;  // only rank 0 writes the run directory
   if (cfg.out.empty()) {
     if (cfg.resume) throw Error("--resume needs --out", "give the run directory to continue");
     cfg.out = default_out(cfg);
@@ -261,6 +332,8 @@ json run_training(TrainConfig cfg) {
     c.progress = cfg.progress;
     c.threads = cfg.threads;
     c.device = cfg.device;
+    c.nproc = cfg.nproc;  // the world size may change on resume
+    c.dist_timeout = cfg.dist_timeout;
     cfg = c;
   } else if (file_exists(cfg.out + "/config.json") || file_exists(cfg.out + "/model.ckpt")) {
     if (!cfg.overwrite) {
@@ -268,12 +341,27 @@ json run_training(TrainConfig cfg) {
                   "use --resume to continue it, --overwrite to replace it, or another --out");
     }
     for (const char* f : {"config.json", "metrics.jsonl", "log.txt", "summary.json", "model.ckpt"}) {
-      remove_file(cfg.out + "/" + f);
+      if (writer) remove_file(cfg.out + "/" + f);
     }
   }
-  const torch::Device device = resolve_device(cfg.device);
-  at::set_num_threads(cfg.threads > 0 ? static_cast<int>(cfg.threads)
-                                      : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  if (comm) {
+    if (cfg.batch_size % comm->world_size() != 0) {
+      throw Error(fmt::format("--batch-size {} does not split evenly over {} ranks", cfg.batch_size,
+                              comm->world_size()),
+                  "every rank takes an equal share of each batch: use a multiple of the world size");
+    }
+    comm->barrier();  // every rank has looked at the run directory before rank 0 writes to it
+  }
+  // Local ranks share the machine's cores unless told otherwise.
+  int64_t local_ranks = 1;
+  if (comm) {
+    const char* lws = std::getenv("LOCAL_WORLD_SIZE");
+    local_ranks = lws ? std::max<int64_t>(1, std::atoll(lws)) : comm->world_size();
+  }
+  at::set_num_threads(cfg.threads > 0
+                          ? static_cast<int>(cfg.threads)
+                          : static_cast<int>(std::max<int64_t>(
+                                1, static_cast<int64_t>(std::thread::hardware_concurrency()) / local_ranks)));
 
   const Precision precision = parse_precision(cfg.precision, device);
   const bool graph = parse_graph(cfg.graph, device);
@@ -303,7 +391,7 @@ json run_training(TrainConfig cfg) {
   const int64_t total = cfg.steps > 0 ? cfg.steps : cfg.epochs * spe;
   const Schedule lr_sched = parse_schedule(cfg.lr_schedule, cfg.lr, total, spe);
 
-  report::RunDir run(cfg.out);
+  report::RunDir run(cfg.out, writer);
   std::unique_ptr<nn::Model> model;
   json meta = json::object();
   int64_t start = 0;
@@ -334,10 +422,29 @@ json run_training(TrainConfig cfg) {
                         cfg.model, cfg.width, data.name, data.train.size(), data.val.size(),
                         data.test.size(), cfg.method, total, spe, device.str(),
                         precision_name(precision), graph ? "on" : "off"));
+    if (comm) {
+      run.log(fmt::format("data-parallel | {} ranks ({}) | {} images per rank per step | timeout {} s",
+                          comm->world_size(), comm->backend_name(), cfg.batch_size / comm->world_size(),
+                          cfg.dist_timeout));
+    }
   }
   model->to(device);
+  if (comm) {
+    // The replicas start identical (rank 0's tensors), whatever each rank initialised or loaded.
+    std::vector<torch::Tensor> ts = model->parameters();
+    for (auto& l : model->layers()) {
+      if (l.running_mean.defined()) ts.push_back(l.running_mean);
+      if (l.running_var.defined()) ts.push_back(l.running_var);
+    }
+    for (auto& st : opt->state()) {
+      for (auto& t : st) ts.push_back(t);
+    }
+    torch::NoGradGuard ng;
+    comm->broadcast(ts, 0);
+  }
 
   TrainContext ctx{cfg, data, *model, *opt, &run, device};
+  ctx.comm = comm.get();
   ctx.step = start;
   ctx.total_steps = total;
   ctx.steps_per_epoch = spe;
@@ -371,6 +478,13 @@ json run_training(TrainConfig cfg) {
   so.precision = precision;
   so.graph = graph;
   so.label_smoothing = cfg.label_smoothing;
+  uint64_t grad_bytes_first = 0;
+  if (comm) {
+    so.sync_gradients = [&](const std::vector<torch::Tensor>& ps) {
+      comm->average_gradients(ps);
+      if (grad_bytes_first == 0) grad_bytes_first = comm->last_gradient_bytes();
+    };
+  }
   StepRunner runner(ctx, *method, so);
   auto row = [&](double lr) {
     const auto& a = model->arch();
@@ -383,15 +497,23 @@ json run_training(TrainConfig cfg) {
            {"flops", a.flops()},
            {"elapsed_seconds", train_seconds}};
     if (runner.seen() > 0) {
-      const double n = static_cast<double>(runner.seen());
-      r["train_loss"] = runner.loss_sum().item<double>() / n;
-      r["train_accuracy"] = static_cast<double>(runner.correct_sum().item<int64_t>()) / n;
+      torch::Tensor ls = runner.loss_sum().clone(), cs = runner.correct_sum().clone();
+      double n = static_cast<double>(runner.seen());
+      if (comm) {  // every rank's share of the steps since the last row
+        comm->all_reduce(ls, dist::ReduceOp::Sum);
+        comm->all_reduce(cs, dist::ReduceOp::Sum);
+        n *= static_cast<double>(comm->world_size());
+      }
+      r["train_loss"] = ls.item<double>() / n;
+      r["train_accuracy"] = static_cast<double>(cs.item<int64_t>()) / n;
       runner.reset_sums();
     }
+    if (comm) r["allreduce_bytes_per_step"] = comm->last_gradient_bytes();
     r.update(method->metrics(ctx));
     return r;
   };
   auto evaluate_now = [&](json& r) {
+    if (!writer) return;  // rank 0 evaluates (its replica is the checkpoint's)
     const auto te = evaluate(*model, data.test, cfg.eval_batch_size, device);
     last_test = te.accuracy;
     best_test = std::max(best_test, te.accuracy);
@@ -413,7 +535,7 @@ json run_training(TrainConfig cfg) {
     run.log(line, cfg.progress != "none");
   };
 
-  report::Progress progress(cfg.progress, total, start, cfg.batch_size);
+  report::Progress progress(writer ? cfg.progress : "none", total, start, cfg.batch_size);
   const int64_t stop = cfg.stop_after > 0 ? std::min(total, cfg.stop_after) : total;
   double lr = lr_sched.at(ctx.step);
 
@@ -421,6 +543,11 @@ json run_training(TrainConfig cfg) {
     const auto t0 = std::chrono::steady_clock::now();
     method->prune_point(ctx);
     auto [x, y] = batcher.batch(ctx.step);
+    if (comm) {  // this rank's share of the global batch
+      const int64_t b = cfg.batch_size / comm->world_size();
+      x = x.narrow(0, comm->rank() * b, b);
+      y = y.narrow(0, comm->rank() * b, b);
+    }
     x = x.to(device, true);
     y = y.to(device, true);
     lr = lr_sched.at(ctx.step);
@@ -430,6 +557,11 @@ json run_training(TrainConfig cfg) {
     if (device.is_cpu() || (ctx.step + 1) % cfg.log_every == 0) {
       double lv = runner.last_loss().item<double>();
       if (std::isfinite(lv) && !device.is_cpu()) lv = runner.loss_sum().item<double>();
+      if (comm) {  // a NaN on any rank stops every rank at the same step
+        auto bad = torch::full({}, std::isfinite(lv) ? 0.0f : 1.0f);
+        ctx.all_reduce_max(bad);
+        if (bad.item<float>() > 0 && std::isfinite(lv)) lv = std::nan("");
+      }
       if (!std::isfinite(lv)) {
         progress.finish();
         run.log(fmt::format("diverged step {} | loss {} | last checkpoint kept", ctx.step, lv), true);
@@ -459,7 +591,7 @@ json run_training(TrainConfig cfg) {
                                       ? fmt::format(" | test {:.2f}%", 100 * r["test_accuracy"].get<double>())
                                       : ""),
                       epoch_end);
-      if (epoch_end) save_checkpoint(run.file("model.ckpt"), *model, opt.get(), make_meta(false));
+      if (epoch_end && writer) save_checkpoint(run.file("model.ckpt"), *model, opt.get(), make_meta(false));
     } else {
       progress.update(ctx.step, fmt::format("epoch {}/{}", (ctx.step - 1) / spe + 1, (total + spe - 1) / spe));
     }
@@ -467,7 +599,7 @@ json run_training(TrainConfig cfg) {
   progress.finish();
 
   if (ctx.step < total) {
-    save_checkpoint(run.file("model.ckpt"), *model, opt.get(), make_meta(false));
+    if (writer) save_checkpoint(run.file("model.ckpt"), *model, opt.get(), make_meta(false));
     run.log(fmt::format("stopped step {} | checkpoint {} | continue with --resume", ctx.step,
                         run.file("model.ckpt")),
             true);
@@ -480,6 +612,22 @@ json run_training(TrainConfig cfg) {
   // After the last step: one more prune point, then the final evaluation.
   method->prune_point(ctx);
   json r = row(lr);
+  bool replicas_identical = true;
+  if (comm) {
+    // The check that data-parallel training kept one model: parameters bit for bit, every rank.
+    ctx.sync_buffers();
+    replicas_identical = comm->all_equal(model->parameters());
+    if (!replicas_identical) {
+      run.log("warning | the ranks' parameters differ at the end of training (replicas drifted)", true);
+    }
+    if (!writer) {
+      json steps = json::array();
+      for (const auto& e : ctx.prune_events) steps.push_back(e["step"]);
+      return json{{"status", "replica"},           {"rank", comm->rank()},
+                  {"units_final", model->arch().units()}, {"params_final", model->arch().params()},
+                  {"prune_steps", steps},          {"replicas_identical", replicas_identical}};
+    }
+  }
   evaluate_now(r);
   run.metrics(r);
   save_checkpoint(run.file("model.ckpt"), *model, opt.get(), make_meta(true));
@@ -509,6 +657,7 @@ json run_training(TrainConfig cfg) {
                {"precision", precision_name(precision)},
                {"graph", graph},
                {"graph_captures", runner.captures()},
+               {"world_size", comm ? comm->world_size() : 1},
                {"prune_events", ctx.prune_events},
                {"method_state", method->state()}};
   if (method->state().contains("collapsed_groups")) {
@@ -517,6 +666,12 @@ json run_training(TrainConfig cfg) {
   if (data.val.size() > 0) {
     summary["best_val_accuracy"] = best_val;
     summary["test_accuracy_at_best_val"] = test_at_best_val;
+  }
+  if (comm) {
+    summary["dist_backend"] = comm->backend_name();
+    summary["replicas_identical"] = replicas_identical;
+    summary["allreduce_bytes_per_step_initial"] = grad_bytes_first;
+    summary["allreduce_bytes_per_step_final"] = comm->last_gradient_bytes();
   }
   run.write_json("summary.json", summary);
   run.log(fmt::format("done step {} | test_acc {:.4f} | best {:.4f} | units {}/{} | params {}/{} | "

@@ -16,6 +16,7 @@
 #include "demp/train/optim.h"
 
 namespace demp::report { class RunDir; }
+namespace demp::dist { class Comm; }
 
 namespace demp::train {
 
@@ -31,9 +32,20 @@ struct TrainContext {
   int64_t total_steps = 0;
   int64_t steps_per_epoch = 0;
   nlohmann::json prune_events = nlohmann::json::array();
+  /// A data-parallel run's process group (null: one process). Every rank holds the same
+  /// replica; methods that decide from data combine what they saw through it.
+  dist::Comm* comm = nullptr;
+
+  int64_t rank() const;
+  int64_t world_size() const;
+  /// Data-parallel: every rank's BatchNorm running statistics become rank 0's (as DDP does).
+  void sync_buffers();
+  /// Data-parallel: `t` (any device) becomes its elementwise maximum over the ranks.
+  void all_reduce_max(torch::Tensor& t);
 
   /// Surgery with bookkeeping: removes the units outside `keep`, logs one line and a per-group
-  /// table, records the event for summary.json. Returns the groups that changed.
+  /// table, records the event for summary.json. Returns the groups that changed. Data-parallel:
+  /// rank 0's keep sets are applied on every rank, so the replicas cannot drift apart.
   std::vector<prune::GroupChange> remove_units(const prune::KeepSets& keep, const std::string& why);
   void log(const std::string& line, bool echo = false) const;
 };
