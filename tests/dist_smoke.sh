@@ -16,9 +16,9 @@ ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
 json() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
 
-A=(--model mlp --mlp-widths 64,32 --width 1.0 --train-limit 4096 --test-limit 1000 --batch-size 64
-   --steps 128 --lr 0.02 --method demp --lambda 0.05 --prune-every 16 --check-size 512 --seed 5
-   --progress none --threads 1)
+BASE=(--model mlp --mlp-widths 64,32 --width 1.0 --train-limit 4096 --test-limit 1000 --batch-size 64
+      --steps 128 --lr 0.02 --seed 5 --progress none --threads 1)
+A=("${BASE[@]}" --method demp --lambda 0.05 --prune-every 16 --check-size 512)
 
 # 2 ranks
 "$DEMP" train "${A[@]}" --nproc 2 --out "$TMP/two" >"$TMP/two.out" 2>&1
@@ -55,6 +55,11 @@ du = abs(a["units_final"] - b["units_final"]) / a["units_initial"]
 print(f"1 process: acc {a['test_accuracy']:.3f} units {a['units_final']}; 2 ranks: acc {b['test_accuracy']:.3f} units {b['units_final']}")
 sys.exit(0 if da < 0.05 and du < 0.1 else 1)
 EOF
+
+# a baseline, distributed: its cut is rank 0's on every rank
+"$DEMP" train "${BASE[@]}" --method slimming --density 0.5 --prune-at 32 --nproc 2 --out "$TMP/slim" >"$TMP/slim.out" 2>&1 &&
+  grep -q "replicas identical: yes" "$TMP/slim.out" && grep -q "\[rank 1\] rank 1 | finished | units 48 |" "$TMP/slim.out" &&
+  ok || bad "slimming with 2 ranks: $(tail -3 "$TMP/slim.out")"
 
 # stopped with 2 ranks, resumed with 1
 "$DEMP" train "${A[@]}" --nproc 2 --stop-after 70 --out "$TMP/re" >"$TMP/re1.out" 2>&1 && ok || bad "stop with 2 ranks"
