@@ -18,6 +18,7 @@
 
 #include "demp/common/error.h"
 #include "demp/common/files.h"
+#include "demp/data/dataset.h"
 #include "demp/dist/comm.h"
 #include "test_util.h"
 
@@ -252,6 +253,57 @@ TEST(DistComm, AverageGradientsTwoRanksManyBuckets) {
 TEST(DistComm, AverageGradientsThreeRanksOneBucketPerDtype) {
   SKIP_WITHOUT_GLOO();
   check_average(3, int64_t{25} << 20);
+}
+
+// Averaging overlapped with backward gives what average_gradients gives after backward, on a
+// real network's backward: many small buckets (so several start during backward), a parameter
+// that gets no gradient, and new parameter tensors half-way (as after surgery: re-hooked).
+TEST(DistComm, OverlappedAveragingEqualsAveragingAfterBackward) {
+  SKIP_WITHOUT_GLOO();
+  run_ranks(2, [](Comm& comm) {
+    torch::manual_seed(0);  // the same initial weights on both ranks...
+    auto make = [](int64_t in) {
+      return std::vector<torch::Tensor>{torch::randn({3}).requires_grad_(),  // unused
+                                        torch::randn({16, in}).requires_grad_(), torch::randn({16}).requires_grad_(),
+                                        torch::randn({4, 16}).requires_grad_(), torch::randn({4}).requires_grad_()};
+    };
+    auto loss_of = [](const std::vector<torch::Tensor>& p, const torch::Tensor& x) {
+      return torch::relu(x.matmul(p[1].t()) + p[2]).matmul(p[3].t()).add(p[4]).square().sum();
+    };
+    for (int64_t in : {8, 6}) {  // 6: "surgery" replaced every parameter tensor
+      auto a = make(in);
+      std::vector<torch::Tensor> b;
+      for (const auto& t : a) b.push_back(t.detach().clone().requires_grad_());
+      for (int step = 0; step < 3; ++step) {
+        // ...and different data on each rank
+        auto x = torch::randn({5, in}, demp::data::make_generator(static_cast<uint64_t>(comm.rank()) + 1, demp::data::kMisc, static_cast<uint64_t>(step)));
+        for (auto* ps : {&a, &b}) {
+          for (auto& p : *ps) {
+            if (p.grad().defined()) p.mutable_grad().zero_();
+          }
+        }
+        comm.begin_gradients(a, /*bucket_bytes=*/64);
+        loss_of(a, x).backward();
+        comm.finish_gradients();
+        const uint64_t overlapped = comm.last_gradient_bytes();
+        // buckets did start while backward was still running (all but the unused parameter's)
+        const auto [early, buckets] = comm.last_overlap();
+        EXPECT_GE(buckets, 3u);
+        EXPECT_EQ(early, buckets - 1);
+        loss_of(b, x).backward();
+        comm.average_gradients(b, 64);
+        EXPECT_EQ(overlapped, comm.last_gradient_bytes());
+        for (size_t i = 0; i < a.size(); ++i) {
+          ASSERT_TRUE(a[i].grad().defined()) << i;
+          EXPECT_TRUE(torch::equal(a[i].grad(), b[i].grad())) << "rank " << comm.rank() << " param " << i;
+        }
+        EXPECT_EQ(a[0].grad().abs().sum().item<float>(), 0.0f);  // unused: zeros
+        EXPECT_GT(a[1].grad().abs().sum().item<float>(), 0.0f);
+      }
+      // both ranks hold the same (averaged) gradients although their data differed
+      EXPECT_TRUE(comm.all_equal({a[1].grad(), a[3].grad()}));
+    }
+  });
 }
 
 TEST(DistComm, AllReduceOpsAndDtypes) {

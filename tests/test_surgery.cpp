@@ -96,7 +96,9 @@ TEST_P(Surgery, ScanFindsForcedDeadUnits) {
     std::vector<bool> kept(m.arch().groups[gi].width, false);
     for (int64_t j : keep[gi]) kept[j] = true;
     for (int64_t j = 0; j < m.arch().groups[gi].width; ++j) {
-      if (!kept[j]) EXPECT_TRUE(scan.dead[gi][j].item<bool>()) << m.arch().groups[gi].name << " unit " << j;
+      if (!kept[j]) {
+        EXPECT_TRUE(scan.dead[gi][j].item<bool>()) << m.arch().groups[gi].name << " unit " << j;
+      }
     }
   }
   ASSERT_EQ(scan.quasi_dead.size(), 2u);

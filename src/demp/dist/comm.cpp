@@ -18,7 +18,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <thread>
+
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -208,6 +212,62 @@ struct Comm::Impl {
 
   void rendezvous();
   void create_backend();
+
+  // ---- gradient averaging overlapped with backward (begin_gradients / finish_gradients) ----
+  struct Bucket {
+    std::vector<size_t> members;  // parameter indices
+    int64_t bytes = 0;
+    size_t pending = 0;           // members whose gradient backward has not produced yet
+    torch::Tensor flat;
+    c10::intrusive_ptr<c10d::Work> work;
+    bool launched = false;
+  };
+  std::mutex overlap_mu;
+  std::vector<const void*> hooked_key;  // the parameters' storage when hooked
+  std::vector<torch::Tensor> hooked;
+  std::vector<std::pair<std::shared_ptr<torch::autograd::Node>, uintptr_t>> hooks;
+  std::vector<Bucket> buckets;
+  std::vector<size_t> bucket_of;
+  size_t next_launch = 0;
+  size_t launched_in_backward = 0;  // buckets started before finish_gradients (the overlap)
+  bool overlap_active = false;
+  std::string overlap_error;
+  uint64_t overlap_bytes_before = 0;
+
+  void unhook() {
+    for (auto& [acc, key] : hooks) acc->del_post_hook(key);
+    hooks.clear();
+    hooked.clear();
+    hooked_key.clear();
+  }
+  // Buckets launch strictly in order, so every rank issues the same collectives in the same order
+  // (NCCL requires it) even if backward finished them in another.
+  void launch_ready() {
+    while (next_launch < buckets.size() && buckets[next_launch].pending == 0) {
+      Bucket& b = buckets[next_launch++];
+      std::vector<torch::Tensor> parts;
+      for (size_t i : b.members) {
+        torch::Tensor& p = hooked[i];
+        if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+        parts.push_back(p.grad().reshape({-1}));
+      }
+      b.flat = torch::cat(parts);
+      b.work = start_all_reduce(b.flat, ReduceOp::Sum, "average_gradients");
+      b.launched = true;
+    }
+  }
+  void gradient_ready(size_t i) {
+    std::lock_guard<std::mutex> lock(overlap_mu);
+    if (!overlap_active || !overlap_error.empty()) return;
+    try {
+      torch::NoGradGuard no_grad;
+      Bucket& b = buckets[bucket_of[i]];
+      if (b.pending > 0) --b.pending;
+      launch_ready();
+    } catch (const std::exception& e) {
+      overlap_error = e.what();  // rethrown by finish_gradients on the training thread
+    }
+  }
 };
 
 void Comm::Impl::rendezvous() {
@@ -321,6 +381,7 @@ Comm::Comm(const Env& env, const torch::Device& device, std::chrono::millisecond
 
 Comm::~Comm() {
   if (!impl_) return;
+  impl_->unhook();
   if (impl_->backend && impl_->nccl) {
     // ProcessGroupNCCL wants an explicit shutdown before destruction; after a failed collective a
     // graceful shutdown could wait on the dead peer, so the communicators are aborted instead.
@@ -345,6 +406,9 @@ std::string Comm::backend_name() const {
 }
 uint64_t Comm::bytes_all_reduced() const { return impl_->bytes; }
 uint64_t Comm::last_gradient_bytes() const { return impl_->last_grad_bytes; }
+std::pair<size_t, size_t> Comm::last_overlap() const {
+  return {impl_->launched_in_backward, impl_->buckets.size()};
+}
 
 void Comm::all_reduce(torch::Tensor& t, ReduceOp op) {
   torch::NoGradGuard no_grad;
@@ -412,6 +476,100 @@ void Comm::average_gradients(const std::vector<torch::Tensor>& params, int64_t b
     }
   }
   im.last_grad_bytes = im.bytes - before;
+}
+
+void Comm::begin_gradients(const std::vector<torch::Tensor>& params, int64_t bucket_bytes) {
+  auto& im = *impl_;
+  std::lock_guard<std::mutex> lock(im.overlap_mu);
+  if (im.overlap_active) throw Error(fmt::format("rank {}: begin_gradients twice without finish_gradients", im.env.rank));
+  std::vector<const void*> key;
+  for (const auto& p : params) key.push_back(p.defined() ? p.unsafeGetTensorImpl() : nullptr);
+  if (key != im.hooked_key) {
+    // New parameter tensors (the first step, or surgery replaced them): new buckets and hooks.
+    // Buckets follow the reverse parameter order, roughly the order backward produces gradients.
+    im.unhook();
+    im.buckets.clear();
+    im.hooked = params;
+    im.hooked_key = key;
+    im.bucket_of.assign(params.size(), 0);
+    std::map<torch::ScalarType, size_t> open;
+    for (size_t k = params.size(); k-- > 0;) {
+      const auto& p = params[k];
+      if (!p.defined()) throw Error(fmt::format("rank {}: begin_gradients got an undefined tensor", im.env.rank));
+      im.check_device(p, "begin_gradients");
+      auto it = open.find(p.scalar_type());
+      // As in PyTorch's DDP the first bucket is small (1 MB), so that communication starts early
+      // in backward; the others hold up to bucket_bytes.
+      const int64_t cap = it != open.end() && it->second == 0 ? std::min<int64_t>(int64_t{1} << 20, bucket_bytes)
+                                                                : bucket_bytes;
+      if (it == open.end() || im.buckets[it->second].bytes >= cap) {
+        im.buckets.emplace_back();
+        it = open.insert_or_assign(p.scalar_type(), im.buckets.size() - 1).first;
+      }
+      im.buckets[it->second].members.push_back(k);
+      im.buckets[it->second].bytes += p.numel() * static_cast<int64_t>(p.element_size());
+      im.bucket_of[k] = it->second;
+    }
+    Impl* self = &im;
+    for (size_t k = 0; k < params.size(); ++k) {
+      // The accumulator's post hook runs once backward has added this step's gradient into .grad.
+      auto acc = torch::autograd::impl::grad_accumulator(params[k]);
+      if (!acc) throw Error(fmt::format("rank {}: begin_gradients: parameter {} is not a leaf that requires grad", im.env.rank, k));
+      const uintptr_t h = acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+          [self, k](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
+            self->gradient_ready(k);
+            return outputs;
+          }));
+      im.hooks.emplace_back(std::move(acc), h);
+    }
+  }
+  for (auto& b : im.buckets) {
+    b.pending = b.members.size();
+    b.launched = false;
+    b.work.reset();
+    b.flat = torch::Tensor();
+  }
+  im.next_launch = 0;
+  im.overlap_error.clear();
+  im.overlap_bytes_before = im.bytes;
+  im.overlap_active = true;
+}
+
+void Comm::finish_gradients() {
+  auto& im = *impl_;
+  torch::NoGradGuard no_grad;
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  {
+    std::lock_guard<std::mutex> lock(im.overlap_mu);
+    if (!im.overlap_active) throw Error(fmt::format("rank {}: finish_gradients without begin_gradients", im.env.rank));
+    im.overlap_active = false;
+    if (!im.overlap_error.empty()) {
+      im.failed = true;
+      throw Error(fmt::format("rank {}: average_gradients failed: {}", im.env.rank, im.overlap_error), kPeerHint);
+    }
+    im.launched_in_backward = im.next_launch;
+    // Parameters that got no gradient this step count as zeros; their buckets launch now.
+    for (auto& b : im.buckets) b.pending = 0;
+    im.launch_ready();
+    for (auto& b : im.buckets) {
+      if (b.work) works.push_back(b.work);
+    }
+  }
+  im.wait_all("average_gradients", works);
+  const double inv = 1.0 / static_cast<double>(im.env.world_size);
+  for (auto& b : im.buckets) {
+    if (im.env.world_size > 1) b.flat.mul_(inv);
+    int64_t offset = 0;
+    for (size_t i : b.members) {
+      auto& g = im.hooked[i].mutable_grad();
+      const int64_t n = g.numel();
+      g.copy_(b.flat.narrow(0, offset, n).view(g.sizes()));
+      offset += n;
+    }
+    b.flat = torch::Tensor();
+    b.work.reset();
+  }
+  im.last_grad_bytes = im.bytes - im.overlap_bytes_before;
 }
 
 void Comm::broadcast(std::vector<torch::Tensor>& tensors, int64_t root) {

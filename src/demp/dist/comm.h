@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace demp::dist {
@@ -62,6 +63,19 @@ class Comm {
   /// buckets' all-reduces are issued asynchronously and then waited, and the means copied back.
   void average_gradients(const std::vector<torch::Tensor>& params,
                          int64_t bucket_bytes = int64_t{25} << 20);
+  /// The same averaging, overlapped with backward. Call begin_gradients(params) before
+  /// backward: it hooks every parameter's gradient accumulator (again only when the parameter
+  /// tensors changed, e.g. after surgery), so that a bucket's all-reduce starts as soon as
+  /// backward has produced all its gradients (the first bucket holds at most 1 MB, as in DDP,
+  /// so that communication starts early). Buckets follow the reverse parameter order and
+  /// launch strictly in order on every rank. finish_gradients() after backward launches what
+  /// is left, waits, and writes the means into .grad(). A failure inside a hook is reported by
+  /// finish_gradients, on the calling thread.
+  void begin_gradients(const std::vector<torch::Tensor>& params, int64_t bucket_bytes = int64_t{25} << 20);
+  void finish_gradients();
+  /// Of the last begin/finish_gradients step: buckets whose all-reduce started during backward,
+  /// and buckets in all.
+  std::pair<size_t, size_t> last_overlap() const;
   /// In-place all-reduce of one tensor (bool is reduced as uint8: Max = any, Min = all).
   void all_reduce(torch::Tensor& t, ReduceOp op);
   /// In-place broadcast of every tensor from `root`.

@@ -157,6 +157,7 @@ struct StepRunner::Impl {
     torch::Tensor loss = ce;
     const auto extra = method.extra_loss(ctx);
     if (extra.defined()) loss = loss + extra;
+    if (o.before_backward) o.before_backward(params);
     loss.backward();
     if (o.sync_gradients) o.sync_gradients(params);
     method.after_backward(ctx);

@@ -37,8 +37,10 @@ struct StepOptions {
   bool graph = false;
   double label_smoothing = 0;
   int64_t warmup_steps = 2;  ///< eager steps before each (re)capture
-  /// Data-parallel: averages the gradients over the ranks, right after backward (before the
-  /// method's after_backward and the optimizer). Steps with it run eagerly.
+  /// Data-parallel: called just before backward (to start averaging gradients while backward
+  /// runs) and right after it (to finish: every rank then holds the mean gradient), before the
+  /// method's after_backward and the optimizer. Steps with them run eagerly.
+  std::function<void(const std::vector<torch::Tensor>&)> before_backward;
   std::function<void(const std::vector<torch::Tensor>&)> sync_gradients;
 };
 

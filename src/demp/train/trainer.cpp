@@ -480,8 +480,10 @@ json run_training(TrainConfig cfg) {
   so.label_smoothing = cfg.label_smoothing;
   uint64_t grad_bytes_first = 0;
   if (comm) {
-    so.sync_gradients = [&](const std::vector<torch::Tensor>& ps) {
-      comm->average_gradients(ps);
+    // Gradient averaging overlapped with backward: buckets start as backward completes them.
+    so.before_backward = [&](const std::vector<torch::Tensor>& ps) { comm->begin_gradients(ps); };
+    so.sync_gradients = [&](const std::vector<torch::Tensor>&) {
+      comm->finish_gradients();
       if (grad_bytes_first == 0) grad_bytes_first = comm->last_gradient_bytes();
     };
   }
@@ -508,7 +510,12 @@ json run_training(TrainConfig cfg) {
       r["train_accuracy"] = static_cast<double>(cs.item<int64_t>()) / n;
       runner.reset_sums();
     }
-    if (comm) r["allreduce_bytes_per_step"] = comm->last_gradient_bytes();
+    if (comm) {
+      r["allreduce_bytes_per_step"] = comm->last_gradient_bytes();
+      const auto [early, buckets] = comm->last_overlap();
+      r["allreduce_buckets"] = buckets;
+      r["allreduce_buckets_started_in_backward"] = early;
+    }
     r.update(method->metrics(ctx));
     return r;
   };
