@@ -61,6 +61,11 @@ EOF
   grep -q "replicas identical: yes" "$TMP/slim.out" && grep -q "\[rank 1\] rank 1 | finished | units 48 |" "$TMP/slim.out" &&
   ok || bad "slimming with 2 ranks: $(tail -3 "$TMP/slim.out")"
 
+# synchronised BatchNorm
+"$DEMP" train "${A[@]}" --nproc 2 --sync-bn --out "$TMP/sbn" >"$TMP/sbn.out" 2>&1 &&
+  grep -q "replicas identical: yes" "$TMP/sbn.out" && grep -q "BatchNorm statistics synchronised" "$TMP/sbn/log.txt" &&
+  ok || bad "--sync-bn with 2 ranks: $(tail -3 "$TMP/sbn.out")"
+
 # stopped with 2 ranks, resumed with 1
 "$DEMP" train "${A[@]}" --nproc 2 --stop-after 70 --out "$TMP/re" >"$TMP/re1.out" 2>&1 && ok || bad "stop with 2 ranks"
 "$DEMP" train --resume --out "$TMP/re" --progress none >"$TMP/re2.out" 2>&1 && ok ||

@@ -306,6 +306,43 @@ TEST(DistComm, OverlappedAveragingEqualsAveragingAfterBackward) {
   });
 }
 
+// Synchronised BatchNorm over 2 ranks, each with half the batch, is BatchNorm on the whole batch:
+// same outputs, same (averaged) gradients, same running statistics. Per-rank BatchNorm is not.
+TEST(DistComm, SyncBatchNormIsTheFullBatchBatchNorm) {
+  SKIP_WITHOUT_GLOO();
+  const auto arch = demp::test::tiny_arch("resnet18");
+  auto gen = demp::data::make_generator(3, demp::data::kMisc, 0);
+  const auto x = torch::randn({16, 3, 16, 16}, gen, torch::kFloat);
+  const auto y = torch::randint(5, {16}, gen, torch::kLong);
+  demp::nn::Model ref(arch, 7);
+  const auto ref_logits = ref.forward(x, true).detach();
+  at::cross_entropy_loss(ref.forward(x, true), y).backward();  // second pass: stats updated twice
+  const auto ref_params = ref.parameters();
+  run_ranks(2, [&](Comm& comm) {
+    demp::nn::Model m(arch, 7), plain(arch, 7);
+    m.set_sync_batch_norm([&](const torch::Tensor& t) { return comm.sum_over_ranks(t); });
+    const int64_t r = comm.rank();
+    const auto xs = x.narrow(0, 8 * r, 8), ys = y.narrow(0, 8 * r, 8);
+    const auto logits = m.forward(xs, true).detach();
+    at::cross_entropy_loss(m.forward(xs, true), ys).backward();
+    comm.average_gradients(m.parameters());
+    const auto want = ref_logits.narrow(0, 8 * r, 8);
+    EXPECT_LE((logits - want).abs().max().item<double>(), 1e-4) << "rank " << r;
+    EXPECT_GT((plain.forward(xs, true) - want).abs().max().item<double>(), 1e-2) << "per-rank BN should differ";
+    const auto ps = m.parameters();
+    for (size_t i = 0; i < ps.size(); ++i) {
+      const double scale = ref_params[i].grad().abs().max().item<double>() + 1e-6;
+      EXPECT_LE((ps[i].grad() - ref_params[i].grad()).abs().max().item<double>() / scale, 1e-3)
+          << "rank " << r << " parameter " << i;
+    }
+    for (size_t l = 0; l < m.layers().size(); ++l) {
+      if (!m.layers()[l].running_mean.defined()) continue;
+      EXPECT_TRUE(torch::allclose(m.layers()[l].running_mean, ref.layers()[l].running_mean, 1e-4, 1e-5)) << l;
+      EXPECT_TRUE(torch::allclose(m.layers()[l].running_var, ref.layers()[l].running_var, 1e-4, 1e-5)) << l;
+    }
+  });
+}
+
 TEST(DistComm, AllReduceOpsAndDtypes) {
   SKIP_WITHOUT_GLOO();
   run_ranks(3, [](Comm& comm) {

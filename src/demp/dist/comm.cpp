@@ -572,6 +572,35 @@ void Comm::finish_gradients() {
   im.last_grad_bytes = im.bytes - im.overlap_bytes_before;
 }
 
+namespace {
+
+// all-reduce(SUM) as an autograd function: the forward sums over the ranks, and so does the
+// backward (every rank's loss depends on every rank's input through the sum), as in PyTorch's
+// SyncBatchNorm.
+struct SumOverRanks : public torch::autograd::Function<SumOverRanks> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& t,
+                               int64_t comm) {
+    ctx->saved_data["comm"] = comm;
+    auto out = t.detach().clone().contiguous();
+    reinterpret_cast<Comm*>(comm)->all_reduce(out, ReduceOp::Sum);
+    return out;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto* comm = reinterpret_cast<Comm*>(ctx->saved_data["comm"].toInt());
+    auto g = grads[0].contiguous().clone();
+    comm->all_reduce(g, ReduceOp::Sum);
+    return {g, torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor Comm::sum_over_ranks(const torch::Tensor& t) {
+  if (!impl_->backend) return t;
+  return SumOverRanks::apply(t, reinterpret_cast<int64_t>(this));
+}
+
 void Comm::broadcast(std::vector<torch::Tensor>& tensors, int64_t root) {
   torch::NoGradGuard no_grad;
   auto& im = *impl_;

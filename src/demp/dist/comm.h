@@ -78,6 +78,10 @@ class Comm {
   std::pair<size_t, size_t> last_overlap() const;
   /// In-place all-reduce of one tensor (bool is reduced as uint8: Max = any, Min = all).
   void all_reduce(torch::Tensor& t, ReduceOp op);
+  /// The elementwise sum of `t` over the ranks, differentiably: its backward sums the incoming
+  /// gradients over the ranks too (what synchronised BatchNorm needs). Every rank must call it,
+  /// and run the backward through it, in the same order.
+  torch::Tensor sum_over_ranks(const torch::Tensor& t);
   /// In-place broadcast of every tensor from `root`.
   void broadcast(std::vector<torch::Tensor>& tensors, int64_t root = 0);
   void barrier();

@@ -145,6 +145,35 @@ void Model::refresh_skips() {
   }
 }
 
+namespace {
+
+// Training-mode BatchNorm whose statistics are the whole global batch's: per-channel sums of x and
+// x² and the element count, summed over the ranks, give the mean and the biased variance; the
+// running statistics take the unbiased one, as at::batch_norm does (momentum 0.1, eps 1e-5).
+torch::Tensor sync_batch_norm(const torch::Tensor& x, const LayerTensors& t,
+                              const std::function<torch::Tensor(const torch::Tensor&)>& sum_over_ranks) {
+  const bool conv = x.dim() == 4;
+  const std::vector<int64_t> dims = conv ? std::vector<int64_t>{0, 2, 3} : std::vector<int64_t>{0};
+  const auto xf = x.to(t.gamma.scalar_type());  // statistics in the parameters' precision
+  const int64_t c = xf.size(1);
+  const double local = static_cast<double>(xf.numel() / c);
+  const auto stats = sum_over_ranks(
+      torch::cat({xf.sum(dims), xf.square().sum(dims), torch::full({1}, local, xf.options())}));
+  const auto n = stats[2 * c].detach();
+  const auto mean = stats.slice(0, 0, c) / n;
+  const auto var = (stats.slice(0, c, 2 * c) / n - mean.square()).clamp_min(0);
+  {
+    torch::NoGradGuard no_grad;
+    t.running_mean.mul_(0.9).add_(mean.detach(), 0.1);
+    t.running_var.mul_(0.9).add_(var.detach() * n / (n - 1), 0.1);
+  }
+  const auto shape = conv ? std::vector<int64_t>{1, c, 1, 1} : std::vector<int64_t>{1, c};
+  const auto scale = (t.gamma * (var + 1e-5).rsqrt()).view(shape);
+  return (xf - mean.view(shape)) * scale + t.beta.view(shape);
+}
+
+}  // namespace
+
 torch::Tensor Model::forward(const torch::Tensor& x, bool train, std::vector<torch::Tensor>* groups,
                              const std::vector<torch::Tensor>* gates) const {
   if (x.dim() != 4 || x.size(1) != arch_.in_channels || x.size(2) != arch_.in_height ||
@@ -172,7 +201,9 @@ torch::Tensor Model::forward(const torch::Tensor& x, bool train, std::vector<tor
         if (channels_last_ && y.dim() == 4 && !y.is_contiguous(at::MemoryFormat::ChannelsLast)) {
           y = y.contiguous(at::MemoryFormat::ChannelsLast);
         }
-        if (l.bn) {
+        if (l.bn && train && sync_bn_) {
+          y = sync_batch_norm(y, t, sync_bn_);
+        } else if (l.bn) {
           y = at::batch_norm(y, t.gamma, t.beta, t.running_mean, t.running_var, train, 0.1, 1e-5,
                              /*cudnn_enabled=*/true);
         }

@@ -6,6 +6,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,13 @@ class Model {
   /// Re-applies the memory format to every tensor (after surgery replaced some).
   void apply_memory_format();
   torch::Device device() const;
+  /// Synchronised BatchNorm (data-parallel): in training mode every BN layer takes its batch
+  /// statistics over all ranks. `sum_over_ranks` must return the elementwise sum of its argument
+  /// over the ranks, differentiably (its backward sums the gradients over the ranks too).
+  /// An empty function (the default) is ordinary per-rank BatchNorm.
+  void set_sync_batch_norm(std::function<torch::Tensor(const torch::Tensor&)> sum_over_ranks) {
+    sync_bn_ = std::move(sum_over_ranks);
+  }
   /// Re-derives the cached skip index tensors after the arch's skip maps changed.
   void refresh_skips();
   void validate() const;
@@ -78,6 +86,7 @@ class Model {
   };
   std::vector<SkipIndex> skip_index_;
   bool channels_last_ = false;
+  std::function<torch::Tensor(const torch::Tensor&)> sync_bn_;
 };
 
 }  // namespace demp::nn

@@ -99,6 +99,9 @@ std::vector<Field> fields(TrainConfig& c) {
       {"dist-timeout", "seconds a rank waits for its peers (rendezvous, every collective) before "
                        "the run ends with an error",
        &c.dist_timeout, "data-parallel"},
+      {"sync-bn", "data-parallel: BatchNorm statistics over the whole global batch (all ranks) "
+                  "instead of each rank's slice",
+       &c.sync_bn, "data-parallel"},
   };
 }
 

@@ -67,6 +67,7 @@ struct TrainConfig {
   // data-parallel
   int64_t nproc = 0;
   int64_t dist_timeout = 300;
+  bool sync_bn = false;
 };
 
 struct Field {

@@ -423,9 +423,10 @@ json run_training(TrainConfig cfg) {
                         data.test.size(), cfg.method, total, spe, device.str(),
                         precision_name(precision), graph ? "on" : "off"));
     if (comm) {
-      run.log(fmt::format("data-parallel | {} ranks ({}) | {} images per rank per step | timeout {} s",
+      run.log(fmt::format("data-parallel | {} ranks ({}) | {} images per rank per step | timeout {} s | "
+                          "BatchNorm statistics {}",
                           comm->world_size(), comm->backend_name(), cfg.batch_size / comm->world_size(),
-                          cfg.dist_timeout));
+                          cfg.dist_timeout, cfg.sync_bn ? "synchronised" : "per rank"));
     }
   }
   model->to(device);
@@ -443,6 +444,9 @@ json run_training(TrainConfig cfg) {
     comm->broadcast(ts, 0);
   }
 
+  if (comm && cfg.sync_bn) {
+    model->set_sync_batch_norm([&](const torch::Tensor& t) { return comm->sum_over_ranks(t); });
+  }
   TrainContext ctx{cfg, data, *model, *opt, &run, device};
   ctx.comm = comm.get();
   ctx.step = start;
