@@ -1,14 +1,7 @@
 #!/usr/bin/env bash
 # CLI behaviour a user sees: help on every subcommand, clear one-line errors with non-zero exit,
 # config file + flag override, info and eval.
-set -u
-DEMP=${1:?usage: cli_smoke.sh path/to/demp}
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+. "$(dirname "$0")/smoke_lib.sh"
 
 expect_error() {  # expect_error "grep pattern" args...
   local pat=$1
@@ -87,5 +80,4 @@ expect_error "not a demp checkpoint" export "$TMP/bad.ckpt" --out "$TMP/bad.onnx
   --inference-batch 8 --threads 1 > "$TMP/bi" 2>&1 && grep -q "onnxruntime  pruned16" "$TMP/bi" && ok || bad "bench --inference: $(cat "$TMP/bi")"
 expect_error "needs the pruned network" bench --inference
 
-echo "cli_smoke: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

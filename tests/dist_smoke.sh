@@ -6,14 +6,7 @@
 #  - a run stopped with 2 ranks resumes with 1 (another world size);
 #  - torchrun-style environment: a missing peer ends with a clear error within the timeout;
 #  - a batch that does not split over the ranks is refused.
-set -u
-DEMP=${1:?usage: dist_smoke.sh path/to/demp}
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+. "$(dirname "$0")/smoke_lib.sh"
 json() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
 
 BASE=(--model mlp --mlp-widths 64,32 --width 1.0 --train-limit 4096 --test-limit 1000 --batch-size 64
@@ -92,5 +85,4 @@ for a in "${A[@]}"; do [ "$a" = 64 ] && odd+=(63) || odd+=("$a"); done
 out=$("$DEMP" train "${odd[@]}" --nproc 2 --out "$TMP/odd" 2>&1)
 [ $? -ne 0 ] && printf '%s' "$out" | grep -q "does not split evenly over 2 ranks" && ok || bad "odd batch: $out"
 
-echo "dist_smoke: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

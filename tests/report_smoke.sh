@@ -2,15 +2,8 @@
 # sweep, study and report on real (tiny) training runs: a 2-run sweep, its rerun skipping both,
 # a failing run, the HTML report (and, when Chromium is installed, that it renders), a 2-run
 # study, and the errors a user sees. About 15 s on 2 cores.
-set -u
-DEMP=${1:?usage: report_smoke.sh path/to/demp}
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
+. "$(dirname "$0")/smoke_lib.sh"
 cd "$TMP" || exit 1
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
 check() {  # check "what" command...
   local what=$1
   shift
@@ -126,5 +119,4 @@ expect_error "not a directory" report "$TMP/nothing"
 mkdir -p empty
 expect_error "no runs in" report empty
 
-echo "report_smoke: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

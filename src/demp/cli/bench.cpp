@@ -99,6 +99,20 @@ std::vector<T> parse_list(const std::string& text, const char* flag) {
   return out;
 }
 
+// The Python side of a paired benchmark: --python (default: the project's .venv) and the script
+// (default: bench/<default_script>); both must exist unless the reference is switched off.
+std::pair<std::string, std::string> python_side(const BenchOptions& o, const std::string& script_option,
+                                                const char* default_script, const char* what) {
+  std::string python = o.python, script = script_option;
+  if (python.empty()) python = std::string(DEMP_SOURCE_DIR) + "/.venv/bin/python";
+  if (script.empty()) script = std::string(DEMP_SOURCE_DIR) + "/bench/" + default_script;
+  if (!o.no_reference && (!file_exists(python) || !file_exists(script))) {
+    throw Error(std::string(what) + " needs " + python + " and " + script,
+                "run scripts/setup, pass --python and the script's option, or use --no-reference");
+  }
+  return {python, script};
+}
+
 void synchronize(const torch::Device& d) {
   if (d.is_cuda()) torch::cuda::synchronize(d.index());
 }
@@ -143,14 +157,9 @@ int run_bench(const BenchOptions& o) {
   const auto widths = parse_list<double>(o.widths, "--width");
   const auto batches = parse_list<int64_t>(o.batches, "--batch-size");
 
-  std::string python = o.python, script = o.reference_script;
-  if (python.empty()) python = std::string(DEMP_SOURCE_DIR) + "/.venv/bin/python";
-  if (script.empty()) script = std::string(DEMP_SOURCE_DIR) + "/bench/reference_step.py";
+  const auto [python, script] =
+      python_side(o, o.reference_script, "reference_step.py", "the PyTorch reference");
   const bool reference = !o.no_reference;
-  if (reference && (!file_exists(python) || !file_exists(script))) {
-    throw Error("the PyTorch reference needs " + python + " and " + script,
-                "run scripts/setup, pass --python/--reference-script, or use --no-reference");
-  }
   const std::string prec = train::precision_name(precision);
   fmt::print("bench | {} | input {}x{}x{} | {} | {} | {} | demp step {} | threads {} | {} rounds x {} "
              "steps (after {} warm-up)\n",
@@ -286,14 +295,9 @@ int run_inference_bench(const BenchOptions& o) {
   const auto xb = torch::randn({o.inference_batch, a.in_channels, a.in_height, a.in_width}, gen,
                                torch::kFloat);
 
-  std::string python = o.python, script = o.ort_script;
-  if (python.empty()) python = std::string(DEMP_SOURCE_DIR) + "/.venv/bin/python";
-  if (script.empty()) script = std::string(DEMP_SOURCE_DIR) + "/bench/inference_ort.py";
+  const auto [python, script] =
+      python_side(o, o.ort_script, "inference_ort.py", "the ONNX Runtime side (with onnxruntime)");
   const bool ort = !o.no_reference;
-  if (ort && (!file_exists(python) || !file_exists(script))) {
-    throw Error("the ONNX Runtime side needs " + python + " (with onnxruntime) and " + script,
-                "run scripts/setup, pass --python/--ort-script, or use --no-reference");
-  }
   fmt::print("bench --inference | {} | {} of {} units, {} vs {} FLOPs/image | input {}x{}x{} | "
              "threads {} | {} rounds | latency: {} forwards at batch 1, throughput: {} at "
              "batch {}\n",

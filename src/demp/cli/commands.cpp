@@ -10,7 +10,6 @@
 #include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <unistd.h>
 
 #include "demp/cli/bench.h"
 #include "demp/cli/report_cmds.h"
@@ -307,9 +306,7 @@ int run(int argc, char** argv) {
     if (cfg.nproc > 1 && std::getenv("RANK") == nullptr) {
       // The convenience launcher: the same command, once per local rank, with torchrun's
       // environment; each child sees RANK and trains (it does not launch again).
-      char self[4096];
-      const ssize_t len = ::readlink("/proc/self/exe", self, sizeof self - 1);
-      std::vector<std::string> args{len > 0 ? std::string(self, static_cast<size_t>(len)) : argv[0]};
+      std::vector<std::string> args{"/proc/self/exe"};  // this very binary, as the sweep runs it
       for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
       return dist::launch_local(args, cfg.nproc);
     }

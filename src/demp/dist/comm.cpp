@@ -213,17 +213,75 @@ struct Comm::Impl {
   void rendezvous();
   void create_backend();
 
-  // ---- gradient averaging overlapped with backward (begin_gradients / finish_gradients) ----
+  // ---- gradient averaging: average_gradients, and begin/finish_gradients (overlapped) ----
   struct Bucket {
     std::vector<size_t> members;  // parameter indices
-    int64_t bytes = 0;
     size_t pending = 0;           // members whose gradient backward has not produced yet
     torch::Tensor flat;
     c10::intrusive_ptr<c10d::Work> work;
-    bool launched = false;
   };
+
+  // Buckets of one dtype each (a flat buffer has one), in reverse parameter order (roughly the
+  // order backward produces gradients). As in PyTorch's DDP the first bucket is small (1 MB), so
+  // that communication starts early in backward; the others hold up to bucket_bytes.
+  std::vector<Bucket> plan_buckets(const std::vector<torch::Tensor>& params, int64_t bucket_bytes,
+                                   const char* op) const {
+    std::vector<Bucket> out;
+    std::vector<int64_t> bytes;
+    std::map<torch::ScalarType, size_t> open;  // dtype -> its bucket being filled
+    for (size_t k = params.size(); k-- > 0;) {
+      const auto& p = params[k];
+      check_device(p, op);
+      auto it = open.find(p.scalar_type());
+      const int64_t cap = it != open.end() && it->second == 0
+                              ? std::min<int64_t>(int64_t{1} << 20, bucket_bytes)
+                              : bucket_bytes;
+      if (it == open.end() || bytes[it->second] >= cap) {
+        out.emplace_back();
+        bytes.push_back(0);
+        it = open.insert_or_assign(p.scalar_type(), out.size() - 1).first;
+      }
+      out[it->second].members.push_back(k);
+      bytes[it->second] += p.numel() * static_cast<int64_t>(p.element_size());
+    }
+    return out;
+  }
+  // Flattens a bucket's gradients (a missing one counts as zeros and gets defined) and starts its
+  // all-reduce.
+  void launch(Bucket& b, std::vector<torch::Tensor>& params) {
+    std::vector<torch::Tensor> parts;
+    for (size_t i : b.members) {
+      torch::Tensor& p = params[i];
+      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+      parts.push_back(p.grad().reshape({-1}));
+    }
+    b.flat = torch::cat(parts);
+    b.work = start_all_reduce(b.flat, ReduceOp::Sum, "average_gradients");
+  }
+  // Waits for every bucket's sum and writes the means back into the gradients.
+  void write_back_means(std::vector<Bucket>& bs, std::vector<torch::Tensor>& params) {
+    std::vector<c10::intrusive_ptr<c10d::Work>> works;
+    for (auto& b : bs) {
+      if (b.work) works.push_back(b.work);
+    }
+    wait_all("average_gradients", works);
+    const double inv = 1.0 / static_cast<double>(env.world_size);
+    for (auto& b : bs) {
+      if (env.world_size > 1) b.flat.mul_(inv);
+      int64_t offset = 0;
+      for (size_t i : b.members) {
+        auto& g = params[i].mutable_grad();
+        const int64_t n = g.numel();
+        g.copy_(b.flat.narrow(0, offset, n).view(g.sizes()));
+        offset += n;
+      }
+      b.flat = torch::Tensor();
+      b.work.reset();
+    }
+  }
+
   std::mutex overlap_mu;
-  std::vector<const void*> hooked_key;  // the parameters' storage when hooked
+  std::vector<const void*> hooked_key;  // the parameters' TensorImpls when hooked
   std::vector<torch::Tensor> hooked;
   std::vector<std::pair<std::shared_ptr<torch::autograd::Node>, uintptr_t>> hooks;
   std::vector<Bucket> buckets;
@@ -244,16 +302,7 @@ struct Comm::Impl {
   // (NCCL requires it) even if backward finished them in another.
   void launch_ready() {
     while (next_launch < buckets.size() && buckets[next_launch].pending == 0) {
-      Bucket& b = buckets[next_launch++];
-      std::vector<torch::Tensor> parts;
-      for (size_t i : b.members) {
-        torch::Tensor& p = hooked[i];
-        if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
-        parts.push_back(p.grad().reshape({-1}));
-      }
-      b.flat = torch::cat(parts);
-      b.work = start_all_reduce(b.flat, ReduceOp::Sum, "average_gradients");
-      b.launched = true;
+      launch(buckets[next_launch++], hooked);
     }
   }
   void gradient_ready(size_t i) {
@@ -433,48 +482,13 @@ void Comm::average_gradients(const std::vector<torch::Tensor>& params, int64_t b
   torch::NoGradGuard no_grad;
   auto& im = *impl_;
   const uint64_t before = im.bytes;
-  // Buckets hold gradients of one dtype (a flat buffer has one), in parameter order.
-  struct Bucket {
-    std::vector<torch::Tensor> grads;
-    int64_t bytes = 0;
-    torch::Tensor flat;
-  };
-  std::vector<Bucket> buckets;
-  std::map<torch::ScalarType, size_t> open;  // dtype -> index of its bucket being filled
+  std::vector<torch::Tensor> ps;
   for (const auto& p : params) {
-    if (!p.defined()) continue;
-    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
-    const auto& g = p.grad();
-    im.check_device(g, "average_gradients");
-    const auto dt = g.scalar_type();
-    auto it = open.find(dt);
-    if (it == open.end() || buckets[it->second].bytes >= bucket_bytes) {
-      buckets.emplace_back();
-      it = open.insert_or_assign(dt, buckets.size() - 1).first;
-    }
-    auto& b = buckets[it->second];
-    b.grads.push_back(g);
-    b.bytes += g.numel() * static_cast<int64_t>(g.element_size());
+    if (p.defined()) ps.push_back(p);
   }
-  std::vector<c10::intrusive_ptr<c10d::Work>> works;
-  for (auto& b : buckets) {
-    std::vector<torch::Tensor> flat_parts;
-    flat_parts.reserve(b.grads.size());
-    for (const auto& g : b.grads) flat_parts.push_back(g.reshape({-1}));
-    b.flat = torch::cat(flat_parts);
-    if (auto w = im.start_all_reduce(b.flat, ReduceOp::Sum, "average_gradients")) works.push_back(std::move(w));
-  }
-  im.wait_all("average_gradients", works);
-  const double inv = 1.0 / static_cast<double>(im.env.world_size);
-  for (auto& b : buckets) {
-    if (im.env.world_size > 1) b.flat.mul_(inv);
-    int64_t offset = 0;
-    for (auto& g : b.grads) {
-      const int64_t n = g.numel();
-      g.copy_(b.flat.narrow(0, offset, n).view(g.sizes()));
-      offset += n;
-    }
-  }
+  auto bs = im.plan_buckets(ps, bucket_bytes, "average_gradients");
+  for (auto& b : bs) im.launch(b, ps);
+  im.write_back_means(bs, ps);
   im.last_grad_bytes = im.bytes - before;
 }
 
@@ -486,30 +500,17 @@ void Comm::begin_gradients(const std::vector<torch::Tensor>& params, int64_t buc
   for (const auto& p : params) key.push_back(p.defined() ? p.unsafeGetTensorImpl() : nullptr);
   if (key != im.hooked_key) {
     // New parameter tensors (the first step, or surgery replaced them): new buckets and hooks.
-    // Buckets follow the reverse parameter order, roughly the order backward produces gradients.
     im.unhook();
-    im.buckets.clear();
+    for (const auto& p : params) {
+      if (!p.defined()) throw Error(fmt::format("rank {}: begin_gradients got an undefined tensor", im.env.rank));
+    }
+    im.buckets = im.plan_buckets(params, bucket_bytes, "begin_gradients");
+    im.bucket_of.assign(params.size(), 0);
+    for (size_t b = 0; b < im.buckets.size(); ++b) {
+      for (size_t k : im.buckets[b].members) im.bucket_of[k] = b;
+    }
     im.hooked = params;
     im.hooked_key = key;
-    im.bucket_of.assign(params.size(), 0);
-    std::map<torch::ScalarType, size_t> open;
-    for (size_t k = params.size(); k-- > 0;) {
-      const auto& p = params[k];
-      if (!p.defined()) throw Error(fmt::format("rank {}: begin_gradients got an undefined tensor", im.env.rank));
-      im.check_device(p, "begin_gradients");
-      auto it = open.find(p.scalar_type());
-      // As in PyTorch's DDP the first bucket is small (1 MB), so that communication starts early
-      // in backward; the others hold up to bucket_bytes.
-      const int64_t cap = it != open.end() && it->second == 0 ? std::min<int64_t>(int64_t{1} << 20, bucket_bytes)
-                                                                : bucket_bytes;
-      if (it == open.end() || im.buckets[it->second].bytes >= cap) {
-        im.buckets.emplace_back();
-        it = open.insert_or_assign(p.scalar_type(), im.buckets.size() - 1).first;
-      }
-      im.buckets[it->second].members.push_back(k);
-      im.buckets[it->second].bytes += p.numel() * static_cast<int64_t>(p.element_size());
-      im.bucket_of[k] = it->second;
-    }
     Impl* self = &im;
     for (size_t k = 0; k < params.size(); ++k) {
       // The accumulator's post hook runs once backward has added this step's gradient into .grad.
@@ -523,12 +524,7 @@ void Comm::begin_gradients(const std::vector<torch::Tensor>& params, int64_t buc
       im.hooks.emplace_back(std::move(acc), h);
     }
   }
-  for (auto& b : im.buckets) {
-    b.pending = b.members.size();
-    b.launched = false;
-    b.work.reset();
-    b.flat = torch::Tensor();
-  }
+  for (auto& b : im.buckets) b.pending = b.members.size();
   im.next_launch = 0;
   im.overlap_error.clear();
   im.overlap_bytes_before = im.bytes;
@@ -538,7 +534,6 @@ void Comm::begin_gradients(const std::vector<torch::Tensor>& params, int64_t buc
 void Comm::finish_gradients() {
   auto& im = *impl_;
   torch::NoGradGuard no_grad;
-  std::vector<c10::intrusive_ptr<c10d::Work>> works;
   {
     std::lock_guard<std::mutex> lock(im.overlap_mu);
     if (!im.overlap_active) throw Error(fmt::format("rank {}: finish_gradients without begin_gradients", im.env.rank));
@@ -551,24 +546,8 @@ void Comm::finish_gradients() {
     // Parameters that got no gradient this step count as zeros; their buckets launch now.
     for (auto& b : im.buckets) b.pending = 0;
     im.launch_ready();
-    for (auto& b : im.buckets) {
-      if (b.work) works.push_back(b.work);
-    }
   }
-  im.wait_all("average_gradients", works);
-  const double inv = 1.0 / static_cast<double>(im.env.world_size);
-  for (auto& b : im.buckets) {
-    if (im.env.world_size > 1) b.flat.mul_(inv);
-    int64_t offset = 0;
-    for (size_t i : b.members) {
-      auto& g = im.hooked[i].mutable_grad();
-      const int64_t n = g.numel();
-      g.copy_(b.flat.narrow(0, offset, n).view(g.sizes()));
-      offset += n;
-    }
-    b.flat = torch::Tensor();
-    b.work.reset();
-  }
+  im.write_back_means(im.buckets, im.hooked);
   im.last_grad_bytes = im.bytes - im.overlap_bytes_before;
 }
 

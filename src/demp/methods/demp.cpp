@@ -187,7 +187,6 @@ std::vector<at::Generator> Demp::step_generators() {
 
 torch::Tensor Demp::extra_loss(train::TrainContext& ctx) {
   if (ctx.cfg.lambda == 0) return {};
-  if (!lambda_t_.defined()) before_step(ctx);
   return regularizer(regularizer_, ctx.model) * lambda_t_;
 }
 
@@ -201,7 +200,6 @@ void Demp::after_step(train::TrainContext& ctx) {
     auto gen = data::make_generator(static_cast<uint64_t>(c.seed), data::kNoise, static_cast<uint64_t>(ctx.step));
     add_noise(params, sigma_now_, mask_, gen);
   } else {
-    if (!device_gen_.defined()) before_step(ctx);
     add_noise(params, sigma_t_, mask_, device_gen_);
   }
 }

@@ -68,12 +68,9 @@ GroupScores gate_scores(const nn::Model& model, const Batches& batches, bool hes
     gate_group.push_back(g);
   }
   // Scoring must not move BatchNorm's running statistics.
-  auto& layers = const_cast<nn::Model&>(model).layers();
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> saved;
-  for (auto& t : layers) {
-    saved.emplace_back(t.running_mean.defined() ? t.running_mean.clone() : torch::Tensor(),
-                       t.running_var.defined() ? t.running_var.clone() : torch::Tensor());
-  }
+  const auto buffers = model.buffers();
+  std::vector<torch::Tensor> saved;
+  for (const auto& b : buffers) saved.push_back(b.clone());
   std::vector<torch::Tensor> total(gate_list.size());
   for (const auto& [x, y] : batches) {
     const auto logits = model.forward(x.to(model.device()), /*train=*/true, nullptr, &gates);
@@ -99,10 +96,7 @@ GroupScores gate_scores(const nn::Model& model, const Batches& batches, bool hes
   }
   {
     torch::NoGradGuard ng;
-    for (size_t l = 0; l < layers.size(); ++l) {
-      if (saved[l].first.defined()) layers[l].running_mean.copy_(saved[l].first);
-      if (saved[l].second.defined()) layers[l].running_var.copy_(saved[l].second);
-    }
+    for (size_t i = 0; i < buffers.size(); ++i) buffers[i].copy_(saved[i]);
   }
   GroupScores out(a.groups.size());
   for (size_t i = 0; i < gate_list.size(); ++i) {

@@ -278,6 +278,15 @@ std::vector<ParamInfo> Model::param_infos() const {
   return out;
 }
 
+std::vector<torch::Tensor> Model::buffers() const {
+  std::vector<torch::Tensor> out;
+  for (const auto& l : layers_) {
+    if (l.running_mean.defined()) out.push_back(l.running_mean);
+    if (l.running_var.defined()) out.push_back(l.running_var);
+  }
+  return out;
+}
+
 std::vector<torch::Tensor> Model::norm_scales() const {
   std::vector<torch::Tensor> out;
   for (size_t i = 0; i < layers_.size(); ++i) {

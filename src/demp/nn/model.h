@@ -54,6 +54,8 @@ class Model {
   /// Parameters in a fixed order (the optimizer's state follows this order).
   std::vector<torch::Tensor> parameters() const;
   std::vector<ParamInfo> param_infos() const;
+  /// BatchNorm running statistics (mean and variance of every BN layer), in a fixed order.
+  std::vector<torch::Tensor> buffers() const;
   /// BatchNorm scales γ only (for L1-on-γ regularizers).
   std::vector<torch::Tensor> norm_scales() const;
 

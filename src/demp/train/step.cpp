@@ -110,7 +110,6 @@ struct StepRunner::Impl {
   std::vector<const void*> captured_with;
 #ifdef DEMP_CUDA
   std::optional<c10::cuda::CUDAStreamGuard> stream_guard;
-  std::optional<c10::cuda::CUDAStream> stream;
   std::unique_ptr<at::cuda::CUDAGraph> graph;
   torch::Tensor static_x, static_y;
 #endif
@@ -127,8 +126,7 @@ struct StepRunner::Impl {
     if (dev.is_cuda()) {
       // Work queued so far on the old stream (data moved to the device) finishes first.
       c10::cuda::getCurrentCUDAStream(dev.index()).synchronize();
-      stream.emplace(c10::cuda::getStreamFromPool(false, dev.index()));
-      stream_guard.emplace(*stream);
+      stream_guard.emplace(c10::cuda::getStreamFromPool(false, dev.index()));
     }
 #else
     if (o.graph) throw Error("this demp was built without CUDA graphs", "use --graph off");
@@ -170,14 +168,6 @@ struct StepRunner::Impl {
   }
 
   void run(const torch::Tensor& x, const torch::Tensor& y, double lr) {
-#ifdef DEMP_CUDA
-    // Someone switched streams under us (another runner came and went): take ours back, after the
-    // work queued on the other one.
-    if (stream && c10::cuda::getCurrentCUDAStream(ctx.device.index()) != *stream) {
-      c10::cuda::getCurrentCUDAStream(ctx.device.index()).synchronize();
-      c10::cuda::setCurrentCUDAStream(*stream);
-    }
-#endif
     method.before_step(ctx);
     ctx.optimizer.set_lr(lr);
     seen += x.size(0);

@@ -48,7 +48,8 @@ class StepRunner {
  public:
   /// On CUDA the runner makes a stream of its own the current one until it is destroyed (graphs
   /// cannot be captured on the default stream); everything the loop does in between (batches,
-  /// scans, surgery, evaluation) runs on it in order.
+  /// scans, surgery, evaluation) runs on it in order. Runners nest like scopes: destroy one
+  /// before making the next, or in reverse order of creation.
   StepRunner(TrainContext& ctx, methods::Method& method, StepOptions options);
   ~StepRunner();
   StepRunner(const StepRunner&) = delete;

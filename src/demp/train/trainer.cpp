@@ -36,11 +36,7 @@ int64_t TrainContext::world_size() const { return comm ? comm->world_size() : 1;
 
 void TrainContext::sync_buffers() {
   if (world_size() < 2) return;
-  std::vector<torch::Tensor> bufs;
-  for (auto& l : model.layers()) {
-    if (l.running_mean.defined()) bufs.push_back(l.running_mean);
-    if (l.running_var.defined()) bufs.push_back(l.running_var);
-  }
+  auto bufs = model.buffers();
   comm->broadcast(bufs, 0);
 }
 
@@ -433,10 +429,7 @@ json run_training(TrainConfig cfg) {
   if (comm) {
     // The replicas start identical (rank 0's tensors), whatever each rank initialised or loaded.
     std::vector<torch::Tensor> ts = model->parameters();
-    for (auto& l : model->layers()) {
-      if (l.running_mean.defined()) ts.push_back(l.running_mean);
-      if (l.running_var.defined()) ts.push_back(l.running_var);
-    }
+    for (auto& b : model->buffers()) ts.push_back(b);
     for (auto& st : opt->state()) {
       for (auto& t : st) ts.push_back(t);
     }

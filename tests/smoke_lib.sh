@@ -1,0 +1,15 @@
+# Sourced by the *_smoke.sh tests: the demp binary from $1, a temporary directory $TMP removed at
+# exit, and pass/fail counting (ok, bad "why", and finish as the script's last line).
+set -u
+NAME=$(basename "$0" .sh)
+DEMP=${1:?usage: $NAME.sh path/to/demp}
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+finish() {
+  echo "$NAME: $pass passed, $fail failed"
+  [ $fail -eq 0 ]
+}
