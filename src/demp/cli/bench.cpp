@@ -16,6 +16,7 @@
 #include "demp/common/files.h"
 #include "demp/export/export.h"
 #include "demp/nn/model.h"
+#include "demp/report/process.h"
 #include "demp/train/config.h"
 #include "demp/train/optim.h"
 #include "demp/methods/method.h"
@@ -127,17 +128,17 @@ double time_forward(const nn::Model& model, const torch::Tensor& x, int64_t warm
   return s / static_cast<double>(std::max<int64_t>(1, n));
 }
 
-std::string run_command(const std::string& cmd) {
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (p && std::fgets(buf, sizeof buf, p)) out += buf;
-  const int rc = p ? ::pclose(p) : -1;
-  const auto pos = out.rfind("\n{");
-  if (rc != 0 || (pos == std::string::npos && out.rfind("{", 0) != 0)) {
-    throw Error("the benchmark helper failed: " + cmd, "run it by hand to see why");
+// Runs a Python benchmark helper; its answer is the last line of its output that is a JSON object.
+nlohmann::json run_helper(const std::vector<std::string>& argv) {
+  std::string answer;
+  const auto r = report::run_process(argv, [&](const std::string& line) {
+    if (!line.empty() && line[0] == '{') answer = line;
+  });
+  if (r.exit_code != 0 || answer.empty()) {
+    throw Error("the benchmark helper failed (" + r.last_line + "): " + report::shell_join(argv),
+                "run it by hand to see why");
   }
-  return out.substr(pos == std::string::npos ? 0 : pos + 1);
+  return nlohmann::json::parse(answer);
 }
 
 }  // namespace
@@ -217,13 +218,14 @@ int run_bench(const BenchOptions& o) {
         std::string line = fmt::format("width {} batch {} | round {} | demp {:.1f} img/s", width, batch,
                                        r + 1, ours.back());
         if (reference) {
-          const std::string cmd = fmt::format(
-              "'{}' '{}' --arch '{}' --batch-size {} --optimizer {} --steps {} --warmup {} --threads {} "
-              "--device {} --precision {}",
-              python, script, arch_file, batch, o.optimizer, o.steps, o.warmup, threads, device.str(), prec);
+          const std::vector<std::string> cmd{
+              python, script, "--arch", arch_file, "--batch-size", std::to_string(batch),
+              "--optimizer", o.optimizer, "--steps", std::to_string(o.steps), "--warmup",
+              std::to_string(o.warmup), "--threads", std::to_string(threads), "--device",
+              device.str(), "--precision", prec};
           nlohmann::json out;
           try {
-            out = nlohmann::json::parse(run_command(cmd));
+            out = run_helper(cmd);
           } catch (...) {
             remove_file(arch_file);
             throw;
@@ -342,18 +344,19 @@ int run_inference_bench(const BenchOptions& o) {
     export_::write_onnx(base + "-dense.onnx", dense, info);
     export_::write_onnx(base + "-pruned.onnx", pruned, info);
     export_::write_onnx(base + "-pruned16.onnx", pruned, info, export_::kMaxOpset, 16);
-    const std::string cmd = fmt::format(
-        "'{}' '{}' --model dense='{}-dense.onnx' --model pruned='{}-pruned.onnx' "
-        "--model pruned16='{}-pruned16.onnx' --batch-sizes 1,{} "
-        "--latency-steps {} --steps {} --warmup {} --rounds {} --threads {}",
-        python, script, base, base, base, o.inference_batch, o.latency_steps, o.steps, o.warmup,
-        o.rounds, threads);
+    const std::vector<std::string> cmd{
+        python, script, "--model", "dense=" + base + "-dense.onnx", "--model",
+        "pruned=" + base + "-pruned.onnx", "--model", "pruned16=" + base + "-pruned16.onnx",
+        "--batch-sizes", "1," + std::to_string(o.inference_batch), "--latency-steps",
+        std::to_string(o.latency_steps), "--steps", std::to_string(o.steps), "--warmup",
+        std::to_string(o.warmup), "--rounds", std::to_string(o.rounds), "--threads",
+        std::to_string(threads)};
     auto cleanup = [&] {
       for (const char* n : {"dense", "pruned", "pruned16"}) remove_file(base + "-" + n + ".onnx");
     };
     nlohmann::json ort_res;
     try {
-      ort_res = nlohmann::json::parse(run_command(cmd));
+      ort_res = run_helper(cmd);
     } catch (...) {
       cleanup();
       throw;
