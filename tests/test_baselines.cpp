@@ -34,15 +34,17 @@ TEST(Selection, GlobalTopKeepsTheBestOfEveryGroupThenTheHighestScores) {
 }
 
 TEST(Selection, IterativeDensities) {
+  // the authors' schedule: 0.5, then D - (D - 0.5)·0.5^i, then D
   const auto a = methods::iterative_densities(0.1, 4);
   ASSERT_EQ(a.size(), 4u);
-  EXPECT_NEAR(a[0], 0.3, 1e-12);
-  EXPECT_NEAR(a[1], 0.2, 1e-12);
-  EXPECT_NEAR(a[2], 0.15, 1e-12);
+  EXPECT_DOUBLE_EQ(a[0], 0.5);
+  EXPECT_NEAR(a[1], 0.3, 1e-12);
+  EXPECT_NEAR(a[2], 0.2, 1e-12);
   EXPECT_DOUBLE_EQ(a[3], 0.1);
-  const auto b = methods::iterative_densities(0.8, 4);
-  EXPECT_NEAR(b[0], 0.95, 1e-12);
-  EXPECT_DOUBLE_EQ(b[3], 0.8);
+  // a single cut when D >= 0.5
+  EXPECT_EQ(methods::iterative_densities(0.8, 4), std::vector<double>{0.8});
+  EXPECT_EQ(methods::iterative_densities(0.5, 4), std::vector<double>{0.5});
+  EXPECT_EQ(methods::iterative_densities(0.1, 1), std::vector<double>{0.1});
 }
 
 namespace {

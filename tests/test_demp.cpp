@@ -111,6 +111,7 @@ TEST(DempMethod, DeadUnitOnlyDecaysIsFoundAndRemovedWithoutChangingTheOutput) {
   cfg.lambda = 0.01;
   cfg.noise = 0.01;  // large, so that any noise on the dead unit would show
   cfg.prune_every = 5;
+  cfg.prune_after = 0;  // scan at step 5 already
   cfg.check_size = 128;
   cfg.check_batch = 64;
   cfg.weight_decay = 0.01;
@@ -147,7 +148,8 @@ TEST(DempMethod, DeadUnitOnlyDecaysIsFoundAndRemovedWithoutChangingTheOutput) {
     }
     auto [x, y] = batcher.batch(s);
     demp.before_step(ctx);
-    auto loss = at::cross_entropy_loss(model.forward(x, true), y) + demp.extra_loss(ctx);
+    auto loss = at::cross_entropy_loss(model.forward(x, true), y);
+    if (const auto extra = demp.extra_loss(ctx); extra.defined()) loss = loss + extra;
     loss.backward();
     opt->step(params, lr);
     demp.after_step(ctx);
@@ -205,8 +207,9 @@ TEST(DempRun, FashionMnistSliceRemovesUnitsLearnsAndReproduces) {
   EXPECT_EQ(a["test_accuracy"], b["test_accuracy"]);
   EXPECT_EQ(a["live_units_per_group"], b["live_units_per_group"]);
   // metrics rows carry the schedule values and the scan
-  const auto text = read_file(tmp.path + "/a/metrics.jsonl");
-  const auto row = json::parse(text.substr(0, text.find('\n')));
+  auto text = read_file(tmp.path + "/a/metrics.jsonl");
+  text.pop_back();  // the last row, after the scans
+  const auto row = json::parse(text.substr(text.rfind('\n') + 1));
   EXPECT_TRUE(row.contains("reg_lambda"));
   EXPECT_TRUE(row.contains("noise_std"));
   EXPECT_TRUE(row.contains("last_scan"));
@@ -238,6 +241,7 @@ TEST(DempMethod, ACollapsedGroupIsReportedAndKeepsOneUnit) {
   ctx.steps_per_epoch = 4;
   methods::Demp demp(cfg);
   demp.begin(ctx);
+  ctx.step = 60;  // a prune point (every 5 steps) after --prune-after
   demp.prune_point(ctx);
   EXPECT_EQ(model.arch().groups[2].width, 1);
   EXPECT_EQ(demp.state()["collapsed_groups"], json::array({"fc2"}));
@@ -247,4 +251,214 @@ TEST(DempMethod, ACollapsedGroupIsReportedAndKeepsOneUnit) {
   at::cross_entropy_loss(model.forward(data.train.images.slice(0, 0, 32), true),
                          data.train.labels.slice(0, 0, 32)).backward();
   opt->step(params, 1e-3);
+}
+
+// The step-0 bug: BatchNorm's running statistics are still (0, 1) at step 0, so the eval-mode test
+// would flag a unit whose raw pre-BN output is <= 0 on every image although, normalised by the
+// batch's statistics in training, it is active on about half of every batch.
+TEST(DempMethod, NothingActiveInTrainModeIsRemovedAtStepZero) {
+  test::TempDir tmp;
+  test::write_synthetic_idx(tmp.path, 256, 64);
+  auto data = data::load("mnist:" + tmp.path);
+  train::TrainConfig cfg;
+  cfg.method = "demp";
+  cfg.check_size = 128;
+  cfg.prune_after = 0;  // even when asked to scan from the start
+  nn::ModelOptions mo;
+  mo.model = "mlp";
+  mo.mlp_widths = {16, 8};
+  mo.in_height = mo.in_width = 12;
+  nn::Model model(nn::build_arch(mo), 3);
+  {  // fc2 unit 0 reads fc1's (non-negative) outputs through negative weights only
+    torch::NoGradGuard g;
+    model.layers()[1].weight[0].copy_(-model.layers()[1].weight[0].abs() - 0.01);
+  }
+  std::vector<torch::Tensor> groups;
+  {
+    torch::NoGradGuard g;
+    nn::Model probe = test::clone_model(model);
+    probe.forward(data.train.images.slice(0, 0, 64), /*train=*/true, &groups);
+  }
+  ASSERT_GT(groups[2].select(1, 0).gt(0).sum().item<int64_t>(), 10) << "the unit is active in train mode";
+  // what the eval-mode test says with the initial statistics: dead
+  const auto raw = prune::scan_dead(model, data.train.images.slice(0, 0, 128), 64);
+  ASSERT_TRUE(raw.dead[2][0].item<bool>()) << "the test would be meaningless otherwise";
+  train::OptimOptions oo;
+  auto opt = train::make_optimizer(oo);
+  train::TrainContext ctx{cfg, data, model, *opt, nullptr, torch::kCPU};
+  ctx.total_steps = 100;
+  ctx.steps_per_epoch = 4;
+  methods::Demp demp(cfg);
+  demp.begin(ctx);
+  demp.prune_point(ctx);
+  EXPECT_EQ(model.arch().groups[2].width, 8);
+  EXPECT_TRUE(ctx.prune_events.empty());
+}
+
+namespace {
+// One BN layer's γ and β set by hand in a tiny MLP, after one real optimizer step (state exists).
+nn::Arch mlp_8_8() {
+  nn::ModelOptions mo;
+  mo.model = "mlp";
+  mo.mlp_widths = {8, 8};
+  mo.in_channels = 3;
+  mo.in_height = mo.in_width = 16;
+  mo.classes = 5;
+  return nn::build_arch(mo);
+}
+struct ProxCase {
+  nn::Model model{mlp_8_8(), 1};
+  std::unique_ptr<train::Optimizer> opt;
+  explicit ProxCase(const std::string& optimizer) {
+    train::OptimOptions oo;
+    oo.name = optimizer;
+    oo.weight_decay = 0;
+    opt = train::make_optimizer(oo);
+    auto params = model.parameters();
+    const auto x = torch::randn({8, 3, 16, 16}, data::make_generator(1, data::kMisc, 0), torch::kFloat);
+    at::cross_entropy_loss(model.forward(x, true), torch::arange(8) % model.arch().classes).backward();
+    opt->step(params, 1e-3);
+    torch::NoGradGuard g;
+    auto& l = model.layers()[0];
+    l.gamma.slice(0, 0, 6).copy_(torch::tensor({0.5f, 1e-6f, -1e-6f, -0.5f, 0.0f, 0.0f}));
+    l.beta.slice(0, 0, 6).copy_(torch::tensor({0.3f, 0.3f, 0.3f, 0.3f, 0.2f, -0.2f}));
+  }
+};
+torch::Tensor scalar(double v) { return torch::full({}, v, torch::kFloat); }
+}  // namespace
+
+TEST(ProximalL1, SgdIsTheSoftThresholdAtLrTimesLambda) {
+  ProxCase c("sgdw");
+  auto& l = c.model.layers()[0];
+  const auto g0 = l.gamma.detach().clone(), b0 = l.beta.detach().clone();
+  const double lr = 0.1, lam = 0.01;  // threshold 1e-3
+  methods::proximal_l1_step(c.model, *c.opt, torch::full({}, lr, torch::kDouble), scalar(lam),
+                            scalar(2 * lam), scalar(1), /*shrink_beta=*/true);
+  const auto expect = g0.sign() * (g0.abs() - lr * lam).clamp_min(0);
+  EXPECT_TRUE(torch::allclose(l.gamma, expect, 1e-6, 1e-7));
+  EXPECT_FLOAT_EQ(l.gamma[0].item<float>(), 0.499f);
+  EXPECT_EQ(l.gamma[1].item<float>(), 0.0f);  // small scales become exactly 0
+  EXPECT_EQ(l.gamma[2].item<float>(), 0.0f);
+  // β shrinks (at λ_β = 2λ: 2e-3) only where γ is now 0 and β > 0: the constant units
+  EXPECT_FLOAT_EQ(l.beta[0].item<float>(), 0.3f);
+  EXPECT_FLOAT_EQ(l.beta[1].item<float>(), 0.298f);
+  EXPECT_FLOAT_EQ(l.beta[2].item<float>(), 0.298f);
+  EXPECT_FLOAT_EQ(l.beta[3].item<float>(), 0.3f);
+  EXPECT_FLOAT_EQ(l.beta[4].item<float>(), 0.198f);
+  EXPECT_FLOAT_EQ(l.beta[5].item<float>(), -0.2f);  // already dead: untouched
+  // without the shrink, β is left alone
+  ProxCase d("sgdw");
+  const auto bd = d.model.layers()[0].beta.detach().clone();
+  methods::proximal_l1_step(d.model, *d.opt, torch::full({}, lr, torch::kDouble), scalar(lam), scalar(lam),
+                            scalar(1), false);
+  EXPECT_TRUE(torch::equal(d.model.layers()[0].beta, bd));
+  // a β that would cross 0 stops at 0 (the unit is then dead: ReLU(0) = 0)
+  ProxCase e("sgdw");
+  methods::proximal_l1_step(e.model, *e.opt, torch::full({}, 1.0, torch::kDouble), scalar(1.0), scalar(1.0),
+                            scalar(1), true);
+  EXPECT_EQ(e.model.layers()[0].beta[4].item<float>(), 0.0f);
+}
+
+TEST(ProximalL1, AdamWThresholdIsInAdamsMetric) {
+  ProxCase c("adamw");
+  auto& l = c.model.layers()[0];
+  const auto g0 = l.gamma.detach().clone();
+  const auto infos = c.model.param_infos();
+  size_t gi = 0;
+  while (infos[gi].field != nn::ParamInfo::Gamma) ++gi;
+  const auto v = c.opt->state()[gi][1].clone();
+  ASSERT_GT(v.max().item<float>(), 0.0f);
+  const double lr = 1e-3, lam = 0.05, corr = 1 - std::pow(0.999, 1);
+  methods::proximal_l1_step(c.model, *c.opt, torch::full({}, lr, torch::kDouble), scalar(lam), scalar(lam),
+                            scalar(corr), false);
+  const auto thr = lr * lam / ((v / corr).sqrt() + 1e-8);
+  EXPECT_TRUE(torch::allclose(l.gamma, g0.sign() * (g0.abs() - thr).clamp_min(0), 1e-5, 1e-7));
+  // coordinates with different second moments are shrunk by different amounts
+  EXPECT_GT((thr.max() / thr.min()).item<double>(), 1.5);
+}
+
+TEST(ZeroScaleUnits, AResidualPathKeepsAUnitWhoseScalesAreZero) {
+  nn::Model m(test::tiny_arch("resnet18"), 2);
+  const auto& a = m.arch();
+  // the first block's output group: produced by conv2's BN, fed by the stem through an identity skip
+  int layer = -1, skip = -1;
+  for (size_t s = 0; s < a.skips.size() && skip < 0; ++s) {
+    for (size_t l = 0; l < a.layers.size(); ++l) {
+      if (a.layers[l].out_group == a.skips[s].out_group && a.layers[l].bn) {
+        skip = static_cast<int>(s);
+        layer = static_cast<int>(l);
+        break;
+      }
+    }
+  }
+  ASSERT_GE(skip, 0);
+  const int out = a.skips[skip].out_group, in = a.skips[skip].in_group;
+  {
+    torch::NoGradGuard g;
+    for (size_t l = 0; l < a.layers.size(); ++l) {
+      if (a.layers[l].out_group == out && a.layers[l].bn) m.layers()[l].gamma[0] = 0.0f;
+    }
+  }
+  auto z = methods::zero_scale_units(m);
+  ASSERT_TRUE(z[out].defined());
+  EXPECT_FALSE(z[out][0].item<bool>()) << "the skip from a live unit keeps it";
+  {  // once the skip's source unit is switched off too, it goes
+    torch::NoGradGuard g;
+    for (size_t l = 0; l < a.layers.size(); ++l) {
+      if (a.layers[l].out_group == in && a.layers[l].bn) m.layers()[l].gamma.zero_();
+    }
+  }
+  z = methods::zero_scale_units(m);
+  ASSERT_TRUE(z[in].defined());
+  ASSERT_TRUE(z[in][a.skips[skip].src[0]].item<bool>()) << "the stem's scales are all 0";
+  EXPECT_TRUE(z[out][a.skips[skip].dst[0]].item<bool>());
+  EXPECT_EQ(a.skips[skip].dst[0], 0);
+  (void)layer;
+}
+
+namespace {
+train::TrainConfig fm_target(const std::string& out, double target) {
+  auto c = fm_demp(out, 0.01);
+  c.steps = 240;
+  c.lr = 5e-3;
+  c.prune_every = 0;  // the target's default: every 2% of the run
+  c.prune_after = 20;
+  c.target_params = target;
+  c.target_by = 0.4;
+  return c;
+}
+}  // namespace
+
+TEST(DempTarget, ReachesTheParameterTargetAndResumesExactly) {
+  test::TempDir tmp;
+  const auto a = train::run_training(fm_target(tmp.path + "/a", 0.3));
+  const double kept = a["params_final"].get<double>() / a["params_initial"].get<double>();
+  EXPECT_NEAR(kept, 0.3, 0.02);
+  EXPECT_GT(a["test_accuracy"].get<double>(), 0.6);
+  EXPECT_TRUE(a["method_state"].contains("controller"));
+  EXPECT_GE(a["method_state"]["controller"]["reached_step"].get<int64_t>(), 0);
+  // interrupted mid-run and resumed: the same network, bit for bit
+  auto part = fm_target(tmp.path + "/b", 0.3);
+  part.stop_after = 100;
+  EXPECT_EQ(train::run_training(part)["status"], "stopped");
+  auto resume = fm_target(tmp.path + "/b", 0.3);
+  resume.resume = true;
+  const auto b = train::run_training(resume);
+  EXPECT_EQ(a["test_accuracy"], b["test_accuracy"]);
+  EXPECT_EQ(a["live_units_per_group"], b["live_units_per_group"]);
+}
+
+TEST(DempTarget, InvalidTargetsAreRefused) {
+  train::TrainConfig c;
+  c.target_params = 1.5;
+  EXPECT_THROW(train::validate(c), Error);
+  c.target_params = 0.1;
+  c.target_flops = 0.1;
+  EXPECT_THROW(train::validate(c), Error);
+  c.target_flops = 0;
+  c.target_by = 0;
+  EXPECT_THROW(train::validate(c), Error);
+  c.target_by = 0.3;
+  c.l1_step = "proximal";
+  EXPECT_THROW(train::validate(c), Error);
 }

@@ -61,8 +61,14 @@ struct Rig {
   std::unique_ptr<methods::Demp> method;
   std::unique_ptr<train::StepRunner> runner;
 
-  Rig(const std::string& arch, const torch::Device& dev, bool graph)
+  /// paper: the paper's form (λΣ|γ| in the loss, constant units kept); else the default
+  /// (proximal step on γ, constant units shrink).
+  Rig(const std::string& arch, const torch::Device& dev, bool graph, bool paper = false)
       : model(test::tiny_arch(arch), 3) {
+    if (paper) {
+      cfg.l1_step = "loss";
+      cfg.constant_units = "keep";
+    }
     model.to(dev);
     train::OptimOptions oo;
     oo.name = "adamw";
@@ -116,7 +122,7 @@ TEST(Step, OptionsAreCheckedAndGraphsNeedCuda) {
 // parameters from the (seed, step) generator.
 TEST(Step, EagerRunnerIsTheHandWrittenDempStep) {
   const torch::Device dev = torch::kCPU;
-  Rig s("resnet18", dev, /*graph=*/false);
+  Rig s("resnet18", dev, /*graph=*/false, /*paper=*/true);
   nn::Model ref = test::clone_model(s.model);
   train::OptimOptions oo;
   oo.name = "adamw";
@@ -143,6 +149,63 @@ TEST(Step, EagerRunnerIsTheHandWrittenDempStep) {
   EXPECT_EQ(s.runner->seen(), 6 * 16);
   EXPECT_TRUE(std::isfinite(s.runner->last_loss().item<double>()));
   EXPECT_EQ(s.runner->captures(), 0);
+}
+
+// The default form: CE only in the loss, AdamW, noise, then the proximal step on every γ with
+// the threshold lr_t·λ_t/(√(v/(1−β₂^t)) + ε) (λ_max so far for scales that were already 0), and
+// the constant units' β shrunk toward 0 — written out by hand with the reference optimizer's state.
+TEST(Step, EagerRunnerIsTheHandWrittenProximalDempStep) {
+  const torch::Device dev = torch::kCPU;
+  Rig s("resnet18", dev, /*graph=*/false);
+  s.cfg.lambda = 2.0;  // strong, so that scales reach 0 and constant units appear within 6 steps
+  s.method = std::make_unique<methods::Demp>(s.cfg);
+  s.method->begin(*s.ctx);
+  s.runner = std::make_unique<train::StepRunner>(*s.ctx, *s.method, train::StepOptions{});
+  nn::Model ref = test::clone_model(s.model);
+  train::OptimOptions oo;
+  oo.name = "adamw";
+  auto ref_opt = train::make_optimizer(oo);
+  const auto lambda = train::parse_schedule("onecycle", s.cfg.lambda, s.method->span(), 10);
+  const auto sigma = train::parse_schedule("onecycle", s.cfg.noise, s.method->span(), 10);
+  double lambda_max = 0;
+  int64_t zeros = 0;
+  for (int64_t k = 0; k < 6; ++k) {
+    auto params = ref.parameters();
+    for (auto& p : params) {
+      if (p.grad().defined()) p.mutable_grad().zero_();
+    }
+    auto [x, y] = batch(k, dev);
+    at::cross_entropy_loss(ref.forward(x, true), y).backward();
+    const auto infos = ref.param_infos();
+    std::vector<torch::Tensor> was_zero;
+    for (size_t i = 0; i < infos.size(); ++i) {
+      if (infos[i].field == nn::ParamInfo::Gamma) was_zero.push_back(params[i].eq(0));
+    }
+    ref_opt->step(params, lr_at(k));
+    auto gen = data::make_generator(static_cast<uint64_t>(s.cfg.seed), data::kNoise, static_cast<uint64_t>(k));
+    methods::add_noise(params, sigma.at(k), methods::NoiseMask::Live, gen);
+    lambda_max = std::max(lambda_max, lambda.at(k));
+    const double corr = 1 - std::pow(0.999, static_cast<double>(k + 1));
+    {
+    torch::NoGradGuard ng;
+    size_t z = 0;
+    for (size_t i = 0; i < infos.size(); ++i) {
+      if (infos[i].field != nn::ParamInfo::Gamma) continue;
+      auto v = [&](size_t j) { return (ref_opt->state()[j][1] / corr).sqrt() + 1e-8; };
+      auto thr = torch::where(was_zero[z++], lr_at(k) * lambda_max / v(i), lr_at(k) * lambda.at(k) / v(i));
+      auto& g = params[i];
+      auto& b = params[i + 1];
+      g.copy_(g.sign() * (g.abs() - thr).clamp_min(0));
+      const auto constant = g.eq(0).logical_and(b.gt(0));
+      b.copy_(torch::where(constant, (b - lr_at(k) * lambda_max / v(i + 1)).clamp_min(0), b));
+      zeros += g.eq(0).sum().item<int64_t>();
+    }
+    }
+    s.step();
+  }
+  EXPECT_GT(zeros, 0) << "the step must have switched some units off for the test to mean much";
+  expect_same_parameters(s.model, ref, 1e-6, "runner vs hand-written proximal step");
+  EXPECT_EQ(s.method->extra_loss(*s.ctx).defined(), false);  // the L1 is not in the loss
 }
 
 // fp32, deterministic cuDNN: replays of the captured step follow eager steps to 1e-5, and after a

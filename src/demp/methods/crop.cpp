@@ -14,10 +14,13 @@ namespace demp::methods {
 namespace {
 
 void crop_iterative(train::TrainContext& ctx, const std::string& why) {
+  int64_t round = 0;
   for (double d : iterative_densities(ctx.cfg.density, ctx.cfg.crop_steps)) {
     const int64_t k = target_units(ctx.model, d);
     if (k >= ctx.model.arch().units()) continue;
-    const auto scores = gate_scores(ctx.model, scoring_batches(ctx, ctx.cfg.score_batches), true);
+    // Each sub-step rescores the shrunk network on batches it has not seen yet.
+    const int64_t n = ctx.cfg.score_batches;
+    const auto scores = gate_scores(ctx.model, scoring_batches(ctx, n, ctx.step + n * round++), true);
     ctx.remove_units(keep_global_top(ctx.model, scores, k), fmt::format("{} sub-step density {:.4f}", why, d));
   }
 }
@@ -32,7 +35,8 @@ class CropIt : public Method {
 };
 
 // Prunes at the first epoch end where 0 < | ‖θ_t − θ_0‖ − ‖θ_{t−1} − θ_0‖ | / ‖θ_0‖ < 1 − D
-// (t, t−1: consecutive epoch ends). If that never happens by half of the run, it prunes there,
+// (t, t−1: consecutive epoch ends). If that never happens by --prune-at (default: half of the
+// run), it prunes there,
 // and says so: a baseline that never prunes would not be a baseline.
 class EarlyCrop : public Method {
  public:
@@ -46,7 +50,8 @@ class EarlyCrop : public Method {
   }
   void prune_point(train::TrainContext& ctx) override {
     if (done_ || ctx.step == 0 || ctx.step % ctx.steps_per_epoch != 0) {
-      if (!done_ && ctx.step >= ctx.total_steps / 2 && ctx.step > 0) fire(ctx, "earlycrop (trigger not met by half of the run)");
+      const int64_t latest = ctx.cfg.prune_at >= 0 ? ctx.cfg.prune_at : ctx.total_steps / 2;
+      if (!done_ && ctx.step >= latest && ctx.step > 0) fire(ctx, "earlycrop (trigger not met by --prune-at)");
       return;
     }
     if (!theta0_.defined()) return;  // resumed after the trigger point: nothing left to do

@@ -3,11 +3,13 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "demp/common/error.h"
 #include "demp/data/dataset.h"
 #include "demp/nn/model.h"
+#include "demp/train/optim.h"
 #include "demp/train/trainer.h"
 
 namespace demp::methods {
@@ -96,64 +98,250 @@ nlohmann::json scan_metrics(const nn::Model& model, const prune::ScanResult& sca
   return {{"dead_units", scan.dead_total}, {"dead_units_per_group", per}, {"quasi_dead", quasi}};
 }
 
+std::vector<torch::Tensor> zero_scale_units(const nn::Model& model) {
+  torch::NoGradGuard ng;
+  const auto& a = model.arch();
+  std::vector<torch::Tensor> going(a.groups.size());
+  std::vector<bool> blocked(a.groups.size(), false);  // a producer without BatchNorm
+  for (size_t l = 0; l < a.layers.size(); ++l) {
+    const int g = a.layers[l].out_group;
+    if (!a.groups[g].prunable) continue;
+    if (!a.layers[l].bn) {
+      blocked[g] = true;
+      continue;
+    }
+    const auto z = model.layers()[l].gamma.detach().eq(0).cpu();
+    going[g] = going[g].defined() ? going[g].logical_and(z) : z;
+  }
+  for (size_t g = 0; g < going.size(); ++g) {
+    if (blocked[g]) going[g] = torch::Tensor();
+  }
+  // A residual path keeps a unit alive unless its source unit goes too (skips are listed in
+  // forward order, so a source's mask is final when it is read).
+  for (const auto& sk : a.skips) {
+    auto& dst = going[sk.out_group];
+    if (!dst.defined()) continue;
+    const auto& src = going[sk.in_group];
+    auto* d = dst.data_ptr<bool>();
+    const bool* s = src.defined() ? src.data_ptr<bool>() : nullptr;
+    for (size_t m = 0; m < sk.dst.size(); ++m) {
+      d[sk.dst[m]] = d[sk.dst[m]] && s != nullptr && s[sk.src[m]];
+    }
+  }
+  return going;
+}
+
+std::vector<torch::Tensor> zero_scale_masks(const nn::Model& model) {
+  torch::NoGradGuard ng;
+  std::vector<torch::Tensor> out;
+  for (const auto& g : model.norm_scales()) out.push_back(g.eq(0));
+  return out;
+}
+
+void proximal_l1_step(nn::Model& model, train::Optimizer& opt, const torch::Tensor& lr,
+                      const torch::Tensor& lambda, const torch::Tensor& lambda_beta,
+                      const torch::Tensor& v_correction, bool shrink_beta,
+                      const std::vector<torch::Tensor>& was_zero) {
+  torch::NoGradGuard ng;
+  auto params = model.parameters();
+  const auto infos = model.param_infos();
+  auto& st = opt.state();
+  const bool adam = opt.options().name == "adamw" && st.size() == params.size();
+  const double eps = opt.options().eps;
+  const auto base = lr * lambda, base_beta = lr * lambda_beta;
+  auto rate = [&](size_t i, const torch::Tensor& b) {
+    // Adam's per-coordinate step size: the threshold in Adam's metric, so that a γ whose
+    // cross-entropy gradient is small is shrunk fast and one the loss needs is shrunk slowly.
+    return adam ? b / ((st[i][1] / v_correction).sqrt() + eps) : b;
+  };
+  size_t scale = 0;
+  for (size_t i = 0; i < infos.size(); ++i) {
+    if (infos[i].field != nn::ParamInfo::Gamma) continue;
+    auto& g = params[i];
+    auto thr = rate(i, base);
+    if (scale < was_zero.size()) {
+      // A scale that was 0 before this step is held there at the rate of λ_β: a unit once
+      // switched off stays off while its β shrinks (no flapping when λ drops).
+      thr = torch::where(was_zero[scale], rate(i, base_beta), thr);
+    }
+    ++scale;
+    g.copy_(g.sign() * (g.abs() - thr).clamp_min(0));
+    if (!shrink_beta || i + 1 >= infos.size() || infos[i + 1].field != nn::ParamInfo::Beta) continue;
+    auto& b = params[i + 1];
+    const auto constant = g.eq(0).logical_and(b.gt(0));
+    b.copy_(torch::where(constant, (b - rate(i + 1, base_beta)).clamp_min(0), b));
+  }
+}
+
 Demp::Demp(const train::TrainConfig& cfg, bool remove)
     : regularizer_(cfg.regularizer), mask_(parse_noise_mask(cfg.noise_mask)), remove_(remove) {
   const std::vector<std::string> known = {"l1-gamma", "relu-sq", "l1", "l2"};
   if (std::find(known.begin(), known.end(), regularizer_) == known.end()) {
     throw Error("unknown --regularizer '" + regularizer_ + "'", "use l1-gamma, relu-sq, l1 or l2");
   }
+  prox_ = cfg.l1_step == "prox" && regularizer_ == "l1-gamma";
+  shrink_beta_ = prox_ && cfg.constant_units == "shrink";
+  if (cfg.target_params > 0) {
+    target_kind_ = "params";
+    target_ = cfg.target_params;
+  } else if (cfg.target_flops > 0) {
+    target_kind_ = "flops";
+    target_ = cfg.target_flops;
+  } else if (cfg.target_units > 0) {
+    target_kind_ = "units";
+    target_ = cfg.target_units;
+  }
+  lambda_ctl_ = cfg.lambda;
+}
+
+double Demp::measure(const nn::Arch& a) const {
+  if (target_kind_ == "flops") return static_cast<double>(a.flops());
+  if (target_kind_ == "units") return static_cast<double>(a.units());
+  return static_cast<double>(a.params());
+}
+
+double Demp::projected_fraction(const nn::Model& model) const {
+  nn::Arch p = model.arch();
+  if (shrink_beta_) {
+    const auto going = zero_scale_units(model);
+    for (size_t g = 0; g < going.size(); ++g) {
+      if (!going[g].defined()) continue;
+      const int64_t n = going[g].sum().item<int64_t>();
+      p.groups[g].width = std::max<int64_t>(1, p.groups[g].width - n);
+    }
+  }
+  return measure(p) / measure0_;
 }
 
 void Demp::begin(train::TrainContext& ctx) {
   const auto& c = ctx.cfg;
-  span_ = c.lambda_span > 0 ? c.lambda_span
-                            : std::max<int64_t>(1, std::llround(0.87 * static_cast<double>(ctx.total_steps)));
-  every_ = c.prune_every > 0 ? c.prune_every
-                             : std::max<int64_t>(1, std::llround(0.05 * static_cast<double>(ctx.total_steps)));
+  const double total = static_cast<double>(ctx.total_steps);
+  span_ = c.lambda_span > 0 ? c.lambda_span : std::max<int64_t>(1, std::llround(0.87 * total));
+  // With a target, scans come more often (2% of the run): the size controller and the speed-up
+  // both want dead units out soon after they die.
+  const double every_frac = target_ > 0 ? 0.02 : 0.05;
+  every_ = c.prune_every > 0 ? c.prune_every : std::max<int64_t>(1, std::llround(every_frac * total));
   lambda_sched_ = train::parse_schedule(c.lambda_schedule, c.lambda, span_, ctx.steps_per_epoch);
   sigma_sched_ = train::parse_schedule(c.lambda_schedule, c.noise, span_, ctx.steps_per_epoch);
+  // The largest λ(t) up to here (a resumed run recomputes it from the schedule).
+  lambda_max_ = 0;
+  for (int64_t t = 0; t <= std::min(ctx.step, span_); ++t) lambda_max_ = std::max(lambda_max_, lambda_sched_.at(t));
+  if (target_ > 0) {
+    // The initial network's size: the arch as built (a resumed run has pruned already).
+    const auto& a = ctx.model.arch();
+    if (state_.contains("controller")) {
+      measure0_ = state_["controller"].at("measure0").get<double>();
+    } else {
+      nn::Arch fresh = a;
+      for (auto& g : fresh.groups) g.width = g.initial;
+      measure0_ = measure(fresh);
+    }
+    control_every_ = std::max<int64_t>(1, std::llround(0.004 * total));
+    target_end_ = std::max<int64_t>(1, std::llround(c.target_by * total));
+  }
   if (ctx.step == 0) {
-    ctx.log(fmt::format("demp | lambda {} {} over {} steps | noise {} ({}) | regularizer {} | "
-                        "prune every {} steps from step {} | check set {} images, eps {}",
-                        c.lambda, c.lambda_schedule, span_, c.noise, c.noise_mask, c.regularizer,
-                        every_, c.prune_after, c.check_size, c.dead_eps));
+    const std::string l1 = regularizer_ != "l1-gamma" ? "" : prox_ ? " (proximal step, ours)" : " (in the loss, the paper's)";
+    const std::string cu = !prox_ ? "" : shrink_beta_ ? " | constant units shrink β (ours)" : " | constant units kept";
+    const std::string lam =
+        target_ > 0 ? fmt::format("lambda by feedback from {} toward {} {:.4g} of the initial by step {}",
+                                  c.lambda, target_kind_, target_, target_end_)
+                    : fmt::format("lambda {} {} over {} steps", c.lambda, c.lambda_schedule, span_);
+    ctx.log(fmt::format("demp | {} | noise {} ({}) | regularizer {}{}{} | prune every {} steps from step {} | "
+                        "check set {} images, eps {}",
+                        lam, c.noise, c.noise_mask, c.regularizer, l1, cu, every_,
+                        std::max<int64_t>(1, c.prune_after), c.check_size, c.dead_eps));
+  }
+}
+
+void Demp::control(train::TrainContext& ctx) {
+  const double f = projected_fraction(ctx.model);
+  const double x = std::min(1.0, static_cast<double>(ctx.step) / static_cast<double>(target_end_));
+  const double planned = target_ + (1 - target_) * 0.5 * (1 + std::cos(M_PI * x));
+  last_projected_ = f;
+  last_planned_ = planned;
+  // At or below the target: stop pushing (units can only die, not come back, so overshoot is
+  // what must be avoided); above: λ moves multiplicatively with the distance from the plan,
+  // bounded per update so that the lag between λ and deaths cannot make it run away.
+  const bool was_holding = holding_;
+  holding_ = f <= target_ + 0.002;
+  if (!holding_) {
+    // At full error, λ can move by 1e4× over the planned approach: fast enough to find its
+    // level from a poor start, slow enough per update that deaths keep up with it.
+    const double gain = std::log(1e4) * static_cast<double>(control_every_) / static_cast<double>(target_end_);
+    const double e = std::clamp((f - planned) / 0.05, -1.0, 1.0);
+    lambda_ctl_ = std::clamp(lambda_ctl_ * std::exp(gain * e), 1e-9, 1e3);
+  }
+  if (holding_ && reached_step_ < 0) {
+    reached_step_ = ctx.step;
+    ctx.log(fmt::format("target step {} | {} at {:.2f}% of the initial network (target {:.2f}%) | lambda {:.4g}",
+                        ctx.step, target_kind_, 100 * f, 100 * target_, lambda_ctl_),
+            ctx.cfg.progress != "none");
+  } else if (holding_ != was_holding) {
+    ctx.log(fmt::format("target step {} | {} {:.2f}% | {}", ctx.step, target_kind_, 100 * f,
+                        holding_ ? "holding" : "pushing again"));
   }
 }
 
 void Demp::prune_point(train::TrainContext& ctx) {
   const bool last = ctx.step >= ctx.total_steps;
-  if (!last && (ctx.step < ctx.cfg.prune_after || ctx.step % every_ != 0)) return;
-  const auto scan = scan_check_set(ctx, ctx.step);
-  state_["scan"] = scan_metrics(ctx.model, scan);
-  state_["scan"]["step"] = ctx.step;
-  if (!remove_) {
-    ctx.log(fmt::format("scan step {} | dead {} of {} units", ctx.step, scan.dead_total, scan.units_total));
-    return;
-  }
-  // A group whose units are all dead means λ* is too large for this network: the layer carries
-  // no signal any more. Keep its most active unit so the network stays well-formed and the run
-  // finishes, and say so loudly.
-  const auto& a = ctx.model.arch();
-  for (size_t g = 0; g < a.groups.size(); ++g) {
-    if (!scan.dead[g].defined()) continue;
-    if (scan.dead[g].all().item<bool>()) {
-      const std::string name = a.groups[g].name;
-      auto& collapsed = state_["collapsed_groups"];
-      if (!collapsed.is_array()) collapsed = nlohmann::json::array();
-      if (std::find(collapsed.begin(), collapsed.end(), name) == collapsed.end()) {
-        collapsed.push_back(name);
-        ctx.log(fmt::format("warning step {} | every unit of group {} is dead: the network has "
-                            "collapsed there (lambda {} is too large?); keeping its most active unit",
-                            ctx.step, name, ctx.cfg.lambda),
-                /*echo=*/true);
+  // No scan before BatchNorm's running statistics describe the network: at step 0 they are
+  // (0, 1) and the eval-mode test would flag units that are live on half of every batch.
+  const bool scan_now =
+      last || (ctx.step > 0 && ctx.step >= ctx.cfg.prune_after && ctx.step % every_ == 0);
+  if (scan_now) {
+    const auto scan = scan_check_set(ctx, ctx.step);
+    state_["scan"] = scan_metrics(ctx.model, scan);
+    state_["scan"]["step"] = ctx.step;
+    if (!remove_) {
+      ctx.log(fmt::format("scan step {} | dead {} of {} units", ctx.step, scan.dead_total, scan.units_total));
+    } else {
+      // A group whose units are all dead means λ* is too large for this network: the layer
+      // carries no signal any more. Keep its most active unit so the network stays well-formed
+      // and the run finishes, and say so loudly.
+      const auto& a = ctx.model.arch();
+      for (size_t g = 0; g < a.groups.size(); ++g) {
+        if (!scan.dead[g].defined()) continue;
+        if (scan.dead[g].all().item<bool>()) {
+          const std::string name = a.groups[g].name;
+          auto& collapsed = state_["collapsed_groups"];
+          if (!collapsed.is_array()) collapsed = nlohmann::json::array();
+          if (std::find(collapsed.begin(), collapsed.end(), name) == collapsed.end()) {
+            collapsed.push_back(name);
+            ctx.log(fmt::format("warning step {} | every unit of group {} is dead: the network has "
+                                "collapsed there (lambda {:.4g} is too large?); keeping its most active unit",
+                                ctx.step, name, std::max({lambda_now_, lambda_max_, lambda_ctl_})),
+                    /*echo=*/true);
+          }
+        }
       }
+      ctx.remove_units(prune::keep_live(ctx.model, scan, ctx.cfg.width_multiple), last ? "dead (final)" : "dead");
     }
   }
-  ctx.remove_units(prune::keep_live(ctx.model, scan, ctx.cfg.width_multiple), last ? "dead (final)" : "dead");
+  if (last && remove_ && ctx.model.arch().units() == ctx.model.arch().initial_units()) {
+    ctx.log(fmt::format("warning | demp removed no unit in {} steps: no unit died{}", ctx.total_steps,
+                        prox_ ? "; raise --lambda (e.g. x10), or give a --target-params"
+                              : "; with --l1-step loss and AdamW, λ hardly singles out units: try "
+                                "--l1-step prox, a larger --lambda, or a --target-params"),
+            /*echo=*/true);
+    state_["warning"] = "no unit died";
+  }
+  if (target_ > 0 && !last) {
+    // The paper's form (L1 in the loss) has no exact zeros: its size moves only when a scan
+    // removes units, so it is controlled at the scans; the proximal form more often.
+    const bool fresh = prox_ && shrink_beta_ ? ctx.step % control_every_ == 0 : scan_now || ctx.step == 0;
+    if (fresh) control(ctx);
+  }
 }
 
 void Demp::before_step(train::TrainContext& ctx) {
-  lambda_now_ = lambda_sched_.at(ctx.step);
+  if (target_ > 0) {
+    lambda_now_ = holding_ ? 0.0 : lambda_ctl_;
+    lambda_beta_now_ = lambda_ctl_;
+  } else {
+    lambda_now_ = lambda_sched_.at(ctx.step);
+    lambda_max_ = std::max(lambda_max_, lambda_now_);
+    lambda_beta_now_ = lambda_max_;
+  }
   sigma_now_ = sigma_sched_.at(ctx.step);
   // In the parameters' dtype, so that λ·R and σ·ξ round as they would with host scalars.
   const auto params = ctx.model.parameters();
@@ -168,6 +356,12 @@ void Demp::before_step(train::TrainContext& ctx) {
   };
   set(lambda_t_, lambda_now_);
   set(sigma_t_, sigma_now_);
+  if (prox_) {
+    set(lambda_beta_t_, lambda_beta_now_);
+    // Adam's bias correction of the step about to run (its count after the step).
+    const double b2 = ctx.optimizer.options().beta2;
+    set(vcorr_t_, 1.0 - std::pow(b2, static_cast<double>(ctx.optimizer.steps() + 1)));
+  }
   if (!ctx.device.is_cpu()) {
     // One device generator, reseeded from (seed, step) before every step: the noise of a step
     // does not depend on what ran before it (exact resume), and a captured graph, which reads the
@@ -186,28 +380,67 @@ std::vector<at::Generator> Demp::step_generators() {
 }
 
 torch::Tensor Demp::extra_loss(train::TrainContext& ctx) {
+  if (prox_) return {};  // the L1 acts through the proximal step
   if (ctx.cfg.lambda == 0) return {};
   return regularizer(regularizer_, ctx.model) * lambda_t_;
 }
 
+void Demp::after_backward(train::TrainContext& ctx) {
+  if (prox_) was_zero_ = zero_scale_masks(ctx.model);
+}
+
 void Demp::after_step(train::TrainContext& ctx) {
   const auto& c = ctx.cfg;
-  if (mask_ == NoiseMask::Off || c.noise == 0) return;
-  auto params = ctx.model.parameters();
-  if (ctx.device.is_cpu()) {
-    // On the CPU every step is eager: draw from the (seed, step) generator, skip σ = 0.
-    if (sigma_now_ == 0) return;
-    auto gen = data::make_generator(static_cast<uint64_t>(c.seed), data::kNoise, static_cast<uint64_t>(ctx.step));
-    add_noise(params, sigma_now_, mask_, gen);
-  } else {
-    add_noise(params, sigma_t_, mask_, device_gen_);
+  if (mask_ != NoiseMask::Off && c.noise != 0) {
+    auto params = ctx.model.parameters();
+    if (ctx.device.is_cpu()) {
+      // On the CPU every step is eager: draw from the (seed, step) generator, skip σ = 0.
+      if (sigma_now_ != 0) {
+        auto gen = data::make_generator(static_cast<uint64_t>(c.seed), data::kNoise, static_cast<uint64_t>(ctx.step));
+        add_noise(params, sigma_now_, mask_, gen);
+      }
+    } else {
+      add_noise(params, sigma_t_, mask_, device_gen_);
+    }
+  }
+  // The proximal step comes last, so that a γ it sets to 0 is exactly 0 when the next scan looks.
+  if (prox_ && (c.lambda > 0 || target_ > 0)) {
+    proximal_l1_step(ctx.model, ctx.optimizer, ctx.optimizer.lr_tensor(ctx.device), lambda_t_,
+                     lambda_beta_t_, vcorr_t_, shrink_beta_, was_zero_);
   }
 }
 
 nlohmann::json Demp::metrics(train::TrainContext& ctx) {
   nlohmann::json m{{"reg_lambda", lambda_now_}, {"noise_std", sigma_now_}};
   if (state_.contains("scan")) m["last_scan"] = state_["scan"];
+  if (target_ > 0) {
+    m["target_" + target_kind_] = target_;
+    m["target_planned"] = last_planned_;
+    m["target_projected"] = last_projected_;
+  }
   return m;
+}
+
+nlohmann::json Demp::state() const {
+  nlohmann::json s = state_;
+  if (target_ > 0) {
+    s["controller"] = {{"lambda", lambda_ctl_},          {"holding", holding_},
+                       {"reached_step", reached_step_}, {"measure0", measure0_},
+                       {"projected", last_projected_},  {"planned", last_planned_}};
+  }
+  return s;
+}
+
+void Demp::load_state(const nlohmann::json& s) {
+  state_ = s;
+  if (s.contains("controller")) {
+    const auto& c = s["controller"];
+    lambda_ctl_ = c.at("lambda").get<double>();
+    holding_ = c.at("holding").get<bool>();
+    reached_step_ = c.at("reached_step").get<int64_t>();
+    last_projected_ = c.value("projected", 1.0);
+    last_planned_ = c.value("planned", 1.0);
+  }
 }
 
 }  // namespace demp::methods

@@ -12,7 +12,8 @@
 #include "demp/prune/surgery.h"
 #include "demp/train/schedule.h"
 
-namespace demp::nn { class Model; }
+namespace demp::nn { class Model; struct Arch; }
+namespace demp::train { class Optimizer; }
 
 namespace demp::methods {
 
@@ -37,6 +38,27 @@ prune::ScanResult scan_check_set(train::TrainContext& ctx, int64_t index);
 /// Metrics fields of a scan: dead_units, dead_units_per_group, quasi_dead.
 nlohmann::json scan_metrics(const nn::Model& model, const prune::ScanResult& scan);
 
+/// Units of every group that a proximal L1 step has switched off: all BatchNorm producers of the
+/// unit have γ exactly 0 and every residual path into it comes from such a unit. With the
+/// constant-unit shrink these die (β reaches 0) and the next scan removes them; the size
+/// controller counts them as gone. Undefined for groups that cannot go this way.
+std::vector<torch::Tensor> zero_scale_units(const nn::Model& model);
+
+/// The proximal L1 step on norm scales (ours, DEMP.md "promising extensions"):
+/// γ ← sign γ · max(|γ| − τ, 0) with τ = lr·λ/(√v̂ + ε) under AdamW (v̂ Adam's bias-corrected second
+/// moment of γ's gradient, `v_correction` = 1 − β₂^t) and τ = lr·λ under SGD/SGDW. With
+/// `shrink_beta`, units whose γ is then exactly 0 and whose β > 0 (they output the constant β)
+/// have β ← max(β − τ_β, 0) at rate λ_β, so that they die. Only device work: graph-safe.
+/// A scale that was 0 before the optimizer step (`was_zero`, per norm layer as
+/// zero_scale_masks gives them; empty: none) is thresholded at λ_β instead of λ, so that units
+/// once switched off stay off while they die, also when λ falls (a controller holding a target).
+void proximal_l1_step(nn::Model& model, train::Optimizer& opt, const torch::Tensor& lr,
+                      const torch::Tensor& lambda, const torch::Tensor& lambda_beta,
+                      const torch::Tensor& v_correction, bool shrink_beta,
+                      const std::vector<torch::Tensor>& was_zero = {});
+/// Per norm layer (model.norm_scales() order): γ == 0.
+std::vector<torch::Tensor> zero_scale_masks(const nn::Model& model);
+
 class Demp : public Method {
  public:
   /// remove=false: the "scan" method of the dying-neuron study (regulariser and noise as
@@ -49,24 +71,45 @@ class Demp : public Method {
   void before_step(train::TrainContext& ctx) override;
   std::vector<at::Generator> step_generators() override;
   torch::Tensor extra_loss(train::TrainContext& ctx) override;
+  void after_backward(train::TrainContext& ctx) override;
   void after_step(train::TrainContext& ctx) override;
   nlohmann::json metrics(train::TrainContext& ctx) override;
-  nlohmann::json state() const override { return state_; }
-  void load_state(const nlohmann::json& s) override { state_ = s; }
+  nlohmann::json state() const override;
+  void load_state(const nlohmann::json& s) override;
 
   int64_t span() const { return span_; }
   int64_t prune_every() const { return every_; }
+  /// The size measure the target follows, as a fraction of the initial network, counting the
+  /// units switched off by the proximal step as gone.
+  double projected_fraction(const nn::Model& model) const;
+  double lambda_now() const { return lambda_now_; }
 
  private:
+  void control(train::TrainContext& ctx);
+  double measure(const nn::Arch& a) const;
+
   std::string regularizer_;
   NoiseMask mask_;
   bool remove_ = true;
+  bool prox_ = false;         ///< --l1-step prox with the l1-gamma regulariser
+  bool shrink_beta_ = false;  ///< --constant-units shrink (with prox_)
   int64_t span_ = 0, every_ = 0;
   nlohmann::json state_ = nlohmann::json::object();  ///< last scan, collapsed groups
   train::Schedule lambda_sched_, sigma_sched_;
-  double lambda_now_ = 0, sigma_now_ = 0;
-  torch::Tensor lambda_t_, sigma_t_;  ///< the same, 0-dim on the model's device
+  double lambda_now_ = 0, sigma_now_ = 0, lambda_beta_now_ = 0;
+  double lambda_max_ = 0;  ///< largest scheduled λ so far (the constant-unit shrink's rate)
+  // size target (--target-*): which measure, the fraction, and the controller's state
+  std::string target_kind_;
+  double target_ = 0;
+  double measure0_ = 1;
+  int64_t control_every_ = 1, target_end_ = 1;
+  double lambda_ctl_ = 0;      ///< the controller's λ (held while the size is at the target)
+  bool holding_ = false;
+  int64_t reached_step_ = -1;
+  double last_projected_ = 1, last_planned_ = 1;
+  torch::Tensor lambda_t_, sigma_t_, lambda_beta_t_, vcorr_t_;  ///< 0-dim on the model's device
   torch::Generator device_gen_;       ///< the noise's generator on a GPU, reseeded every step
+  std::vector<torch::Tensor> was_zero_;  ///< γ == 0 before this step's update (prox)
 };
 
 }  // namespace demp::methods

@@ -146,25 +146,23 @@ GroupScores random_scores(const nn::Model& model, torch::Generator& gen) {
   return out;
 }
 
-Batches scoring_batches(train::TrainContext& ctx, int64_t n) {
+Batches scoring_batches(train::TrainContext& ctx, int64_t n, int64_t first) {
   data::Batcher b(ctx.data.train, std::min<int64_t>(ctx.cfg.batch_size, ctx.data.train.size()),
                   static_cast<uint64_t>(ctx.cfg.seed), {});
   Batches out;
-  for (int64_t i = 0; i < n; ++i) out.push_back(b.batch(i));
+  for (int64_t i = 0; i < n; ++i) out.push_back(b.batch(first + i));
   return out;
 }
 
 std::vector<double> iterative_densities(double density, int64_t steps) {
-  std::vector<double> d;
-  for (int64_t i = 1; i <= steps; ++i) {
-    if (i == steps) {
-      d.push_back(density);
-    } else if (density < 0.5) {
-      d.push_back(density - (density - 0.5) * std::pow(0.5, static_cast<double>(i)));
-    } else {
-      d.push_back(1.0 - (1.0 - density) * static_cast<double>(i) / static_cast<double>(steps));
-    }
+  // As the authors' iterative_single_shot_pruning: one cut when D >= 0.5; otherwise 0.5, then
+  // D - (D - 0.5)·0.5^i for i = 1, 2, ..., and D last.
+  if (density >= 0.5 || steps <= 1) return {density};
+  std::vector<double> d{0.5};
+  for (int64_t i = 1; i + 1 < steps; ++i) {
+    d.push_back(density - (density - 0.5) * std::pow(0.5, static_cast<double>(i)));
   }
+  d.push_back(density);
   return d;
 }
 

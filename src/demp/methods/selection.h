@@ -37,12 +37,14 @@ GroupScores filter_l1_scores(const nn::Model& model);
 /// Uniform random scores from the generator (random structured pruning).
 GroupScores random_scores(const nn::Model& model, torch::Generator& gen);
 
-/// The first `n` training batches of the run (no augmentation), for scoring.
-Batches scoring_batches(train::TrainContext& ctx, int64_t n);
+/// `n` training batches (no augmentation) starting at global batch index `first` (the order
+/// training draws them in): scoring at step s with first = s sees the batches training is about
+/// to see, so that every scoring round uses fresh data.
+Batches scoring_batches(train::TrainContext& ctx, int64_t n, int64_t first = 0);
 
-/// Densities of the iterative ("-it") schedule towards D over `steps` sub-steps:
-/// d_i = D − (D − 0.5)·0.5^i for D < 0.5 (DEMP.md), a linear approach from 1 otherwise (that
-/// formula would first go below D when D ≥ 0.5); the last is D.
+/// Densities of the iterative ("-it") schedule towards D in at most `steps` sub-steps, as the
+/// authors' code does them: a single cut when D >= 0.5; else d_0 = 0.5,
+/// d_i = D − (D − 0.5)·0.5^i for i = 1..steps−2, then D.
 std::vector<double> iterative_densities(double density, int64_t steps);
 
 }  // namespace demp::methods

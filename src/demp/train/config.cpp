@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -44,7 +45,30 @@ std::vector<Field> fields(TrainConfig& c) {
        "training/pruning method: dense, demp, scan (dense + dead-unit scans, no removal), "
        "slimming, snap, crop, earlycrop, l1norm, random",
        &c.method, "method"},
-      {"lambda", "DemP: peak λ* of the regulariser's strength λ(t)", &c.lambda, "demp"},
+      {"lambda", "DemP: peak λ* of the regulariser's strength λ(t) (with a size target: the "
+                 "controller's starting value)",
+       &c.lambda, "demp"},
+      {"l1-step",
+       "DemP: how the L1 on norm scales acts: prox (ours: a proximal soft-threshold step on γ after "
+       "the optimizer, in Adam's metric lr·λ/(√v̂+ε) for adamw, lr·λ for sgd/sgdw; λΣ|γ| leaves the "
+       "loss) or loss (the paper's: λΣ|γ| in the loss)",
+       &c.l1_step, "demp"},
+      {"constant-units",
+       "DemP: units whose γ is exactly 0 output the constant β: shrink (ours: β>0 shrinks to 0 at the "
+       "proximal rate, so the unit dies and is removed) or keep (the paper's: left as they are)",
+       &c.constant_units, "demp"},
+      {"target-params",
+       "DemP: fraction of the parameters to keep (0: off). λ(t) is then driven by feedback on the "
+       "network's size instead of following --lambda-schedule; DemP still decides where units die",
+       &c.target_params, "demp"},
+      {"target-flops", "DemP: fraction of the FLOPs per image to keep, as --target-params (0: off)",
+       &c.target_flops, "demp"},
+      {"target-units", "DemP: fraction of the units to keep, as --target-params (0: off)",
+       &c.target_units, "demp"},
+      {"target-by",
+       "DemP: fraction of the run by which a size target is to be reached (the planned size falls "
+       "along a cosine from 1 to the target until then, and is held after)",
+       &c.target_by, "demp"},
       {"lambda-span", "DemP: steps S over which λ(t) and σ(t) run their shape (0: 87% of the run)",
        &c.lambda_span, "demp"},
       {"lambda-schedule",
@@ -57,7 +81,11 @@ std::vector<Field> fields(TrainConfig& c) {
       {"noise-mask", "DemP: where noise goes: live (gradient ≠ 0), all, off", &c.noise_mask, "demp"},
       {"prune-every", "steps K between dead-unit removals (0: 5% of the run)", &c.prune_every,
        "demp"},
-      {"prune-after", "first step at which units may be removed", &c.prune_after, "demp"},
+      {"prune-after",
+       "first step at which dead-unit scans remove units (not before BatchNorm's running "
+       "statistics describe the network: at step 0 they are (0, 1) and the eval-mode test flags "
+       "units that are live on half of every batch; step 0 is never scanned)",
+       &c.prune_after, "demp"},
       {"check-size", "training images in each dead-unit scan", &c.check_size, "demp"},
       {"check-batch", "batch size of the dead-unit scan", &c.check_batch, "demp"},
       {"dead-eps", "a unit is dead when its summed output is <= this in every scan batch",
@@ -70,8 +98,10 @@ std::vector<Field> fields(TrainConfig& c) {
                   "crop, earlycrop; per layer for l1norm, random)",
        &c.density, "baselines"},
       {"prune-at",
-       "baselines: step of the pruning (slimming: default 50% of the run; l1norm: last of its "
-       "gradual steps, default 50%; snap, crop, random: 0 = at initialisation); -1: default",
+       "baselines: the step by which the method has reached --density, the same for every "
+       "baseline: its one cut (slimming, default 50% of the run; snap, crop, random, default 0 = "
+       "at initialisation), the last of its gradual cuts (l1norm, default 50%), or the latest "
+       "step of its trigger (earlycrop, default 50%); -1: the method's default",
        &c.prune_at, "baselines"},
       {"score-batches", "baselines: training batches summed into SNAP/CroP scores",
        &c.score_batches, "baselines"},
@@ -175,7 +205,7 @@ void validate(const TrainConfig& c) {
   if (c.steps == 0 && c.epochs <= 0) {
     throw Error("the run has no length", "give --epochs N or --steps N");
   }
-  if (!(c.lr > 0)) throw Error(fmt::format("--lr must be positive, got {}", c.lr));
+  if (!(c.lr > 0) || !std::isfinite(c.lr)) throw Error(fmt::format("--lr must be positive, got {}", c.lr));
   if (c.weight_decay < 0) throw Error("--weight-decay must be >= 0");
   if (c.label_smoothing < 0 || c.label_smoothing >= 1) {
     throw Error("--label-smoothing must be in [0, 1)");
@@ -197,11 +227,38 @@ void validate(const TrainConfig& c) {
   if (std::find(progress.begin(), progress.end(), c.progress) == progress.end()) {
     throw Error("unknown --progress '" + c.progress + "'", "use auto, bar, plain or none");
   }
-  if (c.lambda < 0 || c.noise < 0 || c.dead_eps < 0) {
-    throw Error("--lambda, --noise and --dead-eps must be >= 0");
+  if (!(c.lambda >= 0) || !(c.noise >= 0) || !(c.dead_eps >= 0) || !std::isfinite(c.lambda) ||
+      !std::isfinite(c.noise) || !std::isfinite(c.dead_eps)) {
+    throw Error("--lambda, --noise and --dead-eps must be finite and >= 0");
   }
   if (c.lambda_span < 0 || c.prune_every < 0 || c.prune_after < 0) {
     throw Error("--lambda-span, --prune-every and --prune-after must be >= 0");
+  }
+  if (c.l1_step != "prox" && c.l1_step != "loss") {
+    throw Error("unknown --l1-step '" + c.l1_step + "'",
+                "use prox (a proximal step on γ, ours) or loss (λΣ|γ| in the loss, the paper's)");
+  }
+  if (c.constant_units != "shrink" && c.constant_units != "keep") {
+    throw Error("unknown --constant-units '" + c.constant_units + "'",
+                "use shrink (ours) or keep (the paper's)");
+  }
+  int targets = 0;
+  for (const auto& [name, v] : {std::pair<const char*, double>{"target-params", c.target_params},
+                                {"target-flops", c.target_flops},
+                                {"target-units", c.target_units}}) {
+    if (!(v >= 0) || v >= 1) {
+      throw Error(fmt::format("--{} must be in (0, 1), or 0 for off; got {}", name, v),
+                  "the fraction kept, e.g. 0.1 for 10%");
+    }
+    if (v > 0) ++targets;
+  }
+  if (targets > 1) {
+    throw Error("more than one of --target-params, --target-flops, --target-units",
+                "give one target: the controller follows one measure");
+  }
+  if (!(c.target_by > 0) || c.target_by > 1) {
+    throw Error(fmt::format("--target-by must be in (0, 1], got {}", c.target_by),
+                "the fraction of the run by which the target is reached, e.g. 0.3");
   }
   positive(c.check_size, "check-size");
   positive(c.score_batches, "score-batches");

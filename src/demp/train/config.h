@@ -24,14 +24,20 @@ struct TrainConfig {
   // method
   std::string method = "dense";
   // DemP (and the scan every method shares)
-  double lambda = 5e-4;
+  double lambda = 0.01;
+  std::string l1_step = "prox";
+  std::string constant_units = "shrink";
+  double target_params = 0.0;
+  double target_flops = 0.0;
+  double target_units = 0.0;
+  double target_by = 0.3;
   int64_t lambda_span = 0;
   std::string lambda_schedule = "onecycle";
   std::string regularizer = "l1-gamma";
   double noise = 5e-5;
   std::string noise_mask = "live";
   int64_t prune_every = 0;
-  int64_t prune_after = 0;
+  int64_t prune_after = 50;
   int64_t check_size = 1536;
   int64_t check_batch = 512;
   double dead_eps = 0.0;

@@ -25,6 +25,9 @@ class Optimizer {
   /// device, so that a step captured once as a CUDA graph reads the current value on replay.
   void set_lr(double lr);
   double lr() const { return lr_; }
+  /// The rate as the 0-dim tensor the step reads (for methods whose step hooks scale by it, e.g.
+  /// a proximal step: graph-safe, it follows set_lr on replay).
+  const torch::Tensor& lr_tensor(const torch::Device& device) { return lr_on(device); }
 
   /// One update of `params` with their .grad() at the rate of set_lr. Only device work (no host
   /// reads, no allocation that depends on values): safe to capture in a CUDA graph. The step

@@ -588,12 +588,14 @@ json run_training(TrainConfig cfg) {
       if (epoch_end) evaluate_now(r);
       run.metrics(r);
       progress.update(ctx.step,
-                      fmt::format("epoch {}/{} | loss {:.4f} | acc {:.2f}%{}", (ctx.step - 1) / spe + 1,
-                                  (total + spe - 1) / spe, r.value("train_loss", 0.0),
-                                  100 * r.value("train_accuracy", 0.0),
+                      fmt::format("epoch {}/{} | loss {:.4f} | acc {:.2f}%{} | live {:.1f}% | params {:.1f}%",
+                                  (ctx.step - 1) / spe + 1, (total + spe - 1) / spe,
+                                  r.value("train_loss", 0.0), 100 * r.value("train_accuracy", 0.0),
                                   r.contains("test_accuracy")
                                       ? fmt::format(" | test {:.2f}%", 100 * r["test_accuracy"].get<double>())
-                                      : ""),
+                                      : "",
+                                  100.0 * static_cast<double>(model->arch().units()) / static_cast<double>(units0),
+                                  100.0 * static_cast<double>(model->arch().params()) / static_cast<double>(params0)),
                       epoch_end);
       if (epoch_end && writer) save_checkpoint(run.file("model.ckpt"), *model, opt.get(), make_meta(false));
     } else {
