@@ -419,8 +419,8 @@ TEST(ZeroScaleUnits, AResidualPathKeepsAUnitWhoseScalesAreZero) {
 namespace {
 train::TrainConfig fm_target(const std::string& out, double target) {
   auto c = fm_demp(out, 0.01);
-  c.steps = 240;
-  c.lr = 5e-3;
+  c.steps = 300;
+  c.lr = 2e-3;
   c.prune_every = 0;  // the target's default: every 2% of the run
   c.prune_after = 20;
   c.target_params = target;
@@ -439,7 +439,7 @@ TEST(DempTarget, ReachesTheParameterTargetAndResumesExactly) {
   EXPECT_GE(a["method_state"]["controller"]["reached_step"].get<int64_t>(), 0);
   // interrupted mid-run and resumed: the same network, bit for bit
   auto part = fm_target(tmp.path + "/b", 0.3);
-  part.stop_after = 100;
+  part.stop_after = 120;
   EXPECT_EQ(train::run_training(part)["status"], "stopped");
   auto resume = fm_target(tmp.path + "/b", 0.3);
   resume.resume = true;
@@ -461,4 +461,42 @@ TEST(DempTarget, InvalidTargetsAreRefused) {
   c.target_by = 0.3;
   c.l1_step = "proximal";
   EXPECT_THROW(train::validate(c), Error);
+}
+
+// The CPU step's noise: only where the gradient is non-zero, N(0, σ²), and the same numbers
+// whatever the number of threads (each block has its own generator).
+TEST(Noise, BlockedDrawIsLiveOnlyGaussianAndThreadCountIndependent) {
+  auto run = [](int threads) {
+    at::set_num_threads(threads);
+    auto m = mlp_with_grads(4);
+    auto params = m.parameters();
+    {
+      torch::NoGradGuard g;
+      // a large tensor spans several blocks
+      params.push_back(torch::zeros({300000}));
+      params.back().mutable_grad() = torch::ones({300000});
+      params.back().mutable_grad().slice(0, 0, 1000).zero_();
+    }
+    const auto before = params.back().clone();
+    methods::add_noise_blocked(params, 0.5, methods::NoiseMask::Live, 7, 3);
+    return std::make_pair(m.layers()[0].weight.detach().clone(), (params.back() - before).clone());
+  };
+  const int saved = at::get_num_threads();
+  const auto [w1, d1] = run(1);
+  const auto [w2, d2] = run(2);
+  at::set_num_threads(saved);
+  EXPECT_TRUE(torch::equal(w1, w2));
+  EXPECT_TRUE(torch::equal(d1, d2));
+  EXPECT_EQ(d1.slice(0, 0, 1000).abs().max().item<float>(), 0.0f);  // zero gradient: no noise
+  const auto live = d1.slice(0, 1000);
+  EXPECT_NEAR(live.std().item<double>(), 0.5, 0.01);
+  EXPECT_NEAR(live.mean().item<double>(), 0.0, 0.01);
+  // rows of the unit silent on the batch got none either
+  auto fresh = mlp_with_grads(4);
+  EXPECT_TRUE(torch::equal(w1[0], fresh.layers()[0].weight[0]));
+  // another step, other numbers
+  auto m = mlp_with_grads(4);
+  auto params = m.parameters();
+  methods::add_noise_blocked(params, 0.5, methods::NoiseMask::Live, 7, 4);
+  EXPECT_FALSE(torch::equal(m.layers()[0].weight, w1));
 }

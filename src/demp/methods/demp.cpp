@@ -1,6 +1,8 @@
 #include "demp/methods/demp.h"
 
 #include <fmt/format.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -45,12 +47,76 @@ void add_noise(std::vector<torch::Tensor>& params, double sigma, NoiseMask mask,
     // Drawn on the CPU from the run's generator so that a given (seed, step) gives the same
     // noise on every device; then moved.
     auto xi = torch::randn(p.sizes(), gen, torch::TensorOptions().dtype(p.scalar_type())).to(p.device());
-    if (mask == NoiseMask::Live) {
-      const auto& g = p.grad();
-      if (!g.defined()) continue;
-      xi.mul_(g.ne(0));
+    const auto& g = p.grad();
+    if (mask == NoiseMask::Live && !g.defined()) continue;
+    if (p.device().is_cpu() && p.scalar_type() == torch::kFloat && p.is_contiguous() &&
+        (mask != NoiseMask::Live || (g.is_contiguous() && g.scalar_type() == torch::kFloat))) {
+      // One pass instead of three small ops: on a 2-core CPU each ATen op on a small tensor costs
+      // a thread-pool round trip, and pruned networks are made of small tensors.
+      float* pp = p.data_ptr<float>();
+      const float* x = xi.data_ptr<float>();
+      const float* gp = mask == NoiseMask::Live ? g.data_ptr<float>() : nullptr;
+      const float a = static_cast<float>(sigma);
+      const int64_t n = p.numel();
+      for (int64_t i = 0; i < n; ++i) {
+        if (gp == nullptr || gp[i] != 0.0f) pp[i] += a * x[i];
+      }
+      continue;
     }
+    if (mask == NoiseMask::Live) xi.mul_(g.ne(0));
     p.add_(xi, sigma);
+  }
+}
+
+void add_noise_blocked(std::vector<torch::Tensor>& params, double sigma, NoiseMask mask, uint64_t seed,
+                       uint64_t step) {
+  if (mask == NoiseMask::Off || sigma == 0) return;
+  torch::NoGradGuard no_grad;
+  // Blocks of each parameter's memory, each with its own generator seeded from (seed, step,
+  // parameter, block): the CPU's mt19937 draws serially, so this is what lets every intra-op
+  // thread draw, and the numbers do not depend on how many threads there are.
+  constexpr int64_t kBlock = 1 << 15;
+  struct Block {
+    float* p;
+    const float* g;
+    int64_t n;
+    uint64_t seed;
+  };
+  std::vector<Block> blocks;
+  std::vector<torch::Tensor> rest;
+  const uint64_t step_seed = data::stream_seed(seed, data::kNoise, step);
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto& p = params[i];
+    const auto& g = p.grad();
+    if (mask == NoiseMask::Live && !g.defined()) continue;
+    const bool flat = p.device().is_cpu() && p.scalar_type() == torch::kFloat && p.is_non_overlapping_and_dense() &&
+                      (mask != NoiseMask::Live || (g.scalar_type() == torch::kFloat && g.strides() == p.strides()));
+    if (!flat) {
+      rest.push_back(p);
+      continue;
+    }
+    const int64_t n = p.numel();
+    for (int64_t b = 0; b * kBlock < n; ++b) {
+      blocks.push_back({p.data_ptr<float>() + b * kBlock,
+                        mask == NoiseMask::Live ? g.data_ptr<float>() + b * kBlock : nullptr,
+                        std::min(kBlock, n - b * kBlock), data::stream_seed(step_seed, 1000 + i, static_cast<uint64_t>(b))});
+    }
+  }
+  const float a = static_cast<float>(sigma);
+  at::parallel_for(0, static_cast<int64_t>(blocks.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const Block& bl = blocks[k];
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(bl.seed);
+      const auto xi = torch::randn({bl.n}, gen, torch::kFloat);
+      const float* x = xi.data_ptr<float>();
+      for (int64_t j = 0; j < bl.n; ++j) {
+        if (bl.g == nullptr || bl.g[j] != 0.0f) bl.p[j] += a * x[j];
+      }
+    }
+  });
+  if (!rest.empty()) {
+    auto gen = data::make_generator(seed, data::kNoise, step);
+    add_noise(rest, sigma, mask, gen);
   }
 }
 
@@ -148,6 +214,40 @@ void proximal_l1_step(nn::Model& model, train::Optimizer& opt, const torch::Tens
   auto& st = opt.state();
   const bool adam = opt.options().name == "adamw" && st.size() == params.size();
   const double eps = opt.options().eps;
+  if (!params.empty() && params[0].device().is_cpu()) {
+    // The CPU path: one loop per norm layer (the same arithmetic as the tensor path below, which
+    // a GPU step captures in its graph).
+    const double lrv = lr.item<double>(), lam = lambda.item<double>(), lam_b = lambda_beta.item<double>();
+    const double corr = adam ? v_correction.item<double>() : 1.0;
+    size_t scale = 0;
+    bool done = true;
+    for (size_t i = 0; i < infos.size() && done; ++i) {
+      if (infos[i].field != nn::ParamInfo::Gamma) continue;
+      auto& g = params[i];
+      const bool with_beta = shrink_beta && i + 1 < infos.size() && infos[i + 1].field == nn::ParamInfo::Beta;
+      if (g.scalar_type() != torch::kFloat || !g.is_contiguous()) {
+        done = false;
+        break;
+      }
+      float* gp = g.data_ptr<float>();
+      float* bp = with_beta ? params[i + 1].data_ptr<float>() : nullptr;
+      const float* vg = adam ? st[i][1].data_ptr<float>() : nullptr;
+      const float* vb = adam && with_beta ? st[i + 1][1].data_ptr<float>() : nullptr;
+      const bool* wz = scale < was_zero.size() ? was_zero[scale].data_ptr<bool>() : nullptr;
+      ++scale;
+      for (int64_t j = 0; j < g.numel(); ++j) {
+        const float den_g = vg ? std::sqrt(vg[j] / static_cast<float>(corr)) + static_cast<float>(eps) : 1.0f;
+        const float thr = static_cast<float>(lrv * (wz && wz[j] ? lam_b : lam)) / den_g;
+        const float m = std::fabs(gp[j]) - thr;
+        gp[j] = m > 0 ? std::copysign(m, gp[j]) : 0.0f;
+        if (bp && gp[j] == 0.0f && bp[j] > 0.0f) {
+          const float den_b = vb ? std::sqrt(vb[j] / static_cast<float>(corr)) + static_cast<float>(eps) : 1.0f;
+          bp[j] = std::max(bp[j] - static_cast<float>(lrv * lam_b) / den_b, 0.0f);
+        }
+      }
+    }
+    if (done) return;
+  }
   const auto base = lr * lambda, base_beta = lr * lambda_beta;
   auto rate = [&](size_t i, const torch::Tensor& b) {
     // Adam's per-coordinate step size: the threshold in Adam's metric, so that a γ whose
@@ -192,6 +292,7 @@ Demp::Demp(const train::TrainConfig& cfg, bool remove)
     target_ = cfg.target_units;
   }
   lambda_ctl_ = cfg.lambda;
+  multiple_ = cfg.width_multiple;
 }
 
 double Demp::measure(const nn::Arch& a) const {
@@ -207,7 +308,10 @@ double Demp::projected_fraction(const nn::Model& model) const {
     for (size_t g = 0; g < going.size(); ++g) {
       if (!going[g].defined()) continue;
       const int64_t n = going[g].sum().item<int64_t>();
-      p.groups[g].width = std::max<int64_t>(1, p.groups[g].width - n);
+      int64_t w = std::max<int64_t>(1, p.groups[g].width - n);
+      // the scan keeps widths at multiples of --width-multiple (dead units fill up)
+      if (multiple_ > 1) w = std::min(p.groups[g].width, (w + multiple_ - 1) / multiple_ * multiple_);
+      p.groups[g].width = w;
     }
   }
   return measure(p) / measure0_;
@@ -236,7 +340,9 @@ void Demp::begin(train::TrainContext& ctx) {
       for (auto& g : fresh.groups) g.width = g.initial;
       measure0_ = measure(fresh);
     }
-    control_every_ = std::max<int64_t>(1, std::llround(0.004 * total));
+    // Every step with the proximal step (its measure is exact and cheap: the scales that are 0),
+    // so that a burst of deaths is stopped at the target within a step.
+    control_every_ = prox_ && shrink_beta_ ? 1 : every_;
     target_end_ = std::max<int64_t>(1, std::llround(c.target_by * total));
   }
   if (ctx.step == 0) {
@@ -262,8 +368,9 @@ void Demp::control(train::TrainContext& ctx) {
   // At or below the target: stop pushing (units can only die, not come back, so overshoot is
   // what must be avoided); above: λ moves multiplicatively with the distance from the plan,
   // bounded per update so that the lag between λ and deaths cannot make it run away.
-  const bool was_holding = holding_;
-  holding_ = f <= target_ + 0.002;
+  // Ahead of the plan: pause (λ held, not lowered: the level that kills units is what the plan
+  // needs next, and units die in bursts once scales reach 0 together). Behind: λ rises.
+  holding_ = f <= target_ + 0.002 || f < planned;
   if (!holding_) {
     // At full error, λ can move by 1e4× over the planned approach: fast enough to find its
     // level from a poor start, slow enough per update that deaths keep up with it.
@@ -271,14 +378,11 @@ void Demp::control(train::TrainContext& ctx) {
     const double e = std::clamp((f - planned) / 0.05, -1.0, 1.0);
     lambda_ctl_ = std::clamp(lambda_ctl_ * std::exp(gain * e), 1e-9, 1e3);
   }
-  if (holding_ && reached_step_ < 0) {
+  if (f <= target_ + 0.002 && reached_step_ < 0) {
     reached_step_ = ctx.step;
     ctx.log(fmt::format("target step {} | {} at {:.2f}% of the initial network (target {:.2f}%) | lambda {:.4g}",
                         ctx.step, target_kind_, 100 * f, 100 * target_, lambda_ctl_),
             ctx.cfg.progress != "none");
-  } else if (holding_ != was_holding) {
-    ctx.log(fmt::format("target step {} | {} {:.2f}% | {}", ctx.step, target_kind_, 100 * f,
-                        holding_ ? "holding" : "pushing again"));
   }
 }
 
@@ -328,7 +432,7 @@ void Demp::prune_point(train::TrainContext& ctx) {
   if (target_ > 0 && !last) {
     // The paper's form (L1 in the loss) has no exact zeros: its size moves only when a scan
     // removes units, so it is controlled at the scans; the proximal form more often.
-    const bool fresh = prox_ && shrink_beta_ ? ctx.step % control_every_ == 0 : scan_now || ctx.step == 0;
+    const bool fresh = prox_ && shrink_beta_ ? true : scan_now || ctx.step == 0;
     if (fresh) control(ctx);
   }
 }
@@ -395,10 +499,7 @@ void Demp::after_step(train::TrainContext& ctx) {
     auto params = ctx.model.parameters();
     if (ctx.device.is_cpu()) {
       // On the CPU every step is eager: draw from the (seed, step) generator, skip σ = 0.
-      if (sigma_now_ != 0) {
-        auto gen = data::make_generator(static_cast<uint64_t>(c.seed), data::kNoise, static_cast<uint64_t>(ctx.step));
-        add_noise(params, sigma_now_, mask_, gen);
-      }
+      add_noise_blocked(params, sigma_now_, mask_, static_cast<uint64_t>(c.seed), static_cast<uint64_t>(ctx.step));
     } else {
       add_noise(params, sigma_t_, mask_, device_gen_);
     }

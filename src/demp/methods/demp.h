@@ -27,6 +27,12 @@ NoiseMask parse_noise_mask(const std::string& s);
 /// θ ← θ + σ·ξ ⊙ 1[g ≠ 0] (Live) or θ + σ·ξ (All), ξ ~ N(0, 1) from `gen`, elementwise, in
 /// parameter space (not scaled by a learning rate, not seen by the optimizer).
 void add_noise(std::vector<torch::Tensor>& params, double sigma, NoiseMask mask, torch::Generator& gen);
+/// The CPU training step's noise: the same distribution, drawn in blocks of each parameter's
+/// memory with a generator per (seed, step, parameter, block), on all intra-op threads: the
+/// numbers depend on (seed, step) only. Parameters that are not dense float32 on the CPU fall
+/// back to add_noise with the (seed, step) generator.
+void add_noise_blocked(std::vector<torch::Tensor>& params, double sigma, NoiseMask mask, uint64_t seed,
+                       uint64_t step);
 /// The same with σ a 0-dim tensor and ξ drawn on the parameters' device from `gen` (a generator
 /// of that device): no host work, so it can be captured in a CUDA graph.
 void add_noise(std::vector<torch::Tensor>& params, const torch::Tensor& sigma, NoiseMask mask,
@@ -94,6 +100,7 @@ class Demp : public Method {
   bool prox_ = false;         ///< --l1-step prox with the l1-gamma regulariser
   bool shrink_beta_ = false;  ///< --constant-units shrink (with prox_)
   int64_t span_ = 0, every_ = 0;
+  int64_t multiple_ = 1;  ///< --width-multiple
   nlohmann::json state_ = nlohmann::json::object();  ///< last scan, collapsed groups
   train::Schedule lambda_sched_, sigma_sched_;
   double lambda_now_ = 0, sigma_now_ = 0, lambda_beta_now_ = 0;
