@@ -390,8 +390,17 @@ void Demp::prune_point(train::TrainContext& ctx) {
   const bool last = ctx.step >= ctx.total_steps;
   // No scan before BatchNorm's running statistics describe the network: at step 0 they are
   // (0, 1) and the eval-mode test would flag units that are live on half of every batch.
-  const bool scan_now =
-      last || (ctx.step > 0 && ctx.step >= ctx.cfg.prune_after && ctx.step % every_ == 0);
+  bool scan_now = last || (ctx.step > 0 && ctx.step >= ctx.cfg.prune_after && ctx.step % every_ == 0);
+  if (scan_now && !last && target_ > 0 && shrink_beta_ && remove_) {
+    // With a target in the proximal form, units die through γ = 0 (then β → 0): while no scale
+    // is 0 there is nothing new for a scan to find but the rare unit that died otherwise, which
+    // the final scan still removes. Skipping those scans saves a check-set forward pass each
+    // (1,536 images: ~0.4 s on VGG-16 w0.25 on 2 cores) once the target is held.
+    // (Units kept as --width-multiple filler keep γ = 0: count, and scan when the count moved.)
+    int64_t zeros = 0;
+    for (const auto& g : ctx.model.norm_scales()) zeros += g.eq(0).sum().item<int64_t>();
+    scan_now = zeros != zeros_after_scan_;
+  }
   if (scan_now) {
     const auto scan = scan_check_set(ctx, ctx.step);
     state_["scan"] = scan_metrics(ctx.model, scan);
@@ -419,6 +428,8 @@ void Demp::prune_point(train::TrainContext& ctx) {
         }
       }
       ctx.remove_units(prune::keep_live(ctx.model, scan, ctx.cfg.width_multiple), last ? "dead (final)" : "dead");
+      zeros_after_scan_ = 0;
+      for (const auto& g : ctx.model.norm_scales()) zeros_after_scan_ += g.eq(0).sum().item<int64_t>();
     }
   }
   if (last && remove_ && ctx.model.arch().units() == ctx.model.arch().initial_units()) {
@@ -526,6 +537,7 @@ nlohmann::json Demp::state() const {
   nlohmann::json s = state_;
   if (target_ > 0) {
     s["controller"] = {{"lambda", lambda_ctl_},          {"holding", holding_},
+                       {"zeros_after_scan", zeros_after_scan_},
                        {"reached_step", reached_step_}, {"measure0", measure0_},
                        {"projected", last_projected_},  {"planned", last_planned_}};
   }
@@ -541,6 +553,7 @@ void Demp::load_state(const nlohmann::json& s) {
     reached_step_ = c.at("reached_step").get<int64_t>();
     last_projected_ = c.value("projected", 1.0);
     last_planned_ = c.value("planned", 1.0);
+    zeros_after_scan_ = c.value("zeros_after_scan", int64_t{0});
   }
 }
 

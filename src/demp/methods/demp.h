@@ -113,6 +113,7 @@ class Demp : public Method {
   double lambda_ctl_ = 0;      ///< the controller's λ (held while the size is at the target)
   bool holding_ = false;
   int64_t reached_step_ = -1;
+  int64_t zeros_after_scan_ = 0;  ///< scales at 0 right after the last removal (target mode)
   double last_projected_ = 1, last_planned_ = 1;
   torch::Tensor lambda_t_, sigma_t_, lambda_beta_t_, vcorr_t_;  ///< 0-dim on the model's device
   torch::Generator device_gen_;       ///< the noise's generator on a GPU, reseeded every step
