@@ -346,6 +346,12 @@ TEST(ProximalL1, SgdIsTheSoftThresholdAtLrTimesLambda) {
   EXPECT_FLOAT_EQ(l.beta[3].item<float>(), 0.3f);
   EXPECT_FLOAT_EQ(l.beta[4].item<float>(), 0.198f);
   EXPECT_FLOAT_EQ(l.beta[5].item<float>(), -0.2f);  // already dead: untouched
+  // the tensor-op form (what a GPU graph captures) computes the same
+  ProxCase t("sgdw");
+  methods::proximal_l1_step(t.model, *t.opt, torch::full({}, lr, torch::kDouble), scalar(lam), scalar(2 * lam),
+                            scalar(1), true, {}, /*cpu_loop=*/false);
+  EXPECT_TRUE(torch::allclose(t.model.layers()[0].gamma, l.gamma, 1e-6, 1e-8));
+  EXPECT_TRUE(torch::allclose(t.model.layers()[0].beta, l.beta, 1e-6, 1e-8));
   // without the shrink, β is left alone
   ProxCase d("sgdw");
   const auto bd = d.model.layers()[0].beta.detach().clone();
@@ -375,6 +381,21 @@ TEST(ProximalL1, AdamWThresholdIsInAdamsMetric) {
   EXPECT_TRUE(torch::allclose(l.gamma, g0.sign() * (g0.abs() - thr).clamp_min(0), 1e-5, 1e-7));
   // coordinates with different second moments are shrunk by different amounts
   EXPECT_GT((thr.max() / thr.min()).item<double>(), 1.5);
+  // sticky zeros (scales that were 0 are held at λ_β) and the β shrink: the loop and the
+  // tensor-op form agree
+  ProxCase a("adamw"), b("adamw");
+  std::vector<torch::Tensor> was_zero = methods::zero_scale_masks(a.model);
+  was_zero[0][1] = true;
+  for (auto* c : {&a, &b}) {
+    methods::proximal_l1_step(c->model, *c->opt, torch::full({}, lr, torch::kDouble), scalar(lam), scalar(3 * lam),
+                              scalar(corr), true, was_zero, /*cpu_loop=*/c == &a);
+  }
+  for (size_t i = 0; i < a.model.layers().size(); ++i) {
+    if (!a.model.layers()[i].gamma.defined()) continue;
+    EXPECT_TRUE(torch::allclose(a.model.layers()[i].gamma, b.model.layers()[i].gamma, 1e-5, 1e-8)) << i;
+    EXPECT_TRUE(torch::allclose(a.model.layers()[i].beta, b.model.layers()[i].beta, 1e-5, 1e-8)) << i;
+  }
+  EXPECT_EQ(a.model.layers()[0].beta[4].item<float>() < 0.2f, true);  // a constant unit shrinks
 }
 
 TEST(ZeroScaleUnits, AResidualPathKeepsAUnitWhoseScalesAreZero) {

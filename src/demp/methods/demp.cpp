@@ -207,14 +207,14 @@ std::vector<torch::Tensor> zero_scale_masks(const nn::Model& model) {
 void proximal_l1_step(nn::Model& model, train::Optimizer& opt, const torch::Tensor& lr,
                       const torch::Tensor& lambda, const torch::Tensor& lambda_beta,
                       const torch::Tensor& v_correction, bool shrink_beta,
-                      const std::vector<torch::Tensor>& was_zero) {
+                      const std::vector<torch::Tensor>& was_zero, bool cpu_loop) {
   torch::NoGradGuard ng;
   auto params = model.parameters();
   const auto infos = model.param_infos();
   auto& st = opt.state();
   const bool adam = opt.options().name == "adamw" && st.size() == params.size();
   const double eps = opt.options().eps;
-  if (!params.empty() && params[0].device().is_cpu()) {
+  if (cpu_loop && !params.empty() && params[0].device().is_cpu()) {
     // The CPU path: one loop per norm layer (the same arithmetic as the tensor path below, which
     // a GPU step captures in its graph).
     const double lrv = lr.item<double>(), lam = lambda.item<double>(), lam_b = lambda_beta.item<double>();

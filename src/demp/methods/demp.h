@@ -61,8 +61,9 @@ std::vector<torch::Tensor> zero_scale_units(const nn::Model& model);
 void proximal_l1_step(nn::Model& model, train::Optimizer& opt, const torch::Tensor& lr,
                       const torch::Tensor& lambda, const torch::Tensor& lambda_beta,
                       const torch::Tensor& v_correction, bool shrink_beta,
-                      const std::vector<torch::Tensor>& was_zero = {});
-/// Per norm layer (model.norm_scales() order): γ == 0.
+                      const std::vector<torch::Tensor>& was_zero = {}, bool cpu_loop = true);
+/// cpu_loop=false forces the tensor-op form (the one a GPU graph captures) on the CPU too: the
+/// tests compare the two. Per norm layer (model.norm_scales() order): γ == 0.
 std::vector<torch::Tensor> zero_scale_masks(const nn::Model& model);
 
 class Demp : public Method {
