@@ -187,19 +187,19 @@ TEST(Step, EagerRunnerIsTheHandWrittenProximalDempStep) {
     lambda_max = std::max(lambda_max, lambda.at(k));
     const double corr = 1 - std::pow(0.999, static_cast<double>(k + 1));
     {
-    torch::NoGradGuard ng;
-    size_t z = 0;
-    for (size_t i = 0; i < infos.size(); ++i) {
-      if (infos[i].field != nn::ParamInfo::Gamma) continue;
-      auto v = [&](size_t j) { return (ref_opt->state()[j][1] / corr).sqrt() + 1e-8; };
-      auto thr = torch::where(was_zero[z++], lr_at(k) * lambda_max / v(i), lr_at(k) * lambda.at(k) / v(i));
-      auto& g = params[i];
-      auto& b = params[i + 1];
-      g.copy_(g.sign() * (g.abs() - thr).clamp_min(0));
-      const auto constant = g.eq(0).logical_and(b.gt(0));
-      b.copy_(torch::where(constant, (b - lr_at(k) * lambda_max / v(i + 1)).clamp_min(0), b));
-      zeros += g.eq(0).sum().item<int64_t>();
-    }
+      torch::NoGradGuard ng;
+      size_t z = 0;
+      for (size_t i = 0; i < infos.size(); ++i) {
+        if (infos[i].field != nn::ParamInfo::Gamma) continue;
+        auto v = [&](size_t j) { return (ref_opt->state()[j][1] / corr).sqrt() + 1e-8; };
+        auto thr = torch::where(was_zero[z++], lr_at(k) * lambda_max / v(i), lr_at(k) * lambda.at(k) / v(i));
+        auto& g = params[i];
+        auto& b = params[i + 1];
+        g.copy_(g.sign() * (g.abs() - thr).clamp_min(0));
+        const auto constant = g.eq(0).logical_and(b.gt(0));
+        b.copy_(torch::where(constant, (b - lr_at(k) * lambda_max / v(i + 1)).clamp_min(0), b));
+        zeros += g.eq(0).sum().item<int64_t>();
+      }
     }
     s.step();
   }
