@@ -20,6 +20,23 @@ using nlohmann::json;
 
 namespace {
 
+// An MLP with two hidden layers on channels×size×size images.
+nn::Arch small_mlp(int64_t w1, int64_t w2, int64_t channels, int64_t size, int64_t classes) {
+  nn::ModelOptions mo;
+  mo.model = "mlp";
+  mo.mlp_widths = {w1, w2};
+  mo.in_channels = channels;
+  mo.in_height = mo.in_width = size;
+  mo.classes = classes;
+  return nn::build_arch(mo);
+}
+
+// 256 training and 64 test images of 12×12 in MNIST's IDX format, written into `tmp`.
+data::DataBundle synthetic_mnist(const test::TempDir& tmp) {
+  test::write_synthetic_idx(tmp.path, 256, 64);
+  return data::load("mnist:" + tmp.path);
+}
+
 nn::Model mlp_with_grads(uint64_t seed) {
   nn::Model m(test::tiny_arch("mlp"), seed);
   const auto x = torch::randn({8, 3, 16, 16}, data::make_generator(seed, data::kMisc, 0), torch::kFloat);
@@ -104,8 +121,7 @@ TEST(Regularizer, ValuesOfEachKind) {
 
 TEST(DempMethod, DeadUnitOnlyDecaysIsFoundAndRemovedWithoutChangingTheOutput) {
   test::TempDir tmp;
-  test::write_synthetic_idx(tmp.path, 256, 64);
-  auto data = data::load("mnist:" + tmp.path);
+  auto data = synthetic_mnist(tmp);
   train::TrainConfig cfg;
   cfg.method = "demp";
   cfg.lambda = 0.01;
@@ -115,13 +131,7 @@ TEST(DempMethod, DeadUnitOnlyDecaysIsFoundAndRemovedWithoutChangingTheOutput) {
   cfg.check_size = 128;
   cfg.check_batch = 64;
   cfg.weight_decay = 0.01;
-  nn::ModelOptions mo;
-  mo.model = "mlp";
-  mo.mlp_widths = {16, 8};
-  mo.in_channels = 1;
-  mo.in_height = mo.in_width = 12;
-  mo.classes = 10;
-  nn::Model model(nn::build_arch(mo), 3);
+  nn::Model model(small_mlp(16, 8, 1, 12, 10), 3);
   {  // unit 0 of fc1 dead: γ = 0, β < 0
     torch::NoGradGuard g;
     model.layers()[0].gamma[0] = 0.0f;
@@ -217,17 +227,11 @@ TEST(DempRun, FashionMnistSliceRemovesUnitsLearnsAndReproduces) {
 
 TEST(DempMethod, ACollapsedGroupIsReportedAndKeepsOneUnit) {
   test::TempDir tmp;
-  test::write_synthetic_idx(tmp.path, 256, 64);
-  auto data = data::load("mnist:" + tmp.path);
+  auto data = synthetic_mnist(tmp);
   train::TrainConfig cfg;
   cfg.method = "demp";
   cfg.check_size = 128;
-  nn::ModelOptions mo;
-  mo.model = "mlp";
-  mo.mlp_widths = {16, 8};
-  mo.in_channels = 1;
-  mo.in_height = mo.in_width = 12;
-  nn::Model model(nn::build_arch(mo), 3);
+  nn::Model model(small_mlp(16, 8, 1, 12, 10), 3);
   {  // every unit of fc2 dead, as a too-large λ* would leave it
     torch::NoGradGuard g;
     model.layers()[1].gamma.zero_();
@@ -258,17 +262,12 @@ TEST(DempMethod, ACollapsedGroupIsReportedAndKeepsOneUnit) {
 // batch's statistics in training, it is active on about half of every batch.
 TEST(DempMethod, NothingActiveInTrainModeIsRemovedAtStepZero) {
   test::TempDir tmp;
-  test::write_synthetic_idx(tmp.path, 256, 64);
-  auto data = data::load("mnist:" + tmp.path);
+  auto data = synthetic_mnist(tmp);
   train::TrainConfig cfg;
   cfg.method = "demp";
   cfg.check_size = 128;
   cfg.prune_after = 0;  // even when asked to scan from the start
-  nn::ModelOptions mo;
-  mo.model = "mlp";
-  mo.mlp_widths = {16, 8};
-  mo.in_height = mo.in_width = 12;
-  nn::Model model(nn::build_arch(mo), 3);
+  nn::Model model(small_mlp(16, 8, 1, 12, 10), 3);
   {  // fc2 unit 0 reads fc1's (non-negative) outputs through negative weights only
     torch::NoGradGuard g;
     model.layers()[1].weight[0].copy_(-model.layers()[1].weight[0].abs() - 0.01);
@@ -297,17 +296,8 @@ TEST(DempMethod, NothingActiveInTrainModeIsRemovedAtStepZero) {
 
 namespace {
 // One BN layer's γ and β set by hand in a tiny MLP, after one real optimizer step (state exists).
-nn::Arch mlp_8_8() {
-  nn::ModelOptions mo;
-  mo.model = "mlp";
-  mo.mlp_widths = {8, 8};
-  mo.in_channels = 3;
-  mo.in_height = mo.in_width = 16;
-  mo.classes = 5;
-  return nn::build_arch(mo);
-}
 struct ProxCase {
-  nn::Model model{mlp_8_8(), 1};
+  nn::Model model{small_mlp(8, 8, 3, 16, 5), 1};
   std::unique_ptr<train::Optimizer> opt;
   explicit ProxCase(const std::string& optimizer) {
     train::OptimOptions oo;

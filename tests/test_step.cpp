@@ -89,6 +89,22 @@ struct Rig {
   }
 };
 
+// The hand-written reference of a Rig's DemP step: a copy of its model, a fresh AdamW and the
+// rig's λ(t), σ(t) schedules.
+struct HandWritten {
+  nn::Model ref;
+  std::unique_ptr<train::Optimizer> opt;
+  train::Schedule lambda, sigma;
+  explicit HandWritten(const Rig& s)
+      : ref(test::clone_model(s.model)),
+        lambda(train::parse_schedule("onecycle", s.cfg.lambda, s.method->span(), 10)),
+        sigma(train::parse_schedule("onecycle", s.cfg.noise, s.method->span(), 10)) {
+    train::OptimOptions oo;
+    oo.name = "adamw";
+    opt = train::make_optimizer(oo);
+  }
+};
+
 void expect_same_parameters(const nn::Model& a, const nn::Model& b, double tol, const std::string& what) {
   const auto pa = a.parameters(), pb = b.parameters();
   ASSERT_EQ(pa.size(), pb.size());
@@ -123,12 +139,11 @@ TEST(Step, OptionsAreCheckedAndGraphsNeedCuda) {
 TEST(Step, EagerRunnerIsTheHandWrittenDempStep) {
   const torch::Device dev = torch::kCPU;
   Rig s("resnet18", dev, /*graph=*/false, /*paper=*/true);
-  nn::Model ref = test::clone_model(s.model);
-  train::OptimOptions oo;
-  oo.name = "adamw";
-  auto ref_opt = train::make_optimizer(oo);
-  const auto lambda = train::parse_schedule("onecycle", s.cfg.lambda, s.method->span(), 10);
-  const auto sigma = train::parse_schedule("onecycle", s.cfg.noise, s.method->span(), 10);
+  HandWritten h(s);
+  auto& ref = h.ref;
+  auto& ref_opt = h.opt;
+  const auto& lambda = h.lambda;
+  const auto& sigma = h.sigma;
   for (int64_t k = 0; k < 6; ++k) {
     auto params = ref.parameters();
     for (auto& p : params) {
@@ -161,12 +176,11 @@ TEST(Step, EagerRunnerIsTheHandWrittenProximalDempStep) {
   s.method = std::make_unique<methods::Demp>(s.cfg);
   s.method->begin(*s.ctx);
   s.runner = std::make_unique<train::StepRunner>(*s.ctx, *s.method, train::StepOptions{});
-  nn::Model ref = test::clone_model(s.model);
-  train::OptimOptions oo;
-  oo.name = "adamw";
-  auto ref_opt = train::make_optimizer(oo);
-  const auto lambda = train::parse_schedule("onecycle", s.cfg.lambda, s.method->span(), 10);
-  const auto sigma = train::parse_schedule("onecycle", s.cfg.noise, s.method->span(), 10);
+  HandWritten h(s);
+  auto& ref = h.ref;
+  auto& ref_opt = h.opt;
+  const auto& lambda = h.lambda;
+  const auto& sigma = h.sigma;
   double lambda_max = 0;
   int64_t zeros = 0;
   for (int64_t k = 0; k < 6; ++k) {

@@ -89,7 +89,6 @@ class Demp : public Method {
   /// The size measure the target follows, as a fraction of the initial network, counting the
   /// units switched off by the proximal step as gone.
   double projected_fraction(const nn::Model& model) const;
-  double lambda_now() const { return lambda_now_; }
 
  private:
   void control(train::TrainContext& ctx);
@@ -110,7 +109,8 @@ class Demp : public Method {
   std::string target_kind_;
   double target_ = 0;
   double measure0_ = 1;
-  int64_t control_every_ = 1, target_end_ = 1;
+  int64_t control_every_ = 1;  ///< steps between the controller's updates (sets its gain)
+  int64_t target_end_ = 1;
   double lambda_ctl_ = 0;      ///< the controller's λ (held while the size is at the target)
   bool holding_ = false;
   int64_t reached_step_ = -1;
