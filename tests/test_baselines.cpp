@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <numeric>
+
 #include "demp/methods/selection.h"
 #include "demp/nn/model.h"
 #include "demp/train/trainer.h"
@@ -158,4 +160,139 @@ TEST_P(Baseline, ReachesItsDensityAndLeavesAWorkingNetwork) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Methods, Baseline,
-                         ::testing::Values("slimming", "snap", "crop", "earlycrop", "l1norm", "random"));
+                         ::testing::Values("slimming", "snap", "crop", "earlycrop", "l1norm", "random", "gradual"));
+
+TEST(Selection, SizeGoalsPickTheClosestGlobalAndPerLayerCut) {
+  nn::ModelOptions o;
+  o.model = "mlp";
+  o.mlp_widths = {12, 7};
+  o.in_channels = 1;
+  o.in_height = o.in_width = 4;
+  o.classes = 3;
+  nn::Model m(nn::build_arch(o), 3);
+  const auto& a = m.arch();
+  torch::manual_seed(5);
+  methods::GroupScores s(a.groups.size());
+  for (int g : a.prunable_groups()) s[g] = torch::rand({a.groups[g].width});
+  auto fraction = [&](const prune::KeepSets& keep, methods::SizeGoal::Measure me) {
+    std::vector<int64_t> w(a.groups.size());
+    for (size_t g = 0; g < a.groups.size(); ++g) w[g] = keep[g].empty() ? a.groups[g].width : keep[g].size();
+    return methods::measure_fraction(a, w, me);
+  };
+  for (auto me : {methods::SizeGoal::Measure::Params, methods::SizeGoal::Measure::Flops,
+                  methods::SizeGoal::Measure::Units}) {
+    for (double f : {0.05, 0.2, 0.5, 0.9}) {
+      const methods::SizeGoal goal{me, f, false};
+      const double got = fraction(methods::keep_global_goal(m, s, goal), me);
+      // no k does better (brute force over every k)
+      double best = 1e9;
+      for (int64_t k = 1; k <= a.units(); ++k) {
+        best = std::min(best, std::abs(fraction(methods::keep_global_top(m, s, k), me) - f));
+      }
+      EXPECT_NEAR(std::abs(got - f), best, 1e-12) << "global f=" << f;
+      // per layer: no density on a fine grid does better
+      const double d = methods::per_layer_density(m, goal);
+      const double got_pl = fraction(methods::keep_per_layer(m, s, d), me);
+      double best_pl = 1e9;
+      for (int i = 1; i <= 1000; ++i) {
+        best_pl = std::min(best_pl, std::abs(fraction(methods::keep_per_layer(m, s, i / 1000.0), me) - f));
+      }
+      EXPECT_NEAR(std::abs(got_pl - f), best_pl, 1e-12) << "per-layer f=" << f;
+    }
+  }
+  // a density goal is the paper's form, unchanged
+  const methods::SizeGoal dens{methods::SizeGoal::Measure::Units, 0.4, true};
+  EXPECT_EQ(methods::keep_global_goal(m, s, dens), methods::keep_global_top(m, s, methods::target_units(m, 0.4)));
+  EXPECT_DOUBLE_EQ(methods::per_layer_density(m, dens), 0.4);
+  // with a width multiple every count is a multiple of it (or the whole group), and the cut is
+  // still the closest among such cuts
+  for (double f : {0.1, 0.3, 0.6}) {
+    const methods::SizeGoal goal{methods::SizeGoal::Measure::Params, f, false};
+    const auto k4 = methods::keep_global_goal(m, s, goal, 4);
+    for (int g : a.prunable_groups()) {
+      const int64_t n = k4[g].size();
+      EXPECT_TRUE(n % 4 == 0 || n == a.groups[g].width) << n;
+      // the units added by the rounding are the group's best-scored ones
+      const auto top = std::get<1>(s[g].topk(n));
+      EXPECT_EQ(std::get<0>(top.sort()).sum().item<int64_t>(),
+                std::accumulate(k4[g].begin(), k4[g].end(), int64_t{0}));
+    }
+    double best = 1e9;
+    for (int64_t k = 1; k <= a.units(); ++k) {
+      best = std::min(best, std::abs(fraction(methods::round_up_keep(m, s, methods::keep_global_top(m, s, k), 4),
+                                              methods::SizeGoal::Measure::Params) - f));
+    }
+    EXPECT_NEAR(std::abs(fraction(k4, methods::SizeGoal::Measure::Params) - f), best, 1e-12);
+  }
+  // partial goals interpolate the kept fraction from 1 to the goal
+  EXPECT_DOUBLE_EQ(methods::partial_goal({methods::SizeGoal::Measure::Params, 0.2, false}, 0.5).fraction, 0.6);
+}
+
+namespace {
+train::TrainConfig baseline_config(const std::string& dir, const std::string& method) {
+  train::TrainConfig c;
+  c.model = "mlp";
+  c.mlp_widths = "32,16";
+  c.width = 1.0;
+  c.data = "mnist:" + dir;
+  c.batch_size = 32;
+  c.steps = 36;
+  c.lr = 0.01;
+  c.method = method;
+  c.lambda = 1e-3;
+  c.progress = "none";
+  c.threads = 1;
+  c.out = dir + "/run";
+  return c;
+}
+}  // namespace
+
+class BaselineTarget : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(BaselineTarget, ReachesAParameterTarget) {
+  test::TempDir tmp;
+  test::write_synthetic_idx(tmp.path, 384, 100);
+  auto c = baseline_config(tmp.path, GetParam());
+  c.target_params = 0.2;
+  const auto s = train::run_training(c);
+  EXPECT_EQ(s["status"], "finished");
+  const double f = s["params_final"].get<double>() / s["params_initial"].get<double>();
+  // one first-layer unit is 145 of ~2.5k parameters (6%): the cut is within half of that
+  EXPECT_NEAR(f, 0.2, 0.035) << s.dump();
+  EXPECT_GT(s["test_accuracy"].get<double>(), 0.3);
+}
+
+INSTANTIATE_TEST_SUITE_P(Methods, BaselineTarget,
+                         ::testing::Values("slimming", "snap", "crop", "earlycrop", "l1norm", "random", "gradual"));
+
+TEST(Gradual, PrunesAlongItsScheduleThenTrains) {
+  test::TempDir tmp;
+  test::write_synthetic_idx(tmp.path, 384, 100);
+  auto c = baseline_config(tmp.path, "gradual");
+  c.steps = 60;
+  c.prune_after = 5;
+  c.prune_every = 5;
+  c.target_params = 0.2;  // reached at --target-by 0.3 of the run: step 18
+  const auto s = train::run_training(c);
+  const auto& ev = s["prune_events"];
+  ASSERT_GE(ev.size(), 2u) << ev.dump();
+  int64_t last_units = 1 << 30;
+  for (const auto& e : ev) {
+    EXPECT_LE(e["step"].get<int64_t>(), 18);
+    EXPECT_LT(e["units_after"].get<int64_t>(), last_units);  // each cut removes more
+    last_units = e["units_after"].get<int64_t>();
+  }
+  const double f = s["params_final"].get<double>() / s["params_initial"].get<double>();
+  EXPECT_NEAR(f, 0.2, 0.035);
+  // magnitude ranking: the same schedule, a different choice
+  test::TempDir tmp2;
+  test::write_synthetic_idx(tmp2.path, 384, 100);
+  auto c2 = baseline_config(tmp2.path, "gradual");
+  c2.steps = 60;
+  c2.prune_after = 5;
+  c2.prune_every = 5;
+  c2.target_params = 0.2;
+  c2.gradual_score = "magnitude";
+  const auto s2 = train::run_training(c2);
+  EXPECT_NEAR(s2["params_final"].get<double>() / s2["params_initial"].get<double>(), 0.2, 0.035);
+}

@@ -1,6 +1,7 @@
 #pragma once
 // The structured baselines DemP is compared with (DEMP.md), each in its own file, all on the
-// same loop and surgery as DemP, all taking a target density (--density).
+// same loop and surgery as DemP, all taking a target density (--density) or, to compare them with
+// DemP at equal size, a size target (--target-params/--target-flops/--target-units).
 #include <memory>
 
 #include "demp/methods/method.h"
@@ -20,5 +21,8 @@ std::unique_ptr<Method> make_earlycrop(const train::TrainConfig& cfg);
 std::unique_ptr<Method> make_l1norm(const train::TrainConfig& cfg);
 /// Random structured pruning at --prune-at, per-layer ratio: the floor every method must beat.
 std::unique_ptr<Method> make_random(const train::TrainConfig& cfg);
+/// Gradual pruning during training (ours as a baseline; Zhu & Gupta's cubic schedule with a
+/// global BN-scale or normalised-magnitude ranking, as the popular Python pruning libraries run).
+std::unique_ptr<Method> make_gradual(const train::TrainConfig& cfg);
 
 }  // namespace demp::methods

@@ -13,15 +13,35 @@
 namespace demp::methods {
 namespace {
 
-void crop_iterative(train::TrainContext& ctx, const std::string& why) {
+// The unit density of the goal: --density, or for a size target the per-layer density of that
+// size (EarlyCroP's trigger threshold is 1 − it).
+double schedule_density(const train::TrainContext& ctx) {
+  return per_layer_density(ctx.model, size_goal(ctx.cfg), ctx.cfg.width_multiple);
+}
+
+// The iterative ("-it") pruning: the authors' densities towards D in units, or, with a size
+// target F, the same schedule in the target's measure (0.5, F − (F − 0.5)·0.5^i, ..., F of the
+// parameters, say), each cut the closest to its fraction. (Unit densities would overshoot a
+// parameter target: the global ranking removes parameter-heavy units first.)
+void crop_iterative(train::TrainContext& ctx, const std::string& why, double density) {
+  const auto goal = size_goal(ctx.cfg);
+  const int64_t m = ctx.cfg.width_multiple;
   int64_t round = 0;
-  for (double d : iterative_densities(ctx.cfg.density, ctx.cfg.crop_steps)) {
-    const int64_t k = target_units(ctx.model, d);
-    if (k >= ctx.model.arch().units()) continue;
+  for (double f : iterative_densities(goal.from_density ? density : goal.fraction, ctx.cfg.crop_steps)) {
+    const auto& a = ctx.model.arch();
+    SizeGoal sub = goal;
+    sub.fraction = f;
+    if (goal.from_density) {
+      if (target_units(ctx.model, f) >= a.units()) continue;
+    } else {
+      std::vector<int64_t> widths;
+      for (const auto& g : a.groups) widths.push_back(g.width);
+      if (measure_fraction(a, widths, goal.measure) <= f) continue;
+    }
     // Each sub-step rescores the shrunk network on batches it has not seen yet.
     const int64_t n = ctx.cfg.score_batches;
     const auto scores = gate_scores(ctx.model, scoring_batches(ctx, n, ctx.step + n * round++), true);
-    ctx.remove_units(keep_global_top(ctx.model, scores, k), fmt::format("{} sub-step density {:.4f}", why, d));
+    ctx.remove_units(keep_global_goal(ctx.model, scores, sub, m), fmt::format("{} sub-step to {}", why, sub.text()));
   }
 }
 
@@ -30,7 +50,7 @@ class CropIt : public Method {
   std::string name() const override { return "crop"; }
   bool graph_safe() const override { return true; }  // no step hooks
   void prune_point(train::TrainContext& ctx) override {
-    if (ctx.step == std::max<int64_t>(0, ctx.cfg.prune_at)) crop_iterative(ctx, "crop-it");
+    if (ctx.step == std::max<int64_t>(0, ctx.cfg.prune_at)) crop_iterative(ctx, "crop-it", schedule_density(ctx));
   }
 };
 
@@ -43,6 +63,7 @@ class EarlyCrop : public Method {
   std::string name() const override { return "earlycrop"; }
   bool graph_safe() const override { return true; }  // no step hooks
   void begin(train::TrainContext& ctx) override {
+    density_ = schedule_density(ctx);
     if (ctx.step == 0) {
       theta0_ = flat(ctx);
       norm0_ = theta0_.norm().item<double>();
@@ -59,8 +80,8 @@ class EarlyCrop : public Method {
     const double rel = std::abs(dist - last_dist_) / norm0_;
     last_dist_ = dist;
     ctx.log(fmt::format("earlycrop step {} | relative distance change {:.6f} | threshold {:.4f}", ctx.step,
-                        rel, 1 - ctx.cfg.density));
-    if (rel > 0 && rel < 1 - ctx.cfg.density) fire(ctx, "earlycrop");
+                        rel, 1 - density_));
+    if (rel > 0 && rel < 1 - density_) fire(ctx, "earlycrop");
   }
   nlohmann::json state() const override { return {{"done", done_}, {"last_dist", last_dist_}}; }
   void load_state(const nlohmann::json& s) override {
@@ -75,12 +96,13 @@ class EarlyCrop : public Method {
     return torch::cat(v);
   }
   void fire(train::TrainContext& ctx, const std::string& why) {
-    crop_iterative(ctx, why);
+    crop_iterative(ctx, why, density_);
     done_ = true;
     theta0_ = torch::Tensor();
   }
   torch::Tensor theta0_;
   double norm0_ = 1, last_dist_ = 0;
+  double density_ = 1;  ///< the unit density of the goal (the trigger's threshold is 1 − it)
   bool done_ = false;
 };
 

@@ -27,8 +27,9 @@ class L1Norm : public Method {
   void prune_point(train::TrainContext& ctx) override {
     if (ctx.step == 0 || ctx.step > end_ || (ctx.step % every_ != 0 && ctx.step != end_)) return;
     const double frac = std::min(1.0, static_cast<double>(ctx.step) / static_cast<double>(end_));
-    const double d = 1.0 - (1.0 - ctx.cfg.density) * frac;
-    ctx.remove_units(keep_per_layer(ctx.model, filter_l1_scores(ctx.model), d),
+    const int64_t m = ctx.cfg.width_multiple;
+    const double d = per_layer_density(ctx.model, partial_goal(size_goal(ctx.cfg), frac), m);
+    ctx.remove_units(keep_per_layer(ctx.model, filter_l1_scores(ctx.model), d, m),
                      fmt::format("l1norm per-layer density {:.4f}", d));
   }
 
@@ -43,8 +44,10 @@ class RandomPrune : public Method {
   void prune_point(train::TrainContext& ctx) override {
     if (ctx.step != std::max<int64_t>(0, ctx.cfg.prune_at)) return;
     auto gen = data::make_generator(static_cast<uint64_t>(ctx.cfg.seed), data::kMisc, 1000);
-    ctx.remove_units(keep_per_layer(ctx.model, random_scores(ctx.model, gen), ctx.cfg.density),
-                     fmt::format("random per-layer density {}", ctx.cfg.density));
+    const auto goal = size_goal(ctx.cfg);
+    const double d = per_layer_density(ctx.model, goal, ctx.cfg.width_multiple);
+    ctx.remove_units(keep_per_layer(ctx.model, random_scores(ctx.model, gen), d, ctx.cfg.width_multiple),
+                     fmt::format("random per-layer density {:.4f} ({})", d, goal.text()));
   }
 };
 

@@ -28,8 +28,9 @@ std::unique_ptr<Method> make_method(const train::TrainConfig& cfg) {
   if (cfg.method == "earlycrop") return make_earlycrop(cfg);
   if (cfg.method == "l1norm") return make_l1norm(cfg);
   if (cfg.method == "random") return make_random(cfg);
+  if (cfg.method == "gradual") return make_gradual(cfg);
   throw Error("unknown method '" + cfg.method + "'",
-              "use one of: dense, demp, scan, slimming, snap, crop, earlycrop, l1norm, random");
+              "use one of: dense, demp, scan, slimming, snap, crop, earlycrop, l1norm, random, gradual");
 }
 
 }  // namespace demp::methods

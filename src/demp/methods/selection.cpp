@@ -5,8 +5,11 @@
 #include <algorithm>
 #include <cmath>
 
+#include <fmt/format.h>
+
 #include "demp/data/dataset.h"
 #include "demp/nn/model.h"
+#include "demp/train/config.h"
 #include "demp/train/trainer.h"
 
 namespace demp::methods {
@@ -16,6 +19,127 @@ int64_t target_units(const nn::Model& model, double density) {
   const int64_t groups = static_cast<int64_t>(a.prunable_groups().size());
   const int64_t k = std::llround(density * static_cast<double>(a.initial_units()));
   return std::max(groups, k);
+}
+
+std::string SizeGoal::text() const {
+  if (from_density) return fmt::format("density {}", fraction);
+  const char* m = measure == Measure::Params ? "params" : measure == Measure::Flops ? "FLOPs" : "units";
+  return fmt::format("{} {:.1f}%", m, 100 * fraction);
+}
+
+SizeGoal size_goal(const train::TrainConfig& cfg) {
+  if (cfg.target_params > 0) return {SizeGoal::Measure::Params, cfg.target_params, false};
+  if (cfg.target_flops > 0) return {SizeGoal::Measure::Flops, cfg.target_flops, false};
+  if (cfg.target_units > 0) return {SizeGoal::Measure::Units, cfg.target_units, false};
+  return {SizeGoal::Measure::Units, cfg.density, true};
+}
+
+SizeGoal partial_goal(const SizeGoal& goal, double fraction) {
+  SizeGoal g = goal;
+  g.fraction = 1.0 - (1.0 - goal.fraction) * std::clamp(fraction, 0.0, 1.0);
+  return g;
+}
+
+namespace {
+double measure_of(const nn::Arch& a, SizeGoal::Measure m) {
+  switch (m) {
+    case SizeGoal::Measure::Params: return static_cast<double>(a.params());
+    case SizeGoal::Measure::Flops: return static_cast<double>(a.flops());
+    default: return static_cast<double>(a.units());
+  }
+}
+
+int64_t round_up(int64_t n, int64_t multiple, int64_t width) {
+  return multiple > 1 ? std::min(width, (n + multiple - 1) / multiple * multiple) : n;
+}
+
+std::vector<int64_t> keep_widths(const nn::Arch& a, const prune::KeepSets& keep, int64_t multiple) {
+  std::vector<int64_t> w(a.groups.size());
+  for (size_t g = 0; g < a.groups.size(); ++g) {
+    w[g] = a.groups[g].prunable && !keep[g].empty()
+               ? round_up(static_cast<int64_t>(keep[g].size()), multiple, a.groups[g].width)
+               : a.groups[g].width;
+  }
+  return w;
+}
+
+// Of two candidates on either side of the goal, the one whose measure is closer (ties: the
+// smaller network, so that a baseline never gets more than it was asked for on a tie).
+bool closer_above(double below, double above, double goal) { return above - goal < goal - below; }
+}  // namespace
+
+double measure_fraction(const nn::Arch& a, const std::vector<int64_t>& widths,
+                        SizeGoal::Measure m) {
+  nn::Arch now = a, first = a;
+  for (size_t g = 0; g < a.groups.size(); ++g) {
+    if (!a.groups[g].prunable) continue;
+    now.groups[g].width = widths[g];
+    first.groups[g].width = a.groups[g].initial;
+  }
+  return measure_of(now, m) / measure_of(first, m);
+}
+
+prune::KeepSets round_up_keep(const nn::Model& model, const GroupScores& scores,
+                              prune::KeepSets keep, int64_t multiple) {
+  if (multiple <= 1) return keep;
+  const auto& a = model.arch();
+  for (int g : a.prunable_groups()) {
+    auto& k = keep[g];
+    if (k.empty()) continue;
+    const int64_t want = round_up(static_cast<int64_t>(k.size()), multiple, a.groups[g].width);
+    if (want == static_cast<int64_t>(k.size())) continue;
+    const auto order = std::get<1>(scores[g].to(torch::kFloat).sort(/*stable=*/true, 0, /*descending=*/true));
+    const int64_t* idx = order.data_ptr<int64_t>();
+    std::vector<char> in(static_cast<size_t>(a.groups[g].width), 0);
+    for (int64_t j : k) in[j] = 1;
+    for (int64_t i = 0; i < order.size(0) && static_cast<int64_t>(k.size()) < want; ++i) {
+      if (!in[idx[i]]) k.push_back(idx[i]);
+    }
+    std::sort(k.begin(), k.end());
+  }
+  return keep;
+}
+
+prune::KeepSets keep_global_goal(const nn::Model& model, const GroupScores& scores,
+                                 const SizeGoal& goal, int64_t multiple) {
+  if (goal.from_density) {
+    return round_up_keep(model, scores, keep_global_top(model, scores, target_units(model, goal.fraction)), multiple);
+  }
+  const auto& a = model.arch();
+  auto frac = [&](int64_t k) {
+    return measure_fraction(a, keep_widths(a, keep_global_top(model, scores, k), multiple), goal.measure);
+  };
+  // The top-k sets grow with k, so the measure does too: bisect for the largest k at or under
+  // the goal, then take k + 1 when that lands closer.
+  int64_t lo = static_cast<int64_t>(a.prunable_groups().size()), hi = a.units();
+  int64_t k = lo;
+  if (frac(lo) < goal.fraction) {
+    while (hi - lo > 1) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      (frac(mid) <= goal.fraction ? lo : hi) = mid;
+    }
+    k = closer_above(frac(lo), frac(hi), goal.fraction) ? hi : lo;
+  }
+  return round_up_keep(model, scores, keep_global_top(model, scores, k), multiple);
+}
+
+double per_layer_density(const nn::Model& model, const SizeGoal& goal, int64_t multiple) {
+  if (goal.from_density) return goal.fraction;
+  const auto& a = model.arch();
+  auto frac = [&](double d) {
+    std::vector<int64_t> w(a.groups.size());
+    for (int g : a.prunable_groups()) {
+      const int64_t n = std::llround(d * static_cast<double>(a.groups[g].initial));
+      w[g] = round_up(std::min(a.groups[g].width, std::max<int64_t>(1, n)), multiple, a.groups[g].width);
+    }
+    return measure_fraction(a, w, goal.measure);
+  };
+  double lo = 0.0, hi = 1.0;
+  for (int i = 0; i < 50; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (frac(mid) <= goal.fraction ? lo : hi) = mid;
+  }
+  return closer_above(frac(lo), frac(hi), goal.fraction) ? hi : lo;
 }
 
 prune::KeepSets keep_global_top(const nn::Model& model, const GroupScores& scores, int64_t k) {
@@ -43,12 +167,14 @@ prune::KeepSets keep_global_top(const nn::Model& model, const GroupScores& score
   return keep;
 }
 
-prune::KeepSets keep_per_layer(const nn::Model& model, const GroupScores& scores, double density) {
+prune::KeepSets keep_per_layer(const nn::Model& model, const GroupScores& scores, double density,
+                               int64_t multiple) {
   const auto& a = model.arch();
   prune::KeepSets keep(a.groups.size());
   for (int g : a.prunable_groups()) {
     const int64_t w = a.groups[g].width;
-    const int64_t n = std::min(w, std::max<int64_t>(1, std::llround(density * static_cast<double>(a.groups[g].initial))));
+    const int64_t n = round_up(
+        std::min(w, std::max<int64_t>(1, std::llround(density * static_cast<double>(a.groups[g].initial)))), multiple, w);
     const auto idx = std::get<1>(scores[g].to(torch::kFloat).topk(n));
     auto sorted = std::get<0>(idx.sort());
     keep[g].assign(sorted.data_ptr<int64_t>(), sorted.data_ptr<int64_t>() + n);

@@ -3,13 +3,14 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "demp/prune/surgery.h"
 
-namespace demp::nn { class Model; }
-namespace demp::train { struct TrainContext; }
+namespace demp::nn { class Model; struct Arch; }
+namespace demp::train { struct TrainContext; struct TrainConfig; }
 
 namespace demp::methods {
 
@@ -20,10 +21,48 @@ using Batches = std::vector<std::pair<torch::Tensor, torch::Tensor>>;
 /// Units to keep for a global `density` (fraction of the network's initial units).
 int64_t target_units(const nn::Model& model, double density);
 
+/// What a baseline cuts to: a fraction of the initial network's units, parameters or FLOPs per
+/// image. --target-params/--target-flops/--target-units when one is given (so that baselines and
+/// DemP can be driven to the same size), else the units at --density (the paper's form).
+struct SizeGoal {
+  enum class Measure { Units, Params, Flops };
+  Measure measure = Measure::Units;
+  double fraction = 1.0;
+  bool from_density = true;  ///< --density, not a --target-*
+  std::string text() const;  ///< "density 0.3", "params 10.0%"
+};
+SizeGoal size_goal(const train::TrainConfig& cfg);
+
+/// The measure of `a` with its prunable groups at `widths` (one per group), as a fraction of
+/// the same measure at the groups' initial widths.
+double measure_fraction(const nn::Arch& a, const std::vector<int64_t>& widths,
+                        SizeGoal::Measure m);
+
+/// The same goal scaled: `fraction` of the way from the whole network to `goal` (for gradual
+/// schedules): 1 − (1 − goal)·fraction of the measure.
+SizeGoal partial_goal(const SizeGoal& goal, double fraction);
+
+/// Global selection towards a goal: the top-k units by score (every group keeps its best; counts
+/// rounded up to `multiple`), with k such that the measure of what is kept is closest to the goal.
+/// From --density: exactly keep_global_top(model, scores, target_units(model, density)).
+prune::KeepSets keep_global_goal(const nn::Model& model, const GroupScores& scores,
+                                 const SizeGoal& goal, int64_t multiple = 1);
+/// The one per-layer density d (each group keeps max(1, round(d × initial width)) units, never
+/// more than it has) whose measure is closest to the goal; the goal's fraction itself for a
+/// density goal.
+double per_layer_density(const nn::Model& model, const SizeGoal& goal, int64_t multiple = 1);
+
 /// The global top-`k` units by score; every group keeps at least its best unit.
 prune::KeepSets keep_global_top(const nn::Model& model, const GroupScores& scores, int64_t k);
-/// In every group, the top max(1, round(density × initial width)) units by score.
-prune::KeepSets keep_per_layer(const nn::Model& model, const GroupScores& scores, double density);
+/// In every group, the top max(1, round(density × initial width)) units by score, that count
+/// rounded up to a multiple of `multiple` (never above the group's width).
+prune::KeepSets keep_per_layer(const nn::Model& model, const GroupScores& scores, double density,
+                               int64_t multiple = 1);
+/// `keep` with each group's count rounded up to a multiple of `multiple` (never above the
+/// group's width) by adding its best-scored units not yet kept: the same --width-multiple DemP's
+/// scans keep, so that baselines' narrow layers run as fast per unit as DemP's.
+prune::KeepSets round_up_keep(const nn::Model& model, const GroupScores& scores,
+                              prune::KeepSets keep, int64_t multiple);
 
 /// Gate-trick scores: a multiplicative gate c = 1 on every unit's output.
 /// hessian=false (SNAP): |Σ_batches ∂L/∂c_j|; hessian=true (CroP): |Σ_batches (H_c g_c)_j| with

@@ -33,9 +33,9 @@ class Slimming : public Method {
   }
   void prune_point(train::TrainContext& ctx) override {
     if (ctx.step != at_) return;
-    const auto keep = keep_global_top(ctx.model, gamma_scores(ctx.model),
-                                      target_units(ctx.model, ctx.cfg.density));
-    ctx.remove_units(keep, fmt::format("slimming |gamma| cut to density {}", ctx.cfg.density));
+    const auto goal = size_goal(ctx.cfg);
+    const auto keep = keep_global_goal(ctx.model, gamma_scores(ctx.model), goal, ctx.cfg.width_multiple);
+    ctx.remove_units(keep, "slimming |gamma| cut to " + goal.text());
   }
   nlohmann::json metrics(train::TrainContext& ctx) override {
     return {{"reg_lambda", ctx.step < at_ ? ctx.cfg.lambda : 0.0}};

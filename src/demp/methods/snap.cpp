@@ -18,8 +18,8 @@ class Snap : public Method {
     const int64_t at = std::max<int64_t>(0, ctx.cfg.prune_at);
     if (ctx.step != at) return;
     const auto scores = gate_scores(ctx.model, scoring_batches(ctx, ctx.cfg.score_batches, ctx.step), false);
-    ctx.remove_units(keep_global_top(ctx.model, scores, target_units(ctx.model, ctx.cfg.density)),
-                     fmt::format("snap to density {}", ctx.cfg.density));
+    const auto goal = size_goal(ctx.cfg);
+    ctx.remove_units(keep_global_goal(ctx.model, scores, goal, ctx.cfg.width_multiple), "snap to " + goal.text());
   }
 };
 

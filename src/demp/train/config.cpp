@@ -43,7 +43,7 @@ std::vector<Field> fields(TrainConfig& c) {
       {"label-smoothing", "label smoothing of the cross-entropy", &c.label_smoothing, "training"},
       {"method",
        "training/pruning method: dense, demp, scan (dense + dead-unit scans, no removal), "
-       "slimming, snap, crop, earlycrop, l1norm, random",
+       "slimming, snap, crop, earlycrop, l1norm, random, gradual",
        &c.method, "method"},
       {"lambda", "DemP: peak λ* of the regulariser's strength λ(t) (with a size target: the "
                  "controller's starting value)",
@@ -58,16 +58,18 @@ std::vector<Field> fields(TrainConfig& c) {
        "proximal rate, so the unit dies and is removed) or keep (the paper's: left as they are)",
        &c.constant_units, "demp"},
       {"target-params",
-       "DemP: fraction of the parameters to keep (0: off). λ(t) is then driven by feedback on the "
-       "network's size instead of following --lambda-schedule; DemP still decides where units die",
+       "fraction of the parameters to keep (0: off). DemP: λ(t) is then driven by feedback on the "
+       "network's size instead of following --lambda-schedule, and DemP still decides where units "
+       "die; baselines: their cut reaches this size instead of --density",
        &c.target_params, "demp"},
-      {"target-flops", "DemP: fraction of the FLOPs per image to keep, as --target-params (0: off)",
+      {"target-flops", "fraction of the FLOPs per image to keep, as --target-params (0: off)",
        &c.target_flops, "demp"},
-      {"target-units", "DemP: fraction of the units to keep, as --target-params (0: off)",
+      {"target-units", "fraction of the units to keep, as --target-params (0: off)",
        &c.target_units, "demp"},
       {"target-by",
        "DemP: fraction of the run by which a size target is to be reached (the planned size falls "
-       "along a cosine from 1 to the target until then, and is held after)",
+       "along a cosine from 1 to the target until then, and is held after); gradual: the default "
+       "of --prune-at",
        &c.target_by, "demp"},
       {"lambda-span", "DemP: steps S over which λ(t) and σ(t) run their shape (0: 87% of the run)",
        &c.lambda_span, "demp"},
@@ -91,8 +93,9 @@ std::vector<Field> fields(TrainConfig& c) {
       {"dead-eps", "a unit is dead when its summed output is <= this in every scan batch",
        &c.dead_eps, "demp"},
       {"width-multiple",
-       "DemP: keep each layer's width a multiple of this (the most active dead units fill up; "
-       "the output is unchanged) — 8 makes pruned networks fast on CPUs; 1: remove every dead unit",
+       "keep each layer's width a multiple of this — DemP: the most active dead units fill up (the "
+       "output is unchanged); baselines: their best-scored units beyond the cut fill up (counted "
+       "in a size target). 8 makes pruned networks fast on CPUs; 1: exact counts",
        &c.width_multiple, "demp"},
       {"density", "baselines: fraction of the units kept at the end (global for slimming, snap, "
                   "crop, earlycrop; per layer for l1norm, random)",
@@ -100,13 +103,19 @@ std::vector<Field> fields(TrainConfig& c) {
       {"prune-at",
        "baselines: the step by which the method has reached --density, the same for every "
        "baseline: its one cut (slimming, default 50% of the run; snap, crop, random, default 0 = "
-       "at initialisation), the last of its gradual cuts (l1norm, default 50%), or the latest "
-       "step of its trigger (earlycrop, default 50%); -1: the method's default",
+       "at initialisation), the last of its gradual cuts (l1norm, default 50%; gradual, default "
+       "--target-by of the run), or the latest step of its trigger (earlycrop, default 50%); -1: "
+       "the method's default",
        &c.prune_at, "baselines"},
       {"score-batches", "baselines: training batches summed into SNAP/CroP scores",
        &c.score_batches, "baselines"},
       {"crop-steps", "baselines: sub-steps of the iterative CroP-it/EarlyCroP pruning",
        &c.crop_steps, "baselines"},
+      {"gradual-score",
+       "gradual: the global ranking: gamma (BatchNorm |γ|) or magnitude (each unit's filter L1 "
+       "norm over its layer's mean); it prunes every --prune-every steps (default 2% of the run) "
+       "from --prune-after to --prune-at along Zhu & Gupta's cubic schedule",
+       &c.gradual_score, "baselines"},
       {"seed", "seed of initialisation, data order, augmentation and noise", &c.seed, "run"},
       {"device", "cpu, cuda, cuda:N or auto", &c.device, "run"},
       {"precision", "auto (bf16 on CUDA, fp32 on CPU), bf16 (autocast) or fp32", &c.precision,
@@ -269,6 +278,9 @@ void validate(const TrainConfig& c) {
                 "the fraction of units kept, e.g. --density 0.25");
   }
   if (c.prune_at < -1) throw Error("--prune-at must be >= 0, or -1 for the default");
+  if (c.gradual_score != "gamma" && c.gradual_score != "magnitude") {
+    throw Error("unknown --gradual-score '" + c.gradual_score + "'", "use gamma or magnitude");
+  }
   positive(c.check_batch, "check-batch");
   if (c.resume && c.overwrite) {
     throw Error("--resume and --overwrite contradict each other", "choose one");

@@ -47,6 +47,7 @@ struct TrainConfig {
   int64_t prune_at = -1;
   int64_t score_batches = 1;
   int64_t crop_steps = 5;
+  std::string gradual_score = "gamma";
   // schedule of the run
   int64_t epochs = 5;
   int64_t steps = 0;
