@@ -70,6 +70,40 @@ void add_report_commands(CLI::App& app, ReportCommands& st) {
   sd->add_flag("--dry-run", to.sweep.dry_run, "print the runs and their commands; run nothing");
   add_train_options(sd, to.sweep.base_args);
 
+  // frontier
+  auto* fr = app.add_subcommand(
+      "frontier",
+      "dense, DemP and every baseline driven to the same sizes over several seeds: one table "
+      "(resumable)");
+  st.frontier_cmd = fr;
+  auto& fo = st.frontier;
+  fr->add_option("--out", fo.out, "frontier directory (runs go to DIR/<method>-p<level>-s<seed>)")
+      ->required();
+  fr->add_option("--levels", fo.levels,
+                 "fractions of the network kept, comma-separated (default 0.25,0.1,0.05; --quick: 0.25)")
+      ->delimiter(',');
+  fr->add_option("--measure", fo.measure, "what --levels are fractions of: params, flops or units")
+      ->capture_default_str();
+  fr->add_option("--seeds", fo.seeds, "seeds per setting (default 3; --quick: 1)");
+  fr->add_option("--first-seed", fo.first_seed, "the first seed (seeds are consecutive)")
+      ->capture_default_str();
+  std::string methods_help = "methods, comma-separated (default: all):";
+  for (const auto& s : report::frontier_catalogue()) methods_help += " " + s.key + " (" + s.note + ");";
+  fr->add_option("--methods", fo.methods, methods_help)->delimiter(',');
+  fr->add_option("--jobs", fo.jobs,
+                 "runs side by side, each with cores/jobs LibTorch threads unless --threads is given "
+                 "after '--'")
+      ->capture_default_str();
+  fr->add_flag("--quick", fo.quick,
+               "a CI-sized smoke: 1 seed, level 0.25, 40 steps on 2048 training images");
+  fr->add_flag("--verbose", fo.verbose, "echo every run's output (always in DIR/<run>/output.log)");
+  fr->add_flag("--dry-run", fo.dry_run, "print the runs and their commands; run nothing");
+  add_train_options(fr, fo.base_args);
+  fr->footer(
+      "Everything after '--' goes to every 'demp train' run unchanged, e.g. -- --config "
+      "recipes/fashion-mnist-vgg16-dense.json. The frontier sets --method, --target-*, --seed, "
+      "--out and --progress on every run itself.");
+
   // report
   auto* rp = app.add_subcommand(
       "report", "plots and one self-contained HTML page over run and sweep directories");
@@ -93,6 +127,7 @@ int run_report_commands(const ReportCommands& st) {
   }
   if (st.study_cmd && *st.study_cmd) return report::run_study(st.study);
   if (st.report_cmd && *st.report_cmd) return report::run_report(st.report);
+  if (st.frontier_cmd && *st.frontier_cmd) return report::run_frontier(st.frontier);
   return -1;
 }
 
