@@ -26,9 +26,14 @@ fi
 
 python3 "$HERE/fake_frontier.py" F || { echo "FAIL: fake_frontier.py"; exit 1; }
 if "$DEMP" report F --out R --title "render check" > report.txt 2>&1; then ok; else bad "report failed: $(cat report.txt)"; fi
-FIGURES=(accuracy_vs_params accuracy_vs_flops accuracy_vs_units accuracy_vs_time live_units
-  dead_units lambda_schedule noise_schedule train_loss test_accuracy accuracy_vs_wallclock
-  layer_widths)
+# Thirty-six settings share three levels: the curves over training come one set per level.
+FIGURES=(accuracy_vs_params accuracy_vs_flops accuracy_vs_units accuracy_vs_time layer_widths)
+for level in 25pct 10pct 5pct; do
+  for p in live_units dead_units lambda_schedule noise_schedule train_loss test_accuracy \
+    accuracy_vs_wallclock; do
+    FIGURES+=("${p}_$level")
+  done
+done
 
 # A copy of the page with a probe at its end: what the browser made of each figure and table,
 # written into the DOM, which --dump-dom then prints.
@@ -75,6 +80,8 @@ for name in sys.argv[2:]:
         print(f"FAIL: figure {name} has only {f['drawn']} visible elements")
     else:
         print(f"ok {name} {f['width']}x{f['height']} px, {f['drawn']} elements")
+extra = sorted(set(seen) - set(sys.argv[2:]))
+print(f"FAIL: unexpected figures {extra}" if extra else "ok no other figure")
 # dense + 12 series x 3 levels, and the header
 print("ok summary table" if r["summary_rows"] == 38 else f"FAIL: summary table has {r['summary_rows']} rows, not 38")
 PY

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -452,6 +453,22 @@ Palette make_palette(const std::vector<RunGroup>& groups) {
   return p;
 }
 
+// A setting as part of a file name: "25%" -> "25pct", "d 0.3" -> "d_0.3", "λ 0.01" -> "0.01".
+std::string file_slug(const std::string& setting) {
+  std::string out;
+  for (unsigned char c : setting) {
+    if (std::isalnum(c) || c == '.' || c == '-') {
+      out += static_cast<char>(c);
+    } else if (c == '%') {
+      out += "pct";
+    } else if (c < 0x80 && !out.empty() && out.back() != '_') {
+      out += '_';
+    }
+  }
+  while (!out.empty() && out.back() == '_') out.pop_back();
+  return out;
+}
+
 std::string group_title(const RunGroup& g) {
   return g.setting.empty() ? g.series : g.series + " " + g.setting;
 }
@@ -644,81 +661,114 @@ std::vector<Figure> build_figures(const std::vector<ReportRun>& runs,
   const std::string rep =
       "One curve per setting, from its first finished seed (the seeds differ little next to the "
       "settings); colour and marker per series, dash per setting.";
-  const char* train = "Over training";
-  auto live = over_training(groups, pal, metrics, "live_units", "Live units over training", "step",
-                            "step", "live_units", "live units", 1, false, true);
-  live.yrange = "[0:*]";
-  figs.push_back(
-      {live, train,
-       "From metrics.jsonl: the units left after each removal; markers: the prune events "
-       "of summary.json. " +
-           rep});
-
-  PlotSpec dead;
-  dead.name = "dead_units";
-  dead.title = "Dead units found at each scan";
-  dead.xlabel = "step";
-  dead.ylabel = "dead units";
-  dead.yrange = "[0:*]";
-  std::map<std::string, int> rank;
+  // With many settings shared by the series (a frontier's levels), one set of curves per setting:
+  // a dozen methods on one plot can be read, forty cannot.
+  std::vector<std::string> settings;
+  size_t pruned = 0;
   for (const auto& g : groups) {
-    const ReportRun* r = g.representative();
-    if (!r) continue;
-    Series d;
-    d.title = group_title(g);
-    d.color = pal.of(g.series);
-    d.dash = 1 + rank[g.series]++ % 5;
-    int64_t last_scan = -1;
-    for (const auto& row : metrics[r]) {
-      if (!row.contains("step") || !row.contains("last_scan") || !row["last_scan"].is_object() ||
-          !row["last_scan"].contains("dead_units")) {
-        continue;
-      }
-      const int64_t step = row["last_scan"].value("step", row["step"].get<int64_t>());
-      if (step != last_scan) {
-        d.xy.emplace_back(static_cast<double>(step), row["last_scan"]["dead_units"].get<double>());
-        last_scan = step;
-      }
+    if (g.series == kDenseSeries) continue;
+    ++pruned;
+    if (std::find(settings.begin(), settings.end(), g.setting) == settings.end()) {
+      settings.push_back(g.setting);
     }
-    dead.series.push_back(std::move(d));
   }
-  figs.push_back({dead, train,
-                  "From metrics.jsonl: last_scan.dead_units, at the step of each scan (before "
-                  "removal). Runs without scans (dense, most baselines) have no curve. " +
-                      rep});
-  figs.push_back({over_training(groups, pal, metrics, "lambda_schedule",
-                                "Regularisation strength λ(t) over training", "step", "step",
-                                "reg_lambda", "λ (log scale)", 1, true, true),
-                  train,
-                  "From metrics.jsonl: reg_lambda, the strength of DemP's L1 penalty on the "
-                  "normalisation scales (the schedule, or the size controller's value); markers: "
-                  "the prune events of summary.json. " +
-                      rep});
-  figs.push_back({over_training(groups, pal, metrics, "noise_schedule",
-                                "Noise on live units σ(t) over training", "step", "step",
-                                "noise_std", "σ (log scale)", 1, true, true),
-                  train,
-                  "From metrics.jsonl: noise_std, the standard deviation of DemP's noise on live "
-                  "units; markers: the prune events. " +
-                      rep});
-  figs.push_back({over_training(groups, pal, metrics, "train_loss", "Training loss", "step", "step",
-                                "train_loss", "training loss (log scale)", 1, true, false),
-                  train,
-                  "From metrics.jsonl: train_loss, the mean loss over the steps since the previous "
-                  "row (the regulariser excluded). " +
-                      rep});
-  figs.push_back(
-      {over_training(groups, pal, metrics, "test_accuracy", "Test accuracy over training", "step",
-                     "step", "test_accuracy", "test accuracy (%)", 100, false, false),
-       train, "From metrics.jsonl: test_accuracy at each epoch's end and at the end. " + rep});
-  figs.push_back({over_training(groups, pal, metrics, "accuracy_vs_wallclock",
-                                "Test accuracy against wall-clock training time", "elapsed_seconds",
-                                "training time so far (s)", "test_accuracy", "test accuracy (%)",
-                                100, false, false),
-                  train,
-                  "From metrics.jsonl: test_accuracy against elapsed_seconds (training steps "
-                  "only). A curve that ends further left trained faster. " +
-                      rep});
+  const bool split = pruned > 12 && settings.size() >= 2 && settings.size() <= 6;
+  auto add_training = [&](const std::vector<RunGroup>& gs, const std::string& suffix,
+                          const std::string& tail, const std::string& train) {
+    auto live =
+        over_training(gs, pal, metrics, "live_units" + suffix, "Live units over training" + tail,
+                      "step", "step", "live_units", "live units", 1, false, true);
+    live.yrange = "[0:*]";
+    figs.push_back(
+        {live, train,
+         "From metrics.jsonl: the units left after each removal; markers: the prune events "
+         "of summary.json. " +
+             rep});
+
+    PlotSpec dead;
+    dead.name = "dead_units" + suffix;
+    dead.title = "Dead units found at each scan" + tail;
+    dead.xlabel = "step";
+    dead.ylabel = "dead units";
+    dead.yrange = "[0:*]";
+    std::map<std::string, int> rank;
+    for (const auto& g : gs) {
+      const ReportRun* r = g.representative();
+      if (!r) continue;
+      Series d;
+      d.title = group_title(g);
+      d.color = pal.of(g.series);
+      d.dash = 1 + rank[g.series]++ % 5;
+      int64_t last_scan = -1;
+      for (const auto& row : metrics[r]) {
+        if (!row.contains("step") || !row.contains("last_scan") || !row["last_scan"].is_object() ||
+            !row["last_scan"].contains("dead_units")) {
+          continue;
+        }
+        const int64_t step = row["last_scan"].value("step", row["step"].get<int64_t>());
+        if (step != last_scan) {
+          d.xy.emplace_back(static_cast<double>(step),
+                            row["last_scan"]["dead_units"].get<double>());
+          last_scan = step;
+        }
+      }
+      dead.series.push_back(std::move(d));
+    }
+    figs.push_back({dead, train,
+                    "From metrics.jsonl: last_scan.dead_units, at the step of each scan (before "
+                    "removal). Runs without scans (dense, most baselines) have no curve. " +
+                        rep});
+    figs.push_back({over_training(gs, pal, metrics, "lambda_schedule" + suffix,
+                                  "Regularisation strength λ(t) over training" + tail, "step",
+                                  "step", "reg_lambda", "λ (log scale)", 1, true, true),
+                    train,
+                    "From metrics.jsonl: reg_lambda, the strength of DemP's L1 penalty on the "
+                    "normalisation scales (the schedule, or the size controller's value); markers: "
+                    "the prune events of summary.json. " +
+                        rep});
+    figs.push_back({over_training(gs, pal, metrics, "noise_schedule" + suffix,
+                                  "Noise on live units σ(t) over training" + tail, "step", "step",
+                                  "noise_std", "σ (log scale)", 1, true, true),
+                    train,
+                    "From metrics.jsonl: noise_std, the standard deviation of DemP's noise on live "
+                    "units; markers: the prune events. " +
+                        rep});
+    figs.push_back(
+        {over_training(gs, pal, metrics, "train_loss" + suffix, "Training loss" + tail, "step",
+                       "step", "train_loss", "training loss (log scale)", 1, true, false),
+         train,
+         "From metrics.jsonl: train_loss, the mean loss over the steps since the previous "
+         "row (the regulariser excluded). " +
+             rep});
+    figs.push_back(
+        {over_training(gs, pal, metrics, "test_accuracy" + suffix,
+                       "Test accuracy over training" + tail, "step", "step", "test_accuracy",
+                       "test accuracy (%)", 100, false, false),
+         train, "From metrics.jsonl: test_accuracy at each epoch's end and at the end. " + rep});
+    figs.push_back({over_training(gs, pal, metrics, "accuracy_vs_wallclock" + suffix,
+                                  "Test accuracy against wall-clock training time" + tail,
+                                  "elapsed_seconds", "training time so far (s)", "test_accuracy",
+                                  "test accuracy (%)", 100, false, false),
+                    train,
+                    "From metrics.jsonl: test_accuracy against elapsed_seconds (training steps "
+                    "only). A curve that ends further left trained faster. " +
+                        rep});
+  };
+  if (!split) {
+    add_training(groups, "", "", "Over training");
+  } else {
+    std::set<std::string> used;
+    for (size_t k = 0; k < settings.size(); ++k) {
+      std::vector<RunGroup> gs;
+      for (const auto& g : groups) {
+        if (g.series == kDenseSeries || g.setting == settings[k]) gs.push_back(g);
+      }
+      std::string slug = file_slug(settings[k]);
+      if (slug.empty() || !used.insert(slug).second) slug = std::to_string(k + 1);
+      const std::string shown = settings[k].empty() ? "no setting" : settings[k];
+      add_training(gs, "_" + slug, " (" + shown + ")", "Over training: " + shown);
+    }
+  }
 
   // Per-layer widths: one plot per model, so that the x axis is one network's layers.
   std::map<std::string, std::vector<const RunGroup*>> by_model;
@@ -808,12 +858,16 @@ figcaption { color: #555; font-size: 0.9em; white-space: pre-wrap; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 )";
 
-std::string table_html(const std::vector<std::vector<std::string>>& rows, const std::string& id) {
+// `strong`: the (row, column) cells to set in bold.
+std::string table_html(const std::vector<std::vector<std::string>>& rows, const std::string& id,
+                       const std::set<std::pair<size_t, size_t>>& strong = {}) {
   std::string h = "<table id=\"" + id + "\">\n";
   for (size_t i = 0; i < rows.size(); ++i) {
     h += "<tr>";
-    for (const auto& c : rows[i]) {
-      h += fmt::format("<{0}>{1}</{0}>", i == 0 ? "th" : "td", html_escape(c));
+    for (size_t j = 0; j < rows[i].size(); ++j) {
+      const std::string c = html_escape(rows[i][j]);
+      h += fmt::format("<{0}>{1}</{0}>", i == 0 ? "th" : "td",
+                       strong.count({i, j}) ? "<b>" + c + "</b>" : c);
     }
     h += "</tr>\n";
   }
@@ -876,12 +930,30 @@ int run_report(const ReportOptions& o) {
       runs.size(), n_finished, html_escape(dirs_text), utc_now());
   h += "<h2>Summary</h2>\n";
   if (summary.size() > 1) {
-    h += table_html(summary, "summary");
+    // The best mean accuracy among the series at each setting they share (a frontier's level), in
+    // bold: the row order of summary_cells is that of group_runs, less the groups not finished.
+    std::map<std::string, std::pair<double, size_t>> best;
+    std::map<std::string, size_t> rivals;
+    size_t row = 0;
+    for (const auto& g : group_runs(runs)) {
+      if (g.finished.empty()) continue;
+      ++row;
+      if (g.series == kDenseSeries || g.setting.empty() || !g.accuracy.n) continue;
+      ++rivals[g.setting];
+      auto& b = best[g.setting];
+      if (b.second == 0 || g.accuracy.mean > b.first) b = {g.accuracy.mean, row};
+    }
+    std::set<std::pair<size_t, size_t>> strong;
+    for (const auto& [setting, b] : best) {
+      if (rivals[setting] >= 2) strong.insert({b.second, 3});
+    }
+    h += table_html(summary, "summary", strong);
     h += "<p class=\"meta\">One row per setting; runs that differ only in their seed are "
          "averaged (mean ± sample std over the seeds). Δ acc (points) and speed-up (training "
          "time) are against " +
          html_escape(base_label) +
-         ". params/FLOPs/units %: what is left of the network at the end.</p>\n";
+         ". params/FLOPs/units %: what is left of the network at the end. In bold: the best mean "
+         "accuracy among the series at a setting they share.</p>\n";
     h += "<details><summary>Every run</summary>\n" + table_html(cells, "runs") + "</details>\n";
   } else {
     h += "<p>No finished run yet.</p>\n";
