@@ -848,7 +848,7 @@ const char* kStyle = R"(
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
        max-width: 1100px; padding: 0 1em; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
-p.meta { color: #666; }
+p.meta { color: #666; } p.warning { color: #a40000; }
 table { border-collapse: collapse; font-size: 0.9em; }
 th, td { padding: 0.3em 0.7em; border-bottom: 1px solid #e4e4e4; text-align: right; }
 th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
@@ -928,6 +928,26 @@ int run_report(const ReportOptions& o) {
       "<p class=\"meta\">{} runs ({} finished) from {} &middot; generated {} by demp "
       "report</p>\n",
       runs.size(), n_finished, html_escape(dirs_text), utc_now());
+  // Grouping goes by series and setting only: one network's 25% and another's would be averaged
+  // as seeds. Say so rather than guess which field tells networks apart.
+  std::set<std::string> models;
+  for (const auto& r : runs) {
+    const json& src = r.summary.is_object() ? r.summary : r.config;
+    if (src.is_object() && src.contains("model")) {
+      models.insert(fmt::format("{} w{}", src.value("model", std::string("?")),
+                                src.contains("width") ? src["width"].dump() : "?"));
+    }
+  }
+  if (models.size() > 1) {
+    std::string list;
+    for (const auto& m : models) list += (list.empty() ? "" : ", ") + m;
+    const std::string warn = "these runs train " + std::to_string(models.size()) +
+                             " different networks (" + list +
+                             "); runs are grouped by series and setting only, so report each "
+                             "network separately";
+    std::fprintf(stderr, "report: warning: %s\n", warn.c_str());
+    h += "<p class=\"warning\"><b>Warning:</b> " + html_escape(warn) + ".</p>\n";
+  }
   h += "<h2>Summary</h2>\n";
   if (summary.size() > 1) {
     // The best mean accuracy among the series at each setting they share (a frontier's level), in
