@@ -570,7 +570,6 @@ PlotSpec over_training(const std::vector<RunGroup>& groups, const Palette& pal,
   p.xlabel = xlabel;
   p.ylabel = ylabel;
   p.logy = logy;
-  p.points = false;
   std::map<std::string, int> rank;  // settings seen per series: the dash type
   for (const auto& g : groups) {
     const ReportRun* r = g.representative();
@@ -603,19 +602,15 @@ PlotSpec over_training(const std::vector<RunGroup>& groups, const Palette& pal,
       for (const auto& ev : r->summary["prune_events"]) {
         if (!ev.is_object() || !ev.contains("step")) continue;
         const double step = ev["step"].get<double>();
-        double y = std::string(y_key) == "live_units" && ev.contains("units_after")
-                       ? ev["units_after"].get<double>()
-                       : value_at(rows, y_key, step);
-        y *= std::string(y_key) == "live_units" ? 1 : y_scale;
+        // On the live-units curve the event's own count; elsewhere the curve's value there.
+        const double y = std::string(y_key) == "live_units" && ev.contains("units_after")
+                             ? ev["units_after"].get<double>()
+                             : y_scale * value_at(rows, y_key, step);
         if (std::isfinite(y) && (!logy || y > 0)) e.xy.emplace_back(step, y);
       }
       if (!e.xy.empty()) p.series.push_back(std::move(e));
     }
   }
-  for (auto& s : p.series) {
-    if (!s.lines) s.points = true;
-  }
-  p.points = true;  // each series says whether it is marked
   return p;
 }
 
