@@ -477,14 +477,14 @@ std::string group_title(const RunGroup& g) {
 // with a ±std band, every other series a curve of its settings with error bars over the seeds.
 PlotSpec accuracy_plot(const std::vector<RunGroup>& groups, const Palette& pal,
                        const std::string& name, const std::string& what, const std::string& xlabel,
-                       Stat RunGroup::*x_of, double x_scale) {
+                       Stat RunGroup::*x_of, double x_scale, bool dense_point = false) {
   PlotSpec p;
   p.name = name;
   p.title = "Test accuracy against " + what;
   p.xlabel = xlabel;
   p.ylabel = "test accuracy (%, mean ± std over seeds)";
   p.logx = true;
-  std::vector<double> dense_acc;
+  std::vector<double> dense_acc, dense_x;
   std::vector<std::string> order;
   std::map<std::string, Series> by_series;
   for (const auto& g : groups) {
@@ -493,6 +493,7 @@ PlotSpec accuracy_plot(const std::vector<RunGroup>& groups, const Palette& pal,
         const double a = number_or_nan(r->summary, "test_accuracy");
         if (std::isfinite(a)) dense_acc.push_back(100 * a);
       }
+      if ((g.*x_of).n) dense_x.push_back(x_scale * (g.*x_of).mean);
       continue;
     }
     const Stat& x = g.*x_of;
@@ -521,6 +522,16 @@ PlotSpec accuracy_plot(const std::vector<RunGroup>& groups, const Palette& pal,
     ref.xy = {{1, d.mean}};
     ref.yerr = {d.std};
     p.series.push_back(std::move(ref));
+    if (dense_point && !dense_x.empty()) {
+      // Where dense itself sits on x (its training time): the distance to it is the speed-up.
+      Series at;
+      at.title = "dense";
+      at.color = kReferenceColor;
+      at.lines = false;
+      at.in_key = false;
+      at.xy = {{stat_of(dense_x).mean, d.mean}};
+      p.series.push_back(std::move(at));
+    }
   }
   for (const auto& m : order) {
     auto s = by_series[m];
@@ -643,10 +654,10 @@ std::vector<Figure> build_figures(const std::vector<ReportRun>& runs,
                                 "units left (% of dense, log scale)", &RunGroup::units, 100),
                   acc, "Units: channels and features at the activations." + seeds_note});
   figs.push_back({accuracy_plot(groups, pal, "accuracy_vs_time", "training time",
-                                "training time (s, log scale)", &RunGroup::seconds, 1),
+                                "training time (s, log scale)", &RunGroup::seconds, 1, true),
                   acc,
                   "Training time is the summary's train_seconds (steps only, no evaluation), "
-                  "mean over seeds." +
+                  "mean over seeds; the black dot: dense's mean time." +
                       seeds_note});
 
   std::map<const ReportRun*, std::vector<json>> metrics;

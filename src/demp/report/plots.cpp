@@ -155,6 +155,7 @@ std::vector<double> log_tics(double lo, double hi) {
   } else {
     fill({1, 2, 5}, 1);
     if (out.size() < 4) fill({1, 1.5, 2, 3, 5, 7}, 1);
+    if (out.size() < 4) fill({1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9}, 1);
   }
   return out;
 }
