@@ -595,9 +595,7 @@ PlotSpec over_training(const std::vector<RunGroup>& groups, const Palette& pal,
           !row[y_key].is_number()) {
         continue;
       }
-      const double y = y_scale * row[y_key].get<double>();
-      if (logy && !(y > 0)) continue;
-      s.xy.emplace_back(row[x_key].get<double>(), y);
+      s.xy.emplace_back(row[x_key].get<double>(), y_scale * row[y_key].get<double>());
     }
     if (s.xy.empty()) continue;
     // Sparse rows (test accuracy once an epoch) are marked, or one row would be invisible; dense
@@ -617,10 +615,21 @@ PlotSpec over_training(const std::vector<RunGroup>& groups, const Palette& pal,
         const double y = std::string(y_key) == "live_units" && ev.contains("units_after")
                              ? ev["units_after"].get<double>()
                              : y_scale * value_at(rows, y_key, step);
-        if (std::isfinite(y) && (!logy || y > 0)) e.xy.emplace_back(step, y);
+        if (std::isfinite(y)) e.xy.emplace_back(step, y);
       }
       if (!e.xy.empty()) p.series.push_back(std::move(e));
     }
+  }
+  // λ is 0 while a size controller holds it, σ may be 0: a log axis would drop those points and
+  // hide the holds, so such a plot goes linear.
+  for (const auto& s : p.series) {
+    for (const auto& [x, y] : s.xy) {
+      if (!(y > 0)) p.logy = false;
+    }
+  }
+  if (logy && !p.logy) {
+    const size_t at = p.ylabel.find(" (log scale)");
+    if (at != std::string::npos) p.ylabel.erase(at);
   }
   return p;
 }
