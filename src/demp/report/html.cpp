@@ -196,7 +196,9 @@ std::vector<RunGroup> group_runs(const std::vector<ReportRun>& runs) {
     g.units = stat_of(un);
     g.seconds = stat_of(sec);
   }
+  // Dense first: the reference row heads the table, whatever the directories' order.
   auto series_rank = [&](const RunGroup& g) {
+    if (g.series == kDenseSeries) return std::ptrdiff_t{-1};
     return std::find(series_order.begin(), series_order.end(), g.series) - series_order.begin();
   };
   std::stable_sort(groups.begin(), groups.end(), [&](const RunGroup& a, const RunGroup& b) {

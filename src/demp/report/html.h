@@ -59,9 +59,9 @@ struct RunGroup {
   const ReportRun* representative() const;
 };
 
-/// The groups of `runs` (which must outlive them): series in order of first appearance, and
-/// within a series from the most parameters left to the fewest (groups with no finished run
-/// last).
+/// The groups of `runs` (which must outlive them): dense first, then the series in order of first
+/// appearance; within a series from the most parameters left to the fewest (groups with no
+/// finished run last).
 std::vector<RunGroup> group_runs(const std::vector<ReportRun>& runs);
 
 /// The runs of each directory: a run directory (it holds summary.json, config.json or

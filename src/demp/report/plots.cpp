@@ -301,7 +301,7 @@ std::string gnuplot_script(const PlotSpec& p, bool pngcairo) {
                     title));
     if (lab) {
       add(
-          fmt::format("$d{} using 1:2:4 with labels left offset char 0.6,0.6 font ',9' tc rgb '{}' "
+          fmt::format("$d{} using 1:2:4 with labels left offset char 0.6,0.6 font ',10' tc rgb '{}' "
                       "notitle",
                       k, rgb));
     }
