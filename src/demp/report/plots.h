@@ -51,7 +51,9 @@ struct PlotSpec {
   std::vector<std::string> xtics;
   bool logx = false, logy = false;
   bool points = true;  ///< draw a point at each datum (lines always join them)
-  std::string yrange;  ///< e.g. "[0:*]" (only "[0:*]" keeps its padded top); empty: from the data
+  /// "[0:*]": from 0 to the data's padded top; any other gnuplot range: as given; empty: the
+  /// data's padded range.
+  std::string yrange;
   /// Vertical dotted lines at these x, labelled at the top (a frontier's target levels).
   std::vector<std::pair<double, std::string>> xmarks;
 };
@@ -61,8 +63,9 @@ struct PlotSpec {
 /// 2 (log) or ±1 (linear, ±|lo|/10 when larger).
 std::pair<double, double> padded_range(double lo, double hi, bool log, double frac = 0.08);
 
-/// Tick positions for a log axis over [lo, hi]: 1-2-5 per decade, denser (1, 1.5, 2, 3, 5, 7)
-/// when that gives fewer than 4 ticks.
+/// Tick positions for a log axis over [lo, hi]: 1-2-5 per decade, denser (1, 1.5, 2, 3, 5, 7, then
+/// 1 to 9) when that gives fewer than 4 ticks; powers of ten only over more than 3 decades (every
+/// other one over more than 8).
 std::vector<double> log_tics(double lo, double hi);
 
 /// A found gnuplot and whether it has the cairo PNG terminal.
