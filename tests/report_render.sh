@@ -9,6 +9,7 @@
 # DEMP_REPORT_SHOT=PATH keeps the screenshot. About 10 s.
 . "$(dirname "$0")/smoke_lib.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
+case $DEMP in /*) ;; *) DEMP=$PWD/$DEMP ;; esac  # a relative path would break after the cd
 cd "$TMP" || exit 1
 CHROMIUM=$(command -v chromium || command -v chromium-browser || true)
 if [ -z "$CHROMIUM" ]; then
@@ -25,7 +26,12 @@ if ! command -v python3 > /dev/null; then
 fi
 
 python3 "$HERE/fake_frontier.py" F || { echo "FAIL: fake_frontier.py"; exit 1; }
-if "$DEMP" report F --out R --title "render check" > report.txt 2>&1; then ok; else bad "report failed: $(cat report.txt)"; fi
+if ! "$DEMP" report F --out R --title "render check" > report.txt 2>&1; then
+  bad "report failed: $(cat report.txt)"
+  finish
+  exit
+fi
+ok
 # Thirty-six settings share three levels: the curves over training come one set per level.
 FIGURES=(accuracy_vs_params accuracy_vs_flops accuracy_vs_units accuracy_vs_time layer_widths)
 for level in 25pct 10pct 5pct; do
