@@ -641,7 +641,9 @@ TEST(ReportHtml, ReportOnAFrontier) {
   EXPECT_NE(gp.find("\"25%\""), std::string::npos);                     // the points' labels
   EXPECT_NE(gp.find("set arrow from 50, graph 0"), std::string::npos);  // the levels
   // prune events marked on the λ curve: a points-only series
-  EXPECT_NE(demp::read_file(o.out + "/lambda_schedule.gp").find("with points"), std::string::npos);
+  const std::string lambda = demp::read_file(o.out + "/lambda_schedule.gp");
+  EXPECT_NE(lambda.find("with points"), std::string::npos);
+  EXPECT_NE(lambda.find("keyentry with points"), std::string::npos);  // and named in the legend
 }
 
 // ---- a sweep end to end, with a stand-in for demp ---------------------------------------------

@@ -619,7 +619,10 @@ PlotSpec over_training(const std::vector<RunGroup>& groups, const Palette& pal,
                              : y_scale * value_at(rows, y_key, step);
         if (std::isfinite(y)) e.xy.emplace_back(step, y);
       }
-      if (!e.xy.empty()) p.series.push_back(std::move(e));
+      if (!e.xy.empty()) {
+        p.series.push_back(std::move(e));
+        p.marker_note = "prune event (marker of its curve)";
+      }
     }
   }
   // λ is 0 while a size controller holds it, σ may be 0: a log axis would drop those points and

@@ -300,11 +300,16 @@ std::string gnuplot_script(const PlotSpec& p, bool pngcairo) {
                         : std::string(),
                     title));
     if (lab) {
-      add(
-          fmt::format("$d{} using 1:2:4 with labels left offset char 0.6,0.6 font ',10' tc rgb '{}' "
-                      "notitle",
-                      k, rgb));
+      add(fmt::format(
+          "$d{} using 1:2:4 with labels left offset char 0.6,0.6 font ',10' tc rgb '{}' "
+          "notitle",
+          k, rgb));
     }
+  }
+  if (!p.marker_note.empty() && !plot.empty()) {
+    add(fmt::format("keyentry with points pt 6 ps 1.5 lc rgb '#555555' title {} noenhanced",
+                    quoted(p.marker_note)));
+    ++keyed;
   }
   // The legend's rows (below the plot) make the picture taller, not the plot smaller.
   const size_t per_row = std::max<size_t>(1, 900 / (longest * 7 + 60));

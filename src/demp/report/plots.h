@@ -26,6 +26,11 @@ int palette_marker(int i);         ///< a gnuplot point type
 constexpr int kReferenceColor = -2;
 
 struct Series {
+  // A constructor for the four fields most plots set, so that `{title, xy, dashed, color}` leaves
+  // the others at their defaults without -Wmissing-field-initializers.
+  Series(std::string title = {}, std::vector<std::pair<double, double>> xy = {},
+         bool dashed = false, int color = -1)
+      : title(std::move(title)), xy(std::move(xy)), dashed(dashed), color(color) {}
   std::string title;
   std::vector<std::pair<double, double>> xy;  ///< plotted in this order
   bool dashed = false;
@@ -56,6 +61,9 @@ struct PlotSpec {
   std::string yrange;
   /// Vertical dotted lines at these x, labelled at the top (a frontier's target levels).
   std::vector<std::pair<double, std::string>> xmarks;
+  /// A legend entry for the points-only series left out of the legend (one per curve), drawn
+  /// as a grey marker with this title, e.g. "prune event"; empty: none.
+  std::string marker_note;
 };
 
 /// [lo, hi] widened so that no datum sits on the frame: by `frac` of the span on each side,
