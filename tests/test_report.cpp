@@ -2,13 +2,18 @@
 // curve, the study's expectation checker, the HTML helpers, and a sweep driven end to end with a
 // stand-in for the demp binary (a shell script), so that skipping, resuming and failures are
 // tested without training anything.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
+#include <tuple>
 
 #include "demp/common/error.h"
 #include "demp/common/files.h"
@@ -352,15 +357,293 @@ TEST(ReportHtml, CollectRunsAndCompareCells) {
   const auto cells = compare_cells(runs, "", &base);
   ASSERT_EQ(cells.size(), 3u);  // header + the two finished runs
   EXPECT_EQ(cells[0][0], "run");
-  EXPECT_EQ(cells[0].size(), 9u);
-  EXPECT_EQ(base, "dense");  // the first dense run, as in demp compare
+  EXPECT_EQ(cells[0].size(), 11u);
+  EXPECT_EQ(base, "dense (mean of 1 run)");  // the dense runs, as in demp compare
   EXPECT_EQ(cells[1][0], "a");
-  EXPECT_EQ(cells[1][2], "80.00%");
-  EXPECT_EQ(cells[1][3], "-10.00");
-  EXPECT_EQ(cells[1][4], "25.0");
-  EXPECT_EQ(cells[1][8], "2.00x");
-  EXPECT_EQ(compare_cells(runs, "a", &base)[2][8], "0.50x");
+  EXPECT_EQ(cells[1][1], "demp");
+  EXPECT_EQ(cells[1][3], "0");  // the seed
+  EXPECT_EQ(cells[1][4], "80.00%");
+  EXPECT_EQ(cells[1][5], "-10.00");
+  EXPECT_EQ(cells[1][6], "25.0");
+  EXPECT_EQ(cells[1][10], "2.00x");
+  EXPECT_EQ(compare_cells(runs, "a", &base)[2][10], "0.50x");
+  EXPECT_EQ(base, "demp (mean of 1 run)");
   EXPECT_THROW(compare_cells(runs, "zzz"), demp::Error);
+}
+
+// ---- grouping: series, setting, seed ----------------------------------------------------------
+
+namespace {
+
+ReportRun derived(const json& summary, const json& config) {
+  ReportRun r;
+  r.summary = summary;
+  r.config = config;
+  derive_grouping(r);
+  return r;
+}
+
+// A finished run directory: summary.json, config.json and a few metrics rows with what the
+// trainer and DemP write (reg_lambda, noise_std, train_loss, test_accuracy, elapsed_seconds).
+void fake_run(const std::string& dir, const std::string& method, double acc, int params,
+              double seconds, int seed, const json& config = json::object()) {
+  demp::make_directories(dir);
+  json c = config;
+  c["method"] = method;
+  c["seed"] = seed;
+  write(dir + "/config.json", c.dump());
+  json s = summary(acc, 100, params, method);
+  s["seed"] = seed;
+  s["params_final"] = params;
+  s["flops_final"] = params * 10;
+  s["train_seconds"] = seconds;
+  s["live_units_per_group"] = {{"fc1", params}, {"fc2", params / 2}};
+  if (method != "dense") {
+    s["prune_events"] = {{{"step", 10}, {"units_before", 100}, {"units_after", params}}};
+  }
+  write(dir + "/summary.json", s.dump());
+  std::string rows;
+  for (int step = 5; step <= 20; step += 5) {
+    json r = {{"step", step},
+              {"live_units", step < 10 ? 100 : params},
+              {"elapsed_seconds", seconds * step / 20},
+              {"train_loss", 2.0 / step},
+              {"test_accuracy", acc * step / 20}};
+    if (method == "demp") {
+      r["reg_lambda"] = 0.01 * step;
+      r["noise_std"] = 1e-4 / step;
+    }
+    rows += r.dump() + "\n";
+  }
+  write(dir + "/metrics.jsonl", rows);
+}
+
+// A frontier directory as `demp frontier` writes it: dense and DemP at two levels, two seeds.
+std::string fake_frontier(const std::string& root) {
+  const std::string f = root + "/front";
+  json runs = json::array();
+  for (int seed = 0; seed < 2; ++seed) {
+    const std::string d = "dense-s" + std::to_string(seed);
+    fake_run(f + "/" + d, "dense", 0.90 + 0.02 * seed, 100, 4.0, seed);
+    runs.push_back({{"name", d},
+                    {"series", "dense"},
+                    {"method", "dense"},
+                    {"level", nullptr},
+                    {"seed", seed}});
+    for (double level : {0.5, 0.25}) {
+      const std::string n = fmt::format("demp-p{}-s{}", level, seed);
+      fake_run(f + "/" + n, "demp", 0.80 + 0.02 * seed + level / 10,
+               static_cast<int>(100 * level) + seed, 2.0, seed, {{"target-params", level}});
+      runs.push_back({{"name", n},
+                      {"series", "DemP (ours)"},
+                      {"method", "demp"},
+                      {"level", level},
+                      {"seed", seed}});
+    }
+  }
+  write(f + "/frontier.json",
+        json{{"kind", "frontier"}, {"levels", {0.5, 0.25}}, {"seeds", {0, 1}}, {"runs", runs}}
+            .dump());
+  return f;
+}
+
+}  // namespace
+
+TEST(ReportGroups, DerivedFromSummaryAndConfig) {
+  auto r = derived(summary(0.8, 10, 5, "demp"), {{"target-params", 0.25}, {"seed", 3}});
+  EXPECT_EQ(r.series, "demp");
+  EXPECT_EQ(r.setting, "25%");
+  EXPECT_DOUBLE_EQ(r.level, 0.25);
+  EXPECT_EQ(r.seed, 3);  // config's seed over the summary's
+  r = derived(summary(0.8, 10, 5, "demp"), {{"l1-step", "loss"}, {"lambda", 0.01}});
+  EXPECT_EQ(r.series, "demp (paper)");
+  EXPECT_EQ(r.setting, "λ 0.01");
+  EXPECT_TRUE(std::isnan(r.level));
+  EXPECT_EQ(r.seed, 0);  // from the summary
+  r = derived(summary(0.8, 10, 5, "demp"), {{"target-flops", 0.1}, {"lambda", 0.01}});
+  EXPECT_EQ(r.setting, "FLOPs 10%");
+  r = derived(summary(0.8, 10, 5, "slimming"), {{"density", 0.3}, {"lambda", 0.01}});
+  EXPECT_EQ(r.series, "slimming");
+  EXPECT_EQ(r.setting, "d 0.3");
+  r = derived(summary(0.8, 10, 10, "dense"), {{"density", 1}, {"lambda", 0.01}});
+  EXPECT_EQ(r.setting, "");
+  r = derived(nullptr, {{"method", "snap"}, {"density", 0.125}, {"seed", 2}});  // not finished
+  EXPECT_EQ(r.series, "snap");
+  EXPECT_EQ(r.setting, "d 0.125");
+  EXPECT_EQ(r.seed, 2);
+  EXPECT_EQ(level_text(0.25), "25%");
+  EXPECT_EQ(level_text(0.1), "10%");
+  EXPECT_EQ(level_text(0.125), "12.5%");
+  EXPECT_EQ(level_text(0.05), "5%");
+}
+
+TEST(ReportGroups, StatsOverSeeds) {
+  const Stat s = stat_of({1, 2, 3});
+  EXPECT_DOUBLE_EQ(s.mean, 2);
+  EXPECT_DOUBLE_EQ(s.std, 1);  // sample standard deviation
+  EXPECT_EQ(s.n, 3u);
+  EXPECT_DOUBLE_EQ(stat_of({4}).std, 0);
+  EXPECT_TRUE(std::isnan(stat_of({}).mean));
+}
+
+TEST(ReportGroups, FrontierDirectory) {
+  ReportTemp t;
+  const std::string f = fake_frontier(t.path);
+  // A run frontier.json does not name is still reported, with the derived grouping.
+  fake_run(f + "/zz-extra", "slimming", 0.7, 30, 3.0, 0, {{"density", 0.3}});
+  const auto runs = collect_runs({f});
+  ASSERT_EQ(runs.size(), 7u);
+  EXPECT_EQ(runs[0].label, "dense-s0");  // frontier.json's order
+  EXPECT_EQ(runs[0].series, "dense");
+  EXPECT_EQ(runs[0].setting, "");
+  EXPECT_EQ(runs[1].series, "DemP (ours)");  // frontier.json's series, not the method
+  EXPECT_EQ(runs[1].setting, "50%");
+  EXPECT_EQ(runs[4].seed, 1);
+  EXPECT_EQ(runs[6].series, "slimming");
+  EXPECT_EQ(runs[6].setting, "d 0.3");
+
+  const auto groups = group_runs(runs);
+  ASSERT_EQ(groups.size(), 4u);
+  EXPECT_EQ(groups[0].series, "dense");
+  EXPECT_EQ(groups[1].setting, "50%");  // most parameters left first
+  EXPECT_EQ(groups[2].setting, "25%");
+  EXPECT_EQ(groups[1].finished.size(), 2u);
+  EXPECT_NEAR(groups[1].accuracy.mean, 0.86, 1e-12);
+  EXPECT_NEAR(groups[1].accuracy.std, 0.02 * std::sqrt(0.5), 1e-12);
+  EXPECT_NEAR(groups[2].params.mean, 0.255, 1e-12);
+  EXPECT_EQ(groups[2].representative()->seed, 0);
+
+  std::string base;
+  const auto cells = summary_cells(runs, "", &base);
+  EXPECT_EQ(base, "dense (mean of 2 runs)");
+  ASSERT_EQ(cells.size(), 5u);
+  EXPECT_EQ(cells[0],
+            (std::vector<std::string>{"series", "setting", "seeds", "test acc %", "Δ acc",
+                                      "params %", "FLOPs %", "units %", "train s", "speed-up"}));
+  EXPECT_EQ(cells[1][0], "dense");
+  EXPECT_EQ(cells[1][1], "-");
+  EXPECT_EQ(cells[1][2], "2");
+  EXPECT_EQ(cells[1][3], "91.00 ± 1.41");
+  EXPECT_EQ(cells[1][9], "1.00x");
+  EXPECT_EQ(cells[2][0], "DemP (ours)");
+  EXPECT_EQ(cells[2][1], "50%");
+  EXPECT_EQ(cells[2][3], "86.00 ± 1.41");
+  EXPECT_EQ(cells[2][4], "-5.00");
+  EXPECT_EQ(cells[2][5], "50.5 ± 0.7");
+  EXPECT_EQ(cells[2][9], "2.00x");  // dense's mean 4 s over 2 s
+  EXPECT_EQ(cells[4][0], "slimming");
+  EXPECT_EQ(cells[4][2], "1");
+  EXPECT_EQ(cells[4][3], "70.00");  // one seed: no ± 0
+  // --baseline names a run: its group is the reference
+  EXPECT_EQ(summary_cells(runs, "demp-p0.5-s1", &base)[2][9], "1.00x");
+  EXPECT_EQ(base, "DemP (ours) 50% (mean of 2 runs)");
+}
+
+TEST(ReportPlots, PaletteTellsTwelveSeriesApart) {
+  std::set<std::string> colors;
+  std::set<int> markers;
+  std::set<std::pair<std::string, int>> both;
+  for (int i = 0; i < kPaletteSize; ++i) {
+    colors.insert(palette_color(i));
+    markers.insert(palette_marker(i));
+    EXPECT_NE(palette_color(i), "#000000");  // black is the dense reference's
+  }
+  EXPECT_EQ(colors.size(), static_cast<size_t>(kPaletteSize));
+  EXPECT_EQ(markers.size(), static_cast<size_t>(kPaletteSize));
+  for (int i = 0; i < kPaletteSize * (kPaletteSize + 1); ++i) {
+    both.insert({palette_color(i), palette_marker(i)});
+  }
+  EXPECT_EQ(both.size(), static_cast<size_t>(kPaletteSize * (kPaletteSize + 1)));
+}
+
+TEST(ReportPlots, RangesArePaddedInLogSpace) {
+  auto [lo, hi] = padded_range(5, 25, true, 0.1);
+  EXPECT_LT(lo, 5);
+  EXPECT_GT(hi, 25);
+  EXPECT_NEAR(std::log10(5) - std::log10(lo), std::log10(hi) - std::log10(25), 1e-12);
+  std::tie(lo, hi) = padded_range(10, 10, true);  // one point: not on the frame either
+  EXPECT_NEAR(lo, 5, 1e-9);
+  EXPECT_NEAR(hi, 20, 1e-9);
+  std::tie(lo, hi) = padded_range(80, 80, false);
+  EXPECT_LT(lo, 80);
+  EXPECT_GT(hi, 80);
+  const auto t = log_tics(4, 30);
+  for (double v : {5.0, 10.0, 20.0}) {
+    EXPECT_NE(std::find(t.begin(), t.end(), v), t.end()) << v;
+  }
+  const auto wide = log_tics(1e-7, 0.5);
+  EXPECT_NE(std::find(wide.begin(), wide.end(), 0.01), wide.end());
+  EXPECT_EQ(std::find(wide.begin(), wide.end(), 0.02), wide.end());  // decades only
+}
+
+TEST(ReportPlots, AccuracyPlotScript) {
+  PlotSpec p;
+  p.name = "acc";
+  p.title = "acc";
+  p.logx = true;
+  Series ref;
+  ref.title = "dense";
+  ref.reference = true;
+  ref.color = kReferenceColor;
+  ref.xy = {{1, 90}};
+  ref.yerr = {0.5};
+  Series s;
+  s.title = "DemP";
+  s.xy = {{5, 80}, {25, 85}};
+  s.yerr = {1, 0.5};
+  s.labels = {"5%", "25%"};
+  p.series = {ref, s};
+  p.xmarks = {{25, "25%"}};
+  const std::string g = gnuplot_script(p, true);
+  EXPECT_NE(g.find("set logscale x"), std::string::npos);
+  EXPECT_NE(g.find("with filledcurves"), std::string::npos) << g;  // the dense band
+  EXPECT_NE(g.find("using 1:4 with lines lc rgb '#000000'"), std::string::npos) << g;
+  EXPECT_NE(g.find("with yerrorlines lc rgb '" + palette_color(1) + "'"), std::string::npos) << g;
+  EXPECT_NE(g.find("with labels"), std::string::npos);
+  EXPECT_NE(g.find("5 80 1 \"5%\""), std::string::npos) << g;
+  EXPECT_NE(g.find("set key below"), std::string::npos);
+  EXPECT_NE(g.find("set arrow from 25, graph 0"), std::string::npos);
+  // the padded range holds every point and error bar off the frame
+  double x0, x1, y0, y1;
+  ASSERT_EQ(std::sscanf(g.substr(g.find("set xrange")).c_str(), "set xrange [%lf:%lf]", &x0, &x1),
+            2);
+  ASSERT_EQ(std::sscanf(g.substr(g.find("set yrange")).c_str(), "set yrange [%lf:%lf]", &y0, &y1),
+            2);
+  EXPECT_LT(x0, 5);
+  EXPECT_GT(x1, 25);
+  EXPECT_LT(y0, 79);
+  EXPECT_GT(y1, 90.5);
+}
+
+TEST(ReportHtml, ReportOnAFrontier) {
+  if (find_executable("gnuplot").empty()) GTEST_SKIP() << "gnuplot is not installed";
+  ReportTemp t;
+  ReportOptions o;
+  o.dirs = {fake_frontier(t.path)};
+  o.out = t.path + "/report";
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(run_report(o), 0);
+  const std::string out = testing::internal::GetCapturedStdout();
+  EXPECT_NE(out.find("DemP (ours)"), std::string::npos) << out;
+  const std::string html = demp::read_file(o.out + "/index.html");
+  for (const char* name :
+       {"accuracy_vs_params", "accuracy_vs_flops", "accuracy_vs_units", "accuracy_vs_time",
+        "live_units", "lambda_schedule", "noise_schedule", "train_loss", "test_accuracy",
+        "accuracy_vs_wallclock", "layer_widths"}) {
+    EXPECT_TRUE(demp::is_regular_file(o.out + "/" + std::string(name) + ".svg")) << name;
+    EXPECT_TRUE(demp::is_regular_file(o.out + "/" + std::string(name) + ".png")) << name;
+    EXPECT_NE(html.find("<figure id=\"" + std::string(name) + "\">"), std::string::npos) << name;
+  }
+  EXPECT_NE(html.find("<table id=\"summary\">"), std::string::npos);
+  EXPECT_NE(html.find("<td>DemP (ours)</td><td>25%</td><td>2</td>"), std::string::npos);
+  const std::string gp = demp::read_file(o.out + "/accuracy_vs_params.gp");
+  EXPECT_NE(gp.find("dense 91.00 ± 1.41% (2 runs)"), std::string::npos) << gp;
+  EXPECT_NE(gp.find("\"25%\""), std::string::npos);                     // the points' labels
+  EXPECT_NE(gp.find("set arrow from 50, graph 0"), std::string::npos);  // the levels
+  // prune events marked on the λ curve: a points-only series
+  const std::string lambda = demp::read_file(o.out + "/lambda_schedule.gp");
+  EXPECT_NE(lambda.find("with points"), std::string::npos);
+  EXPECT_NE(lambda.find("keyentry with points"), std::string::npos);  // and named in the legend
 }
 
 // ---- a sweep end to end, with a stand-in for demp ---------------------------------------------
