@@ -113,7 +113,8 @@ void add_report_commands(CLI::App& app, ReportCommands& st) {
   rp->add_option("--out", ro.out,
                  "report directory (default: DIR/report for one DIR, else ./report)");
   rp->add_option("--baseline", ro.baseline,
-                 "run whose training time is 1.00x (default: the first dense run)");
+                 "a run (label or directory) whose setting is the reference: its seeds' mean training "
+                 "time is 1.00x and Δ acc is against their mean accuracy (default: the dense runs)");
   rp->add_option("--title", ro.title, "page title")->capture_default_str();
   rp->add_option("--gnuplot", ro.gnuplot, "the gnuplot program")->capture_default_str();
 }
