@@ -19,6 +19,7 @@
 #include "demp/export/export.h"
 #include "demp/nn/arch.h"
 #include "demp/nn/model.h"
+#include "demp/report/run_dir.h"
 #include "demp/report/sweep.h"
 #include "demp/train/config.h"
 #include "demp/train/optim.h"
@@ -482,6 +483,24 @@ TEST(FaultOptions, EvaluationWithBatchZeroIsRefusedNotALoop) {
   d.images = torch::zeros({4, 1, 8, 8});
   d.labels = torch::zeros({4}, torch::kLong);
   EXPECT_REFUSED(train::evaluate(m, d, 0, torch::kCPU), "must be positive");
+}
+
+// ---- messages ------------------------------------------------------------------------------------
+
+TEST(FaultMessages, EventLinesEndAnOpenProgressBarInsteadOfCollidingWithIt) {
+  test::TempDir tmp;
+  report::RunDir run(tmp.path + "/r");
+  report::Progress bar("bar", 10, 0, 32);
+  testing::internal::CaptureStderr();
+  bar.update(5, "epoch 1/2", /*force_line=*/true);
+  EXPECT_TRUE(report::progress_line_open());
+  run.log("prune step 5 | units 10 -> 8", /*echo=*/true);
+  EXPECT_FALSE(report::progress_line_open());
+  bar.finish();
+  const std::string err = testing::internal::GetCapturedStderr();
+  // Was: "... ETA 04:24 | epoch 1/2prune step 5 | ...".
+  EXPECT_NE(err.find("epoch 1/2\x1b[K\r\x1b[Kprune step 5 | units 10 -> 8\n"), std::string::npos) << err;
+  EXPECT_EQ(err.back(), '\n');
 }
 
 }  // namespace

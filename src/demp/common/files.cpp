@@ -37,7 +37,8 @@ void write_file_atomic(const std::string& path, const std::string& content) {
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     const int e = errno;
     std::remove(tmp.c_str());
-    throw Error("cannot rename " + tmp + " to " + path + ": " + std::strerror(e));
+    throw Error("cannot rename " + tmp + " to " + path + ": " + std::strerror(e),
+                "check the directory's permissions");
   }
 }
 
@@ -223,7 +224,8 @@ void remove_file(const std::string& path) { ::unlink(path.c_str()); }
 
 void rename_file(const std::string& from, const std::string& to) {
   if (std::rename(from.c_str(), to.c_str()) != 0) {
-    throw Error("cannot rename " + from + " to " + to + ": " + std::strerror(errno));
+    throw Error("cannot rename " + from + " to " + to + ": " + std::strerror(errno),
+                "check the directory's permissions");
   }
 }
 
@@ -268,7 +270,9 @@ FileLock::FileLock(const std::string& path, const std::string& what) {
                       (holder.empty() ? std::string() : " (pid " + holder + ")"),
                   "wait for it to finish, stop it, or use another --out");
     }
-    throw Error("cannot lock " + path + ": " + std::strerror(err), "check the file system");
+    // A file system without flock (some network mounts): run unlocked rather than not at all;
+    // held() says so, and the caller warns.
+    return;
   }
   const std::string pid = std::to_string(::getpid()) + "\n";
   if (::ftruncate(fd_, 0) == 0 && ::pwrite(fd_, pid.data(), pid.size(), 0) < 0) {

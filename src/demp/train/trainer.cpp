@@ -126,7 +126,8 @@ torch::Device resolve_device(const std::string& spec) {
       torch::Device d(spec);
       if (!d.has_index()) d = torch::Device(torch::kCUDA, 0);
       if (d.index() >= static_cast<int>(torch::cuda::device_count())) {
-        throw Error(fmt::format("--device {}: only {} CUDA device(s)", spec, torch::cuda::device_count()));
+        throw Error(fmt::format("--device {}: only {} CUDA device(s)", spec, torch::cuda::device_count()),
+                    "devices are numbered from 0: use --device cuda:0, or auto");
       }
       return d;
     } catch (const c10::Error&) {
@@ -228,7 +229,7 @@ Checkpoint load_checkpoint(const std::string& path) {
     ar.load_from(path);
     c10::IValue v;
     if (!ar.try_read("format", v) || v.toStringRef() != "demp-checkpoint-1") {
-      throw Error(path + " is not a demp checkpoint");
+      throw Error(path + " is not a demp checkpoint", "give the model.ckpt of a run");
     }
     ar.read("arch", v);
     try {
@@ -552,6 +553,11 @@ json run_training(TrainConfig cfg) {
   if (writer) {
     make_directories(cfg.out);
     lock = FileLock(cfg.out + "/.lock", cfg.out);
+    if (!lock.held()) {
+      warnings.push_back("cannot lock " + cfg.out + " (no flock on this file system): a second run "
+                         "on it would not be refused");
+      std::fprintf(stderr, "demp: warning: %s\n", warnings.back().c_str());
+    }
     const bool taken = file_exists(cfg.out + "/config.json") || file_exists(cfg.out + "/model.ckpt");
     if (!cfg.resume && taken && !cfg.overwrite) {
       throw Error(cfg.out + " holds another run (started while this one was loading its data)",
