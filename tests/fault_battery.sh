@@ -80,7 +80,7 @@ opts() {
     [--progress]=none [--threads]=1)
   local extra=()
   while [ $# -gt 0 ]; do
-    if [ -n "${o[$1]+x}" ] && [ $# -gt 1 ]; then
+    if [ -n "$1" ] && [ -n "${o[$1]+x}" ] && [ $# -gt 1 ]; then
       o[$1]=$2
       shift 2
     else
@@ -284,6 +284,27 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 ENVS=(RANK=1 WORLD_SIZE=2 MASTER_PORT=$port)
 tr_refuse "rank 0 did not arrive" --dist-timeout 2 --out "$TMP/x4"
 ENVS=()
+# A peer that stalls mid-run (SIGSTOP): the other rank ends within --dist-timeout with one line,
+# without c10d's logging and stack frames.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+opts --batch-size 4 --steps 100000 --dist-timeout 3 --out "$TMP/stall"
+RANK=0 WORLD_SIZE=2 MASTER_PORT=$port "$DEMP" train "${A[@]}" > "$TMP/r0.out" 2>&1 &
+p0=$!
+RANK=1 WORLD_SIZE=2 MASTER_PORT=$port "$DEMP" train "${A[@]}" > "$TMP/r1.out" 2>&1 &
+p1=$!
+for _ in $(seq 300); do [ -f "$TMP/stall/config.json" ] && break; sleep 0.1; done
+sleep 1
+kill -STOP $p0
+wait $p1
+rc=$?
+kill -KILL $p0
+kill -CONT $p0
+wait $p0 2>/dev/null
+one_line_timeout() {
+  [ $rc -eq 2 ] && [ "$(wc -l < "$TMP/r1.out")" -eq 1 ] &&
+    grep -q "^demp: error: rank 1: .* failed: .*Timed out .*(hint: " "$TMP/r1.out"
+}
+check "a stalled peer: one error line on the other rank (rc $rc: $(head -c 300 "$TMP/r1.out"))" one_line_timeout
 N=$TMP/nproc
 opts --batch-size 4 --steps 100000 --nproc 2 --out "$N"
 "$DEMP" train "${A[@]}" > "$TMP/n.out" 2>&1 &
