@@ -159,8 +159,12 @@ TEST(DistEnv, RejectsMalformedAndInconsistentValues) {
   expect_error("WORLD_SIZE='0'");
   env.set("WORLD_SIZE", "two");
   expect_error("WORLD_SIZE='two'");
-  env.set("WORLD_SIZE", nullptr);  // RANK 1 without WORLD_SIZE: world size defaults to 1
-  expect_error("RANK=1 is not below WORLD_SIZE=1");
+  env.set("WORLD_SIZE", nullptr);  // RANK without WORLD_SIZE (and the reverse): refused
+  expect_error("RANK=1 is set but WORLD_SIZE is not");
+  env.set("RANK", nullptr);
+  env.set("WORLD_SIZE", "2");
+  expect_error("WORLD_SIZE=2 is set but RANK is not");
+  env.set("RANK", "1");
   env.set("WORLD_SIZE", "2");
   env.set("LOCAL_RANK", "5");
   expect_error("LOCAL_RANK=5");

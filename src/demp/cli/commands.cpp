@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <iostream>
@@ -39,6 +40,133 @@ std::string find_config(int argc, char** argv) {
   return {};
 }
 
+// The config file as JSON, refusing what nlohmann accepts silently (a repeated key: the last one
+// wins) and saying in one line what it refuses (an overflowing number, a syntax error).
+json parse_config_file(const std::string& path) {
+  if (is_directory(path)) {
+    throw Error("--config " + path + " is a directory", "give a JSON file, e.g. recipes/<name>.json");
+  }
+  const std::string text = read_file(path);
+  std::vector<std::vector<std::string>> keys;  // the keys of each open object
+  std::string duplicate;
+  const json::parser_callback_t cb = [&](int, json::parse_event_t ev, json& parsed) {
+    if (ev == json::parse_event_t::object_start) keys.emplace_back();
+    if (ev == json::parse_event_t::object_end && !keys.empty()) keys.pop_back();
+    if (ev == json::parse_event_t::key && !keys.empty()) {
+      const std::string k = parsed.get<std::string>();
+      if (std::find(keys.back().begin(), keys.back().end(), k) != keys.back().end() && duplicate.empty()) {
+        duplicate = k;
+      }
+      keys.back().push_back(k);
+    }
+    return true;
+  };
+  json j;
+  try {
+    j = json::parse(text, cb);
+  } catch (const json::exception& e) {
+    // "[json.exception.parse_error.101] parse error at line 1, column 14: syntax error while
+    // parsing value - unexpected '}'; last read: ..." or "[json.exception.out_of_range.406]
+    // number overflow parsing '1e999'" -> their substance, without the library's prefix.
+    std::string detail = e.what();
+    const auto close = detail.find("] ");
+    if (detail.rfind("[json.exception", 0) == 0 && close != std::string::npos) detail = detail.substr(close + 2);
+    const auto dash = detail.find(" - ");
+    if (dash != std::string::npos) detail = detail.substr(dash + 3);
+    const auto semi = detail.find("; last read");
+    if (semi != std::string::npos) detail.resize(semi);
+    const bool overflow = detail.find("number overflow") != std::string::npos;
+    std::string where;
+    if (const auto* pe = dynamic_cast<const json::parse_error*>(&e)) where = fmt::format(" (byte {})", pe->byte);
+    throw Error(fmt::format("config file {} is not valid JSON{}: {}", path, where, detail),
+                overflow ? "the number is too large for a double; give a finite value"
+                         : "see recipes/ for examples");
+  }
+  if (!duplicate.empty()) {
+    throw Error("config file " + path + " gives the key '" + duplicate + "' twice",
+                "give each option once");
+  }
+  return j;
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+// The closest of `names` to `word`, if it is close enough to be a typo ("" otherwise).
+std::string nearest(const std::string& word, const std::vector<std::string>& names) {
+  std::string best;
+  size_t best_d = std::max<size_t>(2, word.size() / 3) + 1;
+  for (const auto& n : names) {
+    const size_t d = edit_distance(word, n);
+    if (d < best_d) {
+      best_d = d;
+      best = n;
+    }
+  }
+  return best;
+}
+
+// A parse error, said better where we can: an unknown subcommand or option gets the nearest
+// real one.
+Error explain_parse_error(CLI::App& app, const CLI::ParseError& e, int argc, char** argv) {
+  std::vector<std::string> subs;
+  for (CLI::App* sc : app.get_subcommands([](CLI::App*) { return true; })) subs.push_back(sc->get_name());
+  const std::string first = argc > 1 ? argv[1] : "";
+  if (first.empty()) {
+    return Error("no subcommand given", "use one of: " + fmt::format("{}", fmt::join(subs, ", ")) +
+                                            " (see 'demp --help')");
+  }
+  if (first[0] != '-' && std::find(subs.begin(), subs.end(), first) == subs.end()) {
+    const std::string near = nearest(first, subs);
+    return Error("unknown subcommand '" + first + "'" + (near.empty() ? "" : " (did you mean '" + near + "'?)"),
+                 "use one of: " + fmt::format("{}", fmt::join(subs, ", ")) + " (see 'demp --help')");
+  }
+  CLI::App* sub = first[0] != '-' ? app.get_subcommand(first) : &app;
+  std::vector<std::string> longs;
+  for (const CLI::Option* o : sub->get_options()) {
+    for (const auto& n : o->get_lnames()) longs.push_back(n);
+  }
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--") break;
+    if (a.rfind("--", 0) != 0 || a.size() < 3) continue;
+    a = a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
+    if (std::find(longs.begin(), longs.end(), a) != longs.end()) continue;
+    const std::string near = nearest(a, longs);
+    return Error("unknown option --" + a + " for 'demp " + first + "'" +
+                     (near.empty() ? "" : " (did you mean --" + near + "?)"),
+                 "see 'demp " + first + " --help'");
+  }
+  std::string what = e.what();
+  while (!what.empty() && (what.back() == '\n' || what.back() == ' ')) what.pop_back();
+  return Error(what, "see 'demp " + (first[0] != '-' ? first + " " : std::string()) + "--help'");
+}
+
+// CLI11 reads integers with strtoll in base 0: "010" is 8, and a value beyond 2^63 is silently
+// clamped. Every integer option takes plain decimal digits in range instead.
+std::string check_integer(std::string& v) {
+  const size_t digits = !v.empty() && (v[0] == '-' || v[0] == '+') ? 1 : 0;
+  if (v.size() <= digits || v.find_first_not_of("0123456789", digits) != std::string::npos) {
+    return "'" + v + "' is not a whole number";
+  }
+  errno = 0;
+  char* end = nullptr;
+  const long long x = std::strtoll(v.c_str(), &end, 10);
+  if (errno == ERANGE) return "'" + v + "' is out of range (-2^63 .. 2^63-1)";
+  v = std::to_string(x);  // decimal, so that CLI11's base-0 conversion reads the same number
+  return {};
+}
+
 void bind_fields(CLI::App* app, train::TrainConfig& cfg) {
   train::TrainConfig defaults;
   auto dfs = train::fields(defaults);
@@ -52,7 +180,8 @@ void bind_fields(CLI::App* app, train::TrainConfig& cfg) {
           if constexpr (std::is_same_v<T, bool>) {
             app->add_flag(flag, *p, f.help)->group(f.group);
           } else {
-            app->add_option(flag, *p, f.help)->default_str(train::value_string(dfs[i]))->group(f.group);
+            auto* o = app->add_option(flag, *p, f.help)->default_str(train::value_string(dfs[i]))->group(f.group);
+            if constexpr (std::is_same_v<T, int64_t>) o->transform(CLI::Validator(check_integer, ""));
           }
         },
         f.ptr);
@@ -74,6 +203,9 @@ export_::ModelSource load_runnable(const std::string& path) {
 
 int cmd_eval(const std::string& path, std::string data_spec, const std::string& device_spec,
              int64_t batch, bool as_json) {
+  if (batch <= 0) {
+    throw Error(fmt::format("--batch-size must be positive, got {}", batch), "e.g. --batch-size 1000");
+  }
   const auto src = load_runnable(path);
   const train::TrainConfig cfg = export_::source_config(src);
   if (data_spec.empty()) data_spec = cfg.data;
@@ -146,7 +278,26 @@ int cmd_export(const std::string& path, std::string format, const std::string& o
     throw Error("--pad-channels applies to ONNX exports only",
                 "the torch export keeps the pruned widths; pad at ONNX export");
   }
+  if (out.empty()) throw Error("--out is empty", "give the file to write, e.g. --out model.onnx");
+  if (is_directory(out)) throw Error("--out " + out + " is a directory", "give a file name, e.g. --out model.onnx");
   const auto src = export_::load_source(path);
+  // Never over a file of a run directory (its checkpoint, config, metrics...), nor over the
+  // network being exported: an export must not destroy what it reads.
+  {
+    const std::string target = canonical_path(out);
+    const auto slash = out.find_last_of('/');
+    const std::string parent = slash == std::string::npos ? "." : (slash == 0 ? "/" : out.substr(0, slash));
+    bool run_dir = false;
+    for (const char* f : {"config.json", "model.ckpt", "summary.json", "metrics.jsonl", "log.txt"}) {
+      run_dir = run_dir || file_exists(parent + "/" + f);
+    }
+    if (!target.empty() && (target == canonical_path(src.path) || run_dir)) {
+      throw Error("refusing to write over " + out + (run_dir ? ", a file of the run directory " + parent
+                                                            : ", the network being exported"),
+                  "write the export to a new file, e.g. --out " +
+                      std::string(format == "onnx" ? "model.onnx" : "model.pt"));
+    }
+  }
   if (src.kind == export_::SourceKind::Onnx) {
     throw Error(src.path + " is already an ONNX export; its weights cannot be read back",
                 "export from the run directory, its model.ckpt or a torch export");
@@ -209,15 +360,11 @@ int run(int argc, char** argv) {
   // train
   train::TrainConfig cfg;
   const std::string config_path = find_config(argc, argv);
+  std::vector<std::string> config_keys;
   if (!config_path.empty()) {
-    json j;
-    try {
-      j = json::parse(read_file(config_path));
-    } catch (const json::parse_error& e) {
-      throw Error("config file " + config_path + " is not valid JSON: " + e.what(),
-                  "see recipes/ for examples");
-    }
+    const json j = parse_config_file(config_path);
     train::apply_json(cfg, j, config_path);
+    for (auto it = j.begin(); it != j.end(); ++it) config_keys.push_back(it.key());
   }
   auto* train_cmd = app.add_subcommand("train", "train a network (dense or with a pruning method)");
   bind_fields(train_cmd, cfg);
@@ -298,12 +445,24 @@ int run(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);
-    throw Error(e.what(), "see 'demp " + std::string(argc > 1 ? argv[1] : "") + " --help'");
+    throw explain_parse_error(app, e, argc, argv);
+  }
+  // The options set explicitly (flags and config-file keys): --resume compares them with the
+  // run's, and options that do nothing in this configuration are warned about.
+  cfg.given = config_keys;
+  for (const auto& f : train::fields(cfg)) {
+    const CLI::Option* o = train_cmd->get_option_no_throw("--" + f.name);
+    if (o && o->count() > 0) cfg.given.push_back(f.name);
   }
 
   if (const int code = run_report_commands(rc); code >= 0) return code;
   if (*train_cmd) {
+    if (cfg.nproc > 1 && std::getenv("RANK") != nullptr && std::getenv("DEMP_LOCAL_LAUNCH") == nullptr) {
+      throw Error(fmt::format("--nproc {} and torchrun's RANK/WORLD_SIZE both start ranks", cfg.nproc),
+                  "use one: --nproc N alone, or torchrun (or RANK, WORLD_SIZE...) without --nproc");
+    }
     if (cfg.nproc > 1 && std::getenv("RANK") == nullptr) {
+      train::validate(cfg);  // refused once here, not once per rank
       // The convenience launcher: the same command, once per local rank, with torchrun's
       // environment; each child sees RANK and trains (it does not launch again).
       std::vector<std::string> args{"/proc/self/exe"};  // this very binary, as the sweep runs it
@@ -311,6 +470,14 @@ int run(int argc, char** argv) {
       return dist::launch_local(args, cfg.nproc);
     }
     const json s = train::run_training(cfg);
+    if (s.value("status", "") == "interrupted") {
+      if (s.contains("run_dir")) {
+        std::cout << fmt::format("interrupted at step {}; checkpoint and summary written. Continue with:\n"
+                                 "  demp train --resume --out {}\n",
+                                 s.value("interrupted_at_step", int64_t{0}), s["run_dir"].get<std::string>());
+      }
+      return 130;
+    }
     if (s.value("status", "") == "replica") {  // a data-parallel rank other than 0
       std::cout << fmt::format("rank {} | finished | units {} | params {} | prune steps {} | replicas "
                                "identical {}\n",

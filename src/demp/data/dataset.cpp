@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <utility>
 
@@ -120,8 +121,31 @@ uint64_t splitmix64(uint64_t x) {
 
 }  // namespace
 
+// The bound on what a gzip'd IDX file may inflate to: the size its header promises (a larger
+// stream is refused while inflating, before it takes the memory). `dims` header fields follow
+// the 4-byte magic number.
+std::function<uint64_t(const std::string&)> idx_limit(int dims, uint32_t magic, const std::string& path) {
+  return [=](const std::string& head) -> uint64_t {
+    const size_t header = 4 + 4 * static_cast<size_t>(dims);
+    if (head.size() < header) return 0;
+    if (read_be32(head, 0) != magic) {
+      throw Error(path + ": bad magic number " + hex32(read_be32(head, 0)) + " (expected " +
+                      hex32(magic) + (dims == 1 ? " for IDX labels)" : " for IDX images)"),
+                  dims == 1 ? "is this an IDX label file such as train-labels-idx1-ubyte.gz?"
+                            : "is this an IDX image file such as train-images-idx3-ubyte.gz?");
+    }
+    uint64_t n = 1;
+    for (int d = 0; d < dims; ++d) {
+      const uint64_t x = read_be32(head, 4 + 4 * static_cast<size_t>(d));
+      if (x != 0 && n > (uint64_t{1} << 40) / x) return uint64_t{1} << 40;
+      n *= x;
+    }
+    return header + n;
+  };
+}
+
 Dataset read_idx(const std::string& images_path, const std::string& labels_path, int64_t classes) {
-  const std::string img = read_maybe_gzip(images_path);
+  const std::string img = read_maybe_gzip(images_path, 0, idx_limit(3, kIdxImagesMagic, images_path));
   if (img.size() < 16) {
     throw Error(images_path + " is truncated: " + std::to_string(img.size()) +
                     " bytes, shorter than an IDX image header",
@@ -134,6 +158,11 @@ Dataset read_idx(const std::string& images_path, const std::string& labels_path,
                 "is this an IDX image file such as train-images-idx3-ubyte.gz?");
   }
   const uint64_t n = read_be32(img, 4), h = read_be32(img, 8), w = read_be32(img, 12);
+  if (h == 0 || w == 0 || n == 0) {
+    throw Error(images_path + ": the header says " + std::to_string(n) + " images of " +
+                    std::to_string(h) + "x" + std::to_string(w) + " pixels",
+                "the file is corrupt or not an image set; download it again");
+  }
   uint64_t pixels = 0;
   if (!payload_size(n, h, w, &pixels) || img.size() - 16 < pixels) {
     throw Error(images_path + " is truncated: header says " + std::to_string(n) + " images of " +
@@ -147,7 +176,7 @@ Dataset read_idx(const std::string& images_path, const std::string& labels_path,
                 "the file is corrupt; download it again");
   }
 
-  const std::string lbl = read_maybe_gzip(labels_path);
+  const std::string lbl = read_maybe_gzip(labels_path, 0, idx_limit(1, kIdxLabelsMagic, labels_path));
   if (lbl.size() < 8) {
     throw Error(labels_path + " is truncated: " + std::to_string(lbl.size()) +
                     " bytes, shorter than an IDX label header",
@@ -199,7 +228,8 @@ Dataset read_cifar(const std::vector<std::string>& files, int64_t classes) {
 
   std::vector<torch::Tensor> images, labels;
   for (const auto& path : files) {
-    const std::string buf = read_maybe_gzip(path);
+    // The largest CIFAR batch file (CIFAR-100's train.bin) holds 50000 records of 3074 bytes.
+    const std::string buf = read_maybe_gzip(path, uint64_t{50000} * 3074);
     const auto size = static_cast<int64_t>(buf.size());
     if (size == 0 || size % record != 0) {
       throw Error(path + " has " + std::to_string(size) + " bytes, not a whole number of " +

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <netdb.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -15,6 +16,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -101,6 +103,13 @@ Env env_from_environment() {
   const std::string rank = getenv_str("RANK"), world = getenv_str("WORLD_SIZE"),
                     local = getenv_str("LOCAL_RANK"), addr = getenv_str("MASTER_ADDR"),
                     port = getenv_str("MASTER_PORT");
+  // torchrun sets both; one without the other is a hand-made environment gone wrong (RANK alone
+  // used to run rank 0 of 1, or fail as "RANK=1 is not below WORLD_SIZE=1").
+  if (rank.empty() != world.empty()) {
+    throw Error(rank.empty() ? "WORLD_SIZE=" + world + " is set but RANK is not"
+                             : "RANK=" + rank + " is set but WORLD_SIZE is not",
+                "set RANK and WORLD_SIZE together (torchrun sets both), or neither for one process");
+  }
   if (!world.empty()) env.world_size = parse_int("WORLD_SIZE", world, 1, kMaxRanks);
   if (!rank.empty()) env.rank = parse_int("RANK", rank, 0, kMaxRanks);
   if (!local.empty()) env.local_rank = parse_int("LOCAL_RANK", local, 0, kMaxRanks);
@@ -328,6 +337,19 @@ void Comm::Impl::rendezvous() {
   // Arrival is counted below, so that a missing peer can be reported as "K of N".
   o.waitWorkers = false;
   o.timeout = timeout;
+  {
+    // A host name that does not resolve is a typo, not a rank 0 that is late: say so at once.
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    const int rc = ::getaddrinfo(env.master_addr.c_str(), nullptr, &hints, &res);
+    if (res) ::freeaddrinfo(res);
+    if (rc != 0) {
+      throw Error(fmt::format("rank {}: MASTER_ADDR '{}' does not resolve ({})", env.rank, env.master_addr,
+                              ::gai_strerror(rc)),
+                  "set MASTER_ADDR to rank 0's host name or IP address (127.0.0.1 on one machine)");
+    }
+  }
   try {
     store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, o);
   } catch (const std::exception& e) {
@@ -711,13 +733,19 @@ int exit_code(int status) {
 
 bool is_rank_var(const char* kv) {
   static const char* names[] = {"RANK=", "LOCAL_RANK=", "WORLD_SIZE=", "LOCAL_WORLD_SIZE=",
-                                "MASTER_ADDR=", "MASTER_PORT=", "GROUP_RANK=", "ROLE_RANK="};
+                                "MASTER_ADDR=", "MASTER_PORT=", "GROUP_RANK=", "ROLE_RANK=",
+                                "DEMP_LOCAL_LAUNCH="};
   for (const char* n : names) {
     if (std::strncmp(kv, n, std::strlen(n)) == 0) return true;
   }
   return false;
 }
 
+}  // namespace
+
+namespace {
+volatile std::sig_atomic_t g_launcher_signal = 0;
+extern "C" void on_launcher_signal(int sig) { g_launcher_signal = sig; }
 }  // namespace
 
 int launch_local(const std::vector<std::string>& argv, int64_t nproc, int port) {
@@ -762,6 +790,7 @@ int launch_local(const std::vector<std::string>& argv, int64_t nproc, int port) 
     env.push_back(fmt::format("LOCAL_WORLD_SIZE={}", nproc));
     env.push_back("MASTER_ADDR=127.0.0.1");
     env.push_back(fmt::format("MASTER_PORT={}", port));
+    env.push_back("DEMP_LOCAL_LAUNCH=1");  // these ranks came from --nproc, not from torchrun
     std::vector<char*> envp;
     for (auto& s : env) envp.push_back(s.data());
     envp.push_back(nullptr);
@@ -792,10 +821,32 @@ int launch_local(const std::vector<std::string>& argv, int64_t nproc, int port) 
     if (c.out >= 0) ::fcntl(c.out, F_SETFL, ::fcntl(c.out, F_GETFL) | O_NONBLOCK);
   }
 
+  // SIGINT/SIGTERM: the ranks stop together at a step and rank 0 writes a checkpoint; the
+  // launcher passes the signal on (once: a terminal's Ctrl-C reached them already) and waits for
+  // them, instead of dying and leaving them behind.
+  g_launcher_signal = 0;
+  struct sigaction sa {}, old_int {}, old_term {};
+  sa.sa_handler = on_launcher_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  ::sigaction(SIGINT, &sa, &old_int);
+  ::sigaction(SIGTERM, &sa, &old_term);
+  struct Restore {
+    struct sigaction *i, *t;
+    ~Restore() {
+      ::sigaction(SIGINT, i, nullptr);
+      ::sigaction(SIGTERM, t, nullptr);
+    }
+  } restore{&old_int, &old_term};
+  bool forwarded = false;
   int result = 0;
   bool failed = false;
   std::chrono::steady_clock::time_point kill_at{};
   for (;;) {
+    if (g_launcher_signal != 0 && !forwarded) {
+      forwarded = true;
+      kill_all(SIGTERM);
+    }
     std::vector<pollfd> pfds;
     std::vector<Child*> owners;
     for (auto& c : children) {
@@ -823,6 +874,10 @@ int launch_local(const std::vector<std::string>& argv, int64_t nproc, int port) 
       }
       c.running = false;
       const int code = w < 0 ? 1 : exit_code(status);
+      if (forwarded && code != 0) {
+        if (result == 0 || c.rank == 0) result = code;  // rank 0's status (130: interrupted) wins
+        continue;
+      }
       if (code != 0 && !failed) {
         failed = true;
         result = code;

@@ -5,6 +5,7 @@
 #include <torch/serialize.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -60,55 +61,16 @@ Normalization parse_normalization(const json& j) {
   return n;
 }
 
-// The architecture's indices, checked before anything indexes with them: a hand-edited or
-// damaged file must give an error, not an out-of-range read. (nn::from_json checks the JSON's
-// shape, not its references.)
+// The architecture, checked before anything indexes with it or allocates for it: a hand-edited
+// or damaged file must give an error, not an out-of-range read, a huge allocation or an ONNX
+// file no runtime loads. nn::check_arch runs the forward program on shapes.
 void check_arch(const nn::Arch& a, const std::string& path) {
-  auto bad = [&](const std::string& what) {
-    throw Error(path + " has an inconsistent architecture: " + what,
-                "the file is damaged or was edited; export it again from its run");
-  };
-  const int ng = static_cast<int>(a.groups.size());
-  if (ng < 2) bad("fewer than two unit groups");
-  if (a.num_slots < 1 || a.num_slots > 1024) bad("bad number of value slots");
-  if (a.in_channels < 1 || a.in_height < 1 || a.in_width < 1 || a.classes < 1) bad("input shape");
-  for (const auto& g : a.groups) {
-    if (g.width < 1 || g.width > g.initial) bad("group " + g.name + " width");
-  }
-  for (const auto& l : a.layers) {
-    if (l.in_group < 0 || l.in_group >= ng || l.out_group < 0 || l.out_group >= ng) {
-      bad("layer " + l.name + " group");
-    }
-    if (l.kernel < 1 || l.stride < 1 || l.padding < 0 || l.in_block < 1) bad("layer " + l.name);
-  }
-  for (const auto& k : a.skips) {
-    if (k.in_group < 0 || k.in_group >= ng || k.out_group < 0 || k.out_group >= ng ||
-        k.src.size() != k.dst.size()) {
-      bad("skip map");
-    }
-    for (size_t m = 0; m < k.src.size(); ++m) {
-      if (k.src[m] < 0 || k.src[m] >= a.groups[k.in_group].width || k.dst[m] < 0 ||
-          k.dst[m] >= a.groups[k.out_group].width) {
-        bad("skip map index");
-      }
-    }
-  }
-  auto slot = [&](int s) { return s >= 0 && s < a.num_slots; };
-  for (const auto& op : a.program) {
-    bool ok = slot(op.a);
-    switch (op.kind) {
-      case nn::Op::Layer:
-        ok = op.a >= 0 && op.a < static_cast<int>(a.layers.size()) && slot(op.b) && slot(op.c);
-        break;
-      case nn::Op::Relu: ok = ok && op.b >= 0 && op.b < ng; break;
-      case nn::Op::MaxPool: ok = ok && op.k >= 1 && op.s >= 1 && op.p >= 0; break;
-      case nn::Op::Copy: ok = ok && slot(op.b); break;
-      case nn::Op::Add:
-        ok = ok && slot(op.b) && op.c >= -1 && op.c < static_cast<int>(a.skips.size());
-        break;
-      default: break;
-    }
-    if (!ok) bad("forward program");
+  try {
+    nn::check_arch(a);
+  } catch (const Error& e) {
+    throw Error(path + " has an inconsistent architecture: " + e.what(),
+                e.hint().empty() ? "the file is damaged or was edited; export it again from its run"
+                                 : e.hint());
   }
 }
 
@@ -245,12 +207,43 @@ std::string kind_name(SourceKind k) {
   return "?";
 }
 
+namespace {
+// A recorded normalisation divides by std: zero, negative or non-finite values (an edited file)
+// would turn every input into inf or NaN.
+ModelSource checked_norm(ModelSource s) {
+  if (!s.norm.known()) return s;
+  bool ok = s.norm.mean.size() == s.norm.std.size() &&
+            static_cast<int64_t>(s.norm.mean.size()) == s.arch.in_channels;
+  for (size_t c = 0; ok && c < s.norm.std.size(); ++c) {
+    ok = std::isfinite(s.norm.mean[c]) && std::isfinite(s.norm.std[c]) && s.norm.std[c] > 0;
+  }
+  if (!ok) {
+    throw Error(s.path + " records an unusable input normalisation (std must be finite and > 0, one "
+                         "mean and std per input channel)",
+                "the file is damaged or was edited; export it again from its run");
+  }
+  return s;
+}
+}  // namespace
+
 ModelSource load_source(const std::string& path_in) {
   if (path_in.empty()) throw Error("no model given", kExportHint);
   std::string path = path_in;
   if (is_directory(path)) {
     path = path_in + "/model.ckpt";
     if (!file_exists(path)) {
+      if (file_exists(path_in + "/config.json") || file_exists(path_in + "/summary.json")) {
+        // A run that ended (diverged, was killed) before its first checkpoint.
+        std::string status;
+        const json sj = json::parse(file_exists(path_in + "/summary.json") ? read_file(path_in + "/summary.json") : "{}",
+                                    nullptr, false);
+        if (sj.is_object() && sj.contains("status") && sj["status"].is_string()) {
+          status = " (status " + sj["status"].get<std::string>() + ")";
+        }
+        throw Error(path_in + " holds a demp run that never wrote a checkpoint" + status,
+                    "there is no network to load: start the run again with demp train --overwrite --out " +
+                        path_in);
+      }
       throw Error("no checkpoint at " + path + ": " + path_in + " is not a demp run directory",
                   kExportHint);
     }
@@ -266,10 +259,10 @@ ModelSource load_source(const std::string& path_in) {
     if (!readable) {
       throw Error("cannot read " + path + " (truncated or corrupt zip archive)", kExportHint);
     }
-    return scripted ? read_checkpoint(path) : read_torch_export(path);
+    return checked_norm(scripted ? read_checkpoint(path) : read_torch_export(path));
   }
   // ONNX files have no magic number; parse them only when they could be one (not empty).
-  if (!head.empty() && looks_like_onnx(read_file(path))) return read_onnx(path);
+  if (!head.empty() && looks_like_onnx(read_file(path))) return checked_norm(read_onnx(path));
   throw Error(
       path + " is not a demp checkpoint, torch export or ONNX model (truncated or corrupt?)",
       kExportHint);

@@ -340,12 +340,198 @@ Arch build_arch(const ModelOptions& o) {
     throw Error(fmt::format("width multiplier {} is out of range", o.width),
                 "use a value in (0, 64], e.g. --width 0.25");
   }
-  if (o.classes < 2) throw Error("a classifier needs at least 2 classes");
-  if (o.model == "mlp") return build_mlp(o);
-  if (o.model == "vgg16") return build_vgg16(o);
-  if (o.model == "resnet18") return build_resnet18(o);
-  if (o.model == "resnet50") return build_resnet50(o);
-  throw Error("unknown model '" + o.model + "'", "use one of: mlp, vgg16, resnet18, resnet50");
+  if (o.classes < 2) throw Error("a classifier needs at least 2 classes", "check the data set's labels");
+  for (const int64_t w : o.mlp_widths) {
+    if (w < 1 || static_cast<double>(w) * o.width > static_cast<double>(int64_t{1} << 24)) {
+      throw Error(fmt::format("hidden width {} (x {}) is out of range", w, o.width),
+                  "widths are 1 .. 16777216 units; e.g. --mlp-widths 512,256");
+    }
+  }
+  Arch a;
+  if (o.model == "mlp") {
+    a = build_mlp(o);
+  } else if (o.model == "vgg16") {
+    a = build_vgg16(o);
+  } else if (o.model == "resnet18") {
+    a = build_resnet18(o);
+  } else if (o.model == "resnet50") {
+    a = build_resnet50(o);
+  } else {
+    throw Error("unknown model '" + o.model + "'", "use one of: mlp, vgg16, resnet18, resnet50");
+  }
+  try {
+    check_arch(a);
+  } catch (const Error& e) {
+    if (!e.hint().empty()) throw;
+    throw Error(fmt::format("cannot build {}: {}", o.model, e.what()), "check the model options");
+  }
+  return a;
+}
+
+// ---- validation ---------------------------------------------------------------------------
+
+void check_arch(const Arch& a) {
+  auto bad = [](const std::string& what) { throw Error(what); };
+  constexpr int64_t kMaxWidth = int64_t{1} << 24, kMaxSide = int64_t{1} << 16;
+  const int ng = static_cast<int>(a.groups.size());
+  if (ng < 2) bad("fewer than two unit groups");
+  if (a.num_slots < 1 || a.num_slots > 1024) bad(fmt::format("{} value slots", a.num_slots));
+  if (a.in_channels < 1 || a.in_height < 1 || a.in_width < 1 || a.in_channels > 4096 ||
+      a.in_height > kMaxSide || a.in_width > kMaxSide ||
+      a.in_channels * a.in_height * a.in_width > (int64_t{1} << 28)) {
+    bad(fmt::format("input shape {}x{}x{} (at most 4096 channels, 65536 pixels a side, 2^28 values)",
+                    a.in_channels, a.in_height, a.in_width));
+  }
+  if (a.classes < 1 || a.classes > kMaxWidth) bad(fmt::format("{} classes", a.classes));
+  for (const auto& g : a.groups) {
+    if (g.width < 1 || g.width > g.initial || g.initial > kMaxWidth) {
+      bad(fmt::format("group {} width {} (initially {}; at most 2^24)", g.name, g.width, g.initial));
+    }
+    if (g.hw < 1 || g.hw > (int64_t{1} << 32)) bad("group " + g.name + " positions");
+  }
+  if (a.groups[0].width != a.in_channels) bad("the input group's width is not the input's channels");
+  if (a.groups.back().width != a.classes) bad("the last group's width is not the number of classes");
+  if (a.layers.empty()) bad("no layers");
+  double params = 0, flops = 0;
+  for (const auto& l : a.layers) {
+    if (l.kind != LayerKind::Conv && l.kind != LayerKind::Linear) bad("layer " + l.name + " kind");
+    if (l.in_group < 0 || l.in_group >= ng || l.out_group < 0 || l.out_group >= ng) {
+      bad("layer " + l.name + " group");
+    }
+    if (l.kernel < 1 || l.kernel > 64 || l.stride < 1 || l.stride > 64 || l.padding < 0 ||
+        l.padding > 64 || l.in_block < 1 || l.in_block > (int64_t{1} << 32) || l.out_hw < 1 ||
+        l.out_hw > (int64_t{1} << 32)) {
+      bad("layer " + l.name + " kernel, stride, padding or size");
+    }
+    const double k2 = l.kind == LayerKind::Conv ? static_cast<double>(l.kernel * l.kernel) : 1.0;
+    const double w = static_cast<double>(a.groups[l.in_group].width) * static_cast<double>(l.in_block) *
+                     static_cast<double>(a.groups[l.out_group].width) * k2;
+    params += w + 3.0 * static_cast<double>(a.groups[l.out_group].width);
+    flops += 2.0 * w * static_cast<double>(l.out_hw);
+  }
+  if (params > static_cast<double>(kMaxParams)) {
+    throw Error(fmt::format("the network has {:.3g} parameters, more than demp builds ({:.3g}: 8 GiB "
+                            "of weights)",
+                            params, static_cast<double>(kMaxParams)),
+                "use smaller widths (--width, --mlp-widths) or a smaller input");
+  }
+  if (flops > 1e18) bad(fmt::format("{:.3g} FLOPs per image", flops));
+  for (const auto& k : a.skips) {
+    if (k.in_group < 0 || k.in_group >= ng || k.out_group < 0 || k.out_group >= ng ||
+        k.src.size() != k.dst.size()) {
+      bad("skip map");
+    }
+    for (size_t m = 0; m < k.src.size(); ++m) {
+      if (k.src[m] < 0 || k.src[m] >= a.groups[k.in_group].width || k.dst[m] < 0 ||
+          k.dst[m] >= a.groups[k.out_group].width) {
+        bad("skip map index");
+      }
+    }
+  }
+  // The program, run on shapes: every value read was written before, every layer gets the
+  // channels (and, after a flatten, the features) it was built for, and the result in slot 0 is
+  // the logits as a matrix. This is what would otherwise fail inside LibTorch or in an ONNX
+  // runtime.
+  if (a.program.empty()) bad("an empty forward program");
+  struct Shape {
+    bool set = false;
+    int group = 0;
+    int64_t h = 1, w = 1, flat_hw = 1;
+    bool flat = false;  // a matrix (after flatten or a linear layer)
+  };
+  std::vector<Shape> v(static_cast<size_t>(a.num_slots));
+  v[0] = {true, 0, a.in_height, a.in_width, 1, false};
+  auto slot = [&](int s, const char* what) -> Shape& {
+    if (s < 0 || s >= a.num_slots) bad(fmt::format("forward program: {} slot {} out of range", what, s));
+    return v[static_cast<size_t>(s)];
+  };
+  auto read = [&](int s, const char* what) -> Shape& {
+    Shape& x = slot(s, what);
+    if (!x.set) bad(fmt::format("forward program: {} reads slot {} before it is written", what, s));
+    return x;
+  };
+  for (const auto& op : a.program) {
+    switch (op.kind) {
+      case Op::Layer: {
+        if (op.a < 0 || op.a >= static_cast<int>(a.layers.size())) bad("forward program: layer index");
+        const Layer& l = a.layers[static_cast<size_t>(op.a)];
+        const Shape in = read(op.b, "a layer");
+        if (in.group != l.in_group) bad("forward program: layer " + l.name + " reads another group");
+        Shape out{true, l.out_group, 1, 1, 1, true};
+        if (l.kind == LayerKind::Conv) {
+          if (in.flat) bad("forward program: convolution " + l.name + " on a matrix");
+          out.flat = false;
+          out.h = (in.h + 2 * l.padding - l.kernel) / l.stride + 1;
+          out.w = (in.w + 2 * l.padding - l.kernel) / l.stride + 1;
+          if (in.h + 2 * l.padding < l.kernel || in.w + 2 * l.padding < l.kernel) {
+            bad("forward program: the input is too small for layer " + l.name);
+          }
+        } else {
+          const int64_t features = in.flat ? in.flat_hw : -1;
+          if (features != l.in_block) {
+            bad("forward program: linear layer " + l.name + " does not get the features it was built for");
+          }
+        }
+        slot(op.c, "a layer") = out;
+        break;
+      }
+      case Op::Relu: {
+        const Shape& x = read(op.a, "relu");
+        if (op.b != x.group) bad("forward program: relu names another group");
+        break;
+      }
+      case Op::MaxPool: {
+        Shape& x = read(op.a, "maxpool");
+        if (x.flat || op.k < 1 || op.k > 64 || op.s < 1 || op.s > 64 || op.p < 0 || 2 * op.p > op.k) {
+          bad("forward program: maxpool");
+        }
+        auto out = [&](int64_t n) {
+          const double t = static_cast<double>(n + 2 * op.p - op.k) / static_cast<double>(op.s);
+          int64_t o = (op.b != 0 ? static_cast<int64_t>(std::ceil(t)) : static_cast<int64_t>(std::floor(t))) + 1;
+          if (op.b != 0 && (o - 1) * op.s >= n + op.p) --o;
+          return o;
+        };
+        x.h = out(x.h);
+        x.w = out(x.w);
+        if (x.h < 1 || x.w < 1) bad("forward program: maxpool on too small an input");
+        break;
+      }
+      case Op::GlobalAvgPool: {
+        Shape& x = read(op.a, "gap");
+        if (x.flat) bad("forward program: global pooling of a matrix");
+        x.h = x.w = 1;
+        break;
+      }
+      case Op::Flatten: {
+        Shape& x = read(op.a, "flatten");
+        if (x.flat) bad("forward program: flatten of a matrix");
+        x.flat_hw = x.h * x.w;
+        x.h = x.w = 1;
+        x.flat = true;
+        break;
+      }
+      case Op::Copy: {
+        const Shape x = read(op.b, "copy");
+        slot(op.a, "copy") = x;
+        break;
+      }
+      case Op::Add: {
+        const Shape src = read(op.b, "add");
+        const Shape& dst = read(op.a, "add");
+        if (src.flat != dst.flat || src.h != dst.h || src.w != dst.w) {
+          bad("forward program: add of values of different shapes");
+        }
+        if (op.c < -1 || op.c >= static_cast<int>(a.skips.size())) bad("forward program: skip index");
+        if (op.c == -1 ? a.groups[src.group].width != a.groups[dst.group].width
+                       : (a.skips[op.c].in_group != src.group || a.skips[op.c].out_group != dst.group)) {
+          bad("forward program: add of values from unmatched groups");
+        }
+        break;
+      }
+      default: bad("forward program: unknown op");
+    }
+  }
+  if (!v[0].flat || v[0].group != ng - 1) bad("the forward program does not end in the logits");
 }
 
 // ---- JSON ----------------------------------------------------------------------------------
@@ -396,7 +582,12 @@ void from_json(const nlohmann::json& j, Arch& a) {
     for (const auto& x : j.at("layers")) {
       Layer l;
       x.at("name").get_to(l.name);
-      l.kind = x.at("kind") == "conv" ? LayerKind::Conv : LayerKind::Linear;
+      const std::string kind = x.at("kind").get<std::string>();
+      if (kind != "conv" && kind != "linear") {
+        throw Error("unknown layer kind '" + kind + "' in the architecture",
+                    "the file is damaged or was edited; layers are conv or linear");
+      }
+      l.kind = kind == "conv" ? LayerKind::Conv : LayerKind::Linear;
       x.at("in_group").get_to(l.in_group);
       x.at("out_group").get_to(l.out_group);
       x.at("in_block").get_to(l.in_block);
@@ -416,7 +607,10 @@ void from_json(const nlohmann::json& j, Arch& a) {
                                                    "flatten", "copy", "add"};
     for (const auto& x : j.at("program")) {
       const auto it = std::find(names.begin(), names.end(), x.at("op").get<std::string>());
-      if (it == names.end()) throw Error("unknown op in architecture: " + x.at("op").dump());
+      if (it == names.end()) {
+        throw Error("unknown op in architecture: " + x.at("op").dump(),
+                    "the file is damaged or was edited, or comes from a newer demp");
+      }
       Op op{static_cast<Op::Kind>(it - names.begin()), x.at("a"), x.at("b"), x.at("c")};
       x.at("k").get_to(op.k);
       x.at("s").get_to(op.s);

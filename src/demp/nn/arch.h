@@ -84,6 +84,14 @@ struct ModelOptions {
 Arch build_arch(const ModelOptions& opt);
 std::vector<std::string> model_names();
 
+/// Checks everything that indexes or sizes tensors: group/layer/skip/slot references, a forward
+/// program that reads the input and ends in the logits, and sizes (widths, input, parameters)
+/// small enough to allocate. Throws demp::Error whose text says what is wrong (without a file
+/// name: callers add it). Run on every architecture that is loaded or built.
+void check_arch(const Arch& a);
+/// The most parameters demp builds or loads (2^31: 8 GiB of fp32 weights).
+constexpr int64_t kMaxParams = int64_t{1} << 31;
+
 void to_json(nlohmann::json& j, const Arch& a);
 void from_json(const nlohmann::json& j, Arch& a);
 

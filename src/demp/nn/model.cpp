@@ -92,7 +92,8 @@ void Model::apply_memory_format() {
 void Model::validate() const {
   if (layers_.size() != arch_.layers.size()) {
     throw Error(fmt::format("architecture has {} layers but {} tensor sets were given",
-                            arch_.layers.size(), layers_.size()));
+                            arch_.layers.size(), layers_.size()),
+                "the checkpoint is corrupt or does not match its architecture");
   }
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = arch_.layers[i];
@@ -104,6 +105,11 @@ void Model::validate() const {
                                 what, l.name, x.defined() ? fmt::format("{}", x.sizes().vec()) : "none",
                                 fmt::format("{}", shape)),
                     "the checkpoint is corrupt or does not match its architecture");
+      }
+      if (!x.is_floating_point() || x.scalar_type() != layers_[0].weight.scalar_type()) {
+        throw Error(fmt::format("tensor {} of layer {} holds {}, not floating point like the first weight", what, l.name,
+                                c10::toString(x.scalar_type())),
+                    "the checkpoint is damaged or was edited; demp stores weights as float32");
       }
     };
     check(t.weight, weight_shape(arch_, l), "weight");

@@ -15,9 +15,17 @@ std::vector<CompareRow> read_summaries(const std::vector<std::string>& dirs) {
       throw Error("no summary.json in " + d, "give the directories of finished runs");
     }
     nlohmann::json j = nlohmann::json::parse(read_file(path), nullptr, false);
-    if (j.is_discarded() || !j.is_object()) throw Error(path + " is not valid JSON");
-    if (j.value("status", "") != "finished") {
-      throw Error("the run in " + d + " has not finished (status " + j.value("status", "?") + ")",
+    if (j.is_discarded() || !j.is_object()) {
+      throw Error(path + " is not valid JSON", "the file is damaged; the run writes it when it ends");
+    }
+    const std::string status = j.contains("status") && j["status"].is_string() ? j["status"].get<std::string>() : "?";
+    if (status == "diverged") {
+      // --resume would replay the same steps from the last checkpoint into the same divergence.
+      throw Error("the run in " + d + " diverged at step " + j.value("diverged_at_step", nlohmann::json()).dump(),
+                  "run it again with a lower --lr: demp train ... --overwrite --out " + d);
+    }
+    if (status != "finished") {
+      throw Error("the run in " + d + " has not finished (status " + status + ")",
                   "resume it with demp train --out " + d + " --resume");
     }
     rows.push_back({d, j});

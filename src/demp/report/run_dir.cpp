@@ -21,6 +21,19 @@ std::string utc_now() {
   return buf;
 }
 
+namespace {
+bool g_bar_open = false;  // a bar line is on stderr without its newline
+}  // namespace
+
+bool progress_line_open() { return g_bar_open; }
+
+void end_progress_line() {
+  if (!g_bar_open) return;
+  std::fprintf(stderr, "\r\x1b[K");
+  std::fflush(stderr);
+  g_bar_open = false;
+}
+
 RunDir::RunDir(std::string path, bool writer) : path_(std::move(path)), writer_(writer) {
   if (writer_) make_directories(path_);
 }
@@ -28,7 +41,10 @@ RunDir::RunDir(std::string path, bool writer) : path_(std::move(path)), writer_(
 void RunDir::log(const std::string& text, bool echo) const {
   if (!writer_) return;
   append_line(file("log.txt"), utc_now() + " | " + text);
-  if (echo) std::fprintf(stderr, "%s\n", text.c_str());
+  if (echo) {
+    end_progress_line();  // the bar is redrawn below the event at its next update
+    std::fprintf(stderr, "%s\n", text.c_str());
+  }
 }
 
 void RunDir::metrics(const nlohmann::json& row) const {
@@ -90,6 +106,7 @@ void Progress::update(int64_t done, const std::string& status, bool force_line) 
                  std::string(fill, '#').c_str(), std::string(width - fill, ' ').c_str(), pct,
                  static_cast<long long>(done), static_cast<long long>(total_), rate * batch_,
                  hms(eta).c_str(), status.c_str());
+    g_bar_open = true;
   } else {
     std::fprintf(stderr, "step %lld/%lld (%.1f%%) | %.0f img/s | ETA %s | %s\n",
                  static_cast<long long>(done), static_cast<long long>(total_), pct, rate * batch_,
@@ -99,7 +116,8 @@ void Progress::update(int64_t done, const std::string& status, bool force_line) 
 }
 
 void Progress::finish() {
-  if (bar_) std::fprintf(stderr, "\n");
+  if (bar_ && g_bar_open) std::fprintf(stderr, "\n");
+  g_bar_open = false;
 }
 
 }  // namespace demp::report

@@ -50,4 +50,10 @@ class Progress {
 
 std::string utc_now();
 
+/// True while a progress bar's line is on the terminal without its newline; an event line or an
+/// error printed then must first end it (else the two collide on one line).
+bool progress_line_open();
+/// Ends an open progress-bar line (clears it), so that the next output starts on a fresh line.
+void end_progress_line();
+
 }  // namespace demp::report

@@ -109,7 +109,20 @@ GridAxis parse_grid_axis(const std::string& spec) {
       throw Error("--grid '" + spec + "' has an empty value",
                   "separate values with ',' (or with ';' when a value holds commas)");
     }
-    if (contains(axis.values, t)) throw Error("--grid '" + spec + "' repeats the value " + t);
+    // 0.1 and 0.10 (or 1e-1) are one value for the option: two runs of it would be a waste.
+    auto as_number = [](const std::string& x, double* out) {
+      char* end = nullptr;
+      *out = std::strtod(x.c_str(), &end);
+      return !x.empty() && end == x.c_str() + x.size();
+    };
+    for (const auto& prev : axis.values) {
+      double a = 0, b = 0;
+      if (prev == t || (as_number(prev, &a) && as_number(t, &b) && a == b)) {
+        throw Error("--grid '" + spec + "' repeats the value " + t +
+                        (prev == t ? std::string() : " (as " + prev + ")"),
+                    "give each value once");
+      }
+    }
     axis.values.push_back(t);
   }
   return axis;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -128,6 +129,10 @@ std::vector<Field> fields(TrainConfig& c) {
       {"overwrite", "replace a finished or different run in --out", &c.overwrite, "run"},
       {"stop-after", "stop (with a checkpoint) after this global step; --resume continues",
        &c.stop_after, "run"},
+      {"checkpoint-every",
+       "also write the checkpoint every N steps (0: only at epoch ends, --stop-after, an "
+       "interruption and the end)",
+       &c.checkpoint_every, "run"},
       {"log-every", "steps between metrics lines", &c.log_every, "run"},
       {"eval-batch-size", "batch size of evaluation and scans", &c.eval_batch_size, "run"},
       {"progress", "auto (bar on a terminal, lines otherwise), bar, plain, none", &c.progress,
@@ -148,7 +153,10 @@ void apply_json(TrainConfig& c, const nlohmann::json& j, const std::string& sour
   if (!j.is_object()) throw Error(source + " must hold a JSON object", "see recipes/ for examples");
   auto fs = fields(c);
   for (auto it = j.begin(); it != j.end(); ++it) {
-    if (it.key() == "config") continue;
+    if (it.key() == "config") {
+      throw Error("key 'config' in " + source + ": a config file cannot name another one",
+                  "merge the two files, or give the other one with --config");
+    }
     auto f = std::find_if(fs.begin(), fs.end(), [&](const Field& x) { return x.name == it.key(); });
     if (f == fs.end()) {
       throw Error(fmt::format("unknown key '{}' in {}", it.key(), source),
@@ -161,6 +169,9 @@ void apply_json(TrainConfig& c, const nlohmann::json& j, const std::string& sour
             using T = std::remove_pointer_t<decltype(p)>;
             if constexpr (std::is_same_v<T, int64_t>) {
               if (!v.is_number_integer()) throw std::invalid_argument("an integer");
+              if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+                throw std::invalid_argument("an integer below 2^63");
+              }
             } else if constexpr (std::is_same_v<T, double>) {
               if (!v.is_number()) throw std::invalid_argument("a number");
             } else if constexpr (std::is_same_v<T, bool>) {
@@ -172,7 +183,8 @@ void apply_json(TrainConfig& c, const nlohmann::json& j, const std::string& sour
           },
           f->ptr);
     } catch (const std::invalid_argument& e) {
-      throw Error(fmt::format("key '{}' in {} must be {}", it.key(), source, e.what()));
+      throw Error(fmt::format("key '{}' in {} must be {}, got {}", it.key(), source, e.what(), v.dump()),
+                  "see 'demp train --help' for the option's type");
     }
   }
 }
@@ -203,25 +215,28 @@ std::string value_string(const Field& f) {
 
 void validate(const TrainConfig& c) {
   auto positive = [](int64_t v, const char* name) {
-    if (v <= 0) throw Error(fmt::format("--{} must be positive, got {}", name, v));
+    if (v <= 0) throw Error(fmt::format("--{} must be positive, got {}", name, v), "give a number >= 1");
   };
   positive(c.batch_size, "batch-size");
   positive(c.log_every, "log-every");
   positive(c.eval_batch_size, "eval-batch-size");
   positive(c.dist_timeout, "dist-timeout");
   if (c.nproc < 0) throw Error("--nproc must be >= 0", "give the number of local ranks, e.g. --nproc 2");
-  if (c.steps < 0) throw Error("--steps must be >= 0");
+  if (c.steps < 0) throw Error("--steps must be >= 0", "0: the length comes from --epochs");
   if (c.steps == 0 && c.epochs <= 0) {
     throw Error("the run has no length", "give --epochs N or --steps N");
   }
-  if (!(c.lr > 0) || !std::isfinite(c.lr)) throw Error(fmt::format("--lr must be positive, got {}", c.lr));
-  if (c.weight_decay < 0) throw Error("--weight-decay must be >= 0");
-  if (c.label_smoothing < 0 || c.label_smoothing >= 1) {
-    throw Error("--label-smoothing must be in [0, 1)");
+  if (!(c.lr > 0) || !std::isfinite(c.lr)) {
+    throw Error(fmt::format("--lr must be positive and finite, got {}", c.lr), "e.g. --lr 0.002");
+  }
+  if (c.weight_decay < 0) throw Error("--weight-decay must be >= 0", "e.g. --weight-decay 5e-4");
+  if (!(c.label_smoothing >= 0) || c.label_smoothing >= 1) {
+    throw Error("--label-smoothing must be in [0, 1)", "e.g. --label-smoothing 0.1 (0: none)");
   }
   if (c.val_size < 0 || c.train_limit < 0 || c.test_limit < 0 || c.threads < 0 ||
       c.stop_after < 0) {
-    throw Error("--val-size, --train-limit, --test-limit, --threads and --stop-after must be >= 0");
+    throw Error("--val-size, --train-limit, --test-limit, --threads and --stop-after must be >= 0",
+                "0 means: none / all / off");
   }
   for (const auto& [name, value, allowed] :
        {std::tuple<const char*, std::string, std::vector<std::string>>{
@@ -238,10 +253,12 @@ void validate(const TrainConfig& c) {
   }
   if (!(c.lambda >= 0) || !(c.noise >= 0) || !(c.dead_eps >= 0) || !std::isfinite(c.lambda) ||
       !std::isfinite(c.noise) || !std::isfinite(c.dead_eps)) {
-    throw Error("--lambda, --noise and --dead-eps must be finite and >= 0");
+    throw Error(fmt::format("--lambda, --noise and --dead-eps must be finite and >= 0, got {}, {}, {}",
+                            c.lambda, c.noise, c.dead_eps),
+                "e.g. --lambda 0.01 --noise 5e-5 --dead-eps 0");
   }
   if (c.lambda_span < 0 || c.prune_every < 0 || c.prune_after < 0) {
-    throw Error("--lambda-span, --prune-every and --prune-after must be >= 0");
+    throw Error("--lambda-span, --prune-every and --prune-after must be >= 0", "0 means: the default");
   }
   if (c.l1_step != "prox" && c.l1_step != "loss") {
     throw Error("unknown --l1-step '" + c.l1_step + "'",
@@ -277,7 +294,7 @@ void validate(const TrainConfig& c) {
     throw Error(fmt::format("--density must be in (0, 1], got {}", c.density),
                 "the fraction of units kept, e.g. --density 0.25");
   }
-  if (c.prune_at < -1) throw Error("--prune-at must be >= 0, or -1 for the default");
+  if (c.prune_at < -1) throw Error("--prune-at must be >= 0, or -1 for the default", "a step number, e.g. --prune-at 500");
   if (c.gradual_score != "gamma" && c.gradual_score != "magnitude") {
     throw Error("unknown --gradual-score '" + c.gradual_score + "'", "use gamma or magnitude");
   }
@@ -285,6 +302,101 @@ void validate(const TrainConfig& c) {
   if (c.resume && c.overwrite) {
     throw Error("--resume and --overwrite contradict each other", "choose one");
   }
+  // Values that used to be accepted and failed (or did nothing) only after work had been done.
+  if (!(c.momentum >= 0) || !(c.momentum < 1)) {
+    throw Error(fmt::format("--momentum must be in [0, 1), got {}", c.momentum),
+                "e.g. --momentum 0.9 (0: none)");
+  }
+  if (!std::isfinite(c.weight_decay)) {
+    throw Error(fmt::format("--weight-decay must be finite, got {}", c.weight_decay),
+                "e.g. --weight-decay 5e-4");
+  }
+  if (!std::isfinite(c.width)) {
+    throw Error(fmt::format("--width must be finite, got {}", c.width), "e.g. --width 0.25");
+  }
+  if (c.seed < 0) {
+    throw Error(fmt::format("--seed must be >= 0, got {}", c.seed), "seeds are 0 .. 2^63-1");
+  }
+  if (c.checkpoint_every < 0) {
+    throw Error("--checkpoint-every must be >= 0", "0: checkpoints at epoch ends only");
+  }
+  if (c.epochs < 0) throw Error("--epochs must be >= 0", "give --epochs N or --steps N");
+  const int64_t cores = std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()));
+  if (c.threads > 4 * cores) {
+    throw Error(fmt::format("--threads {} is more than 4x this machine's {} cores", c.threads, cores),
+                fmt::format("use at most {} (0: all cores)", cores));
+  }
+  if (c.nproc > 1 && (c.device == "cpu" || c.device == "auto") && c.nproc > cores) {
+    throw Error(fmt::format("--nproc {} is more ranks than this machine's {} cores", c.nproc, cores),
+                fmt::format("on the CPU each rank needs a core: use --nproc {} or fewer", cores));
+  }
+  if (c.dist_timeout > 7 * 24 * 3600) {
+    throw Error(fmt::format("--dist-timeout {} s is longer than a week", c.dist_timeout),
+                "give seconds, e.g. --dist-timeout 300");
+  }
+  const bool out_given = std::find(c.given.begin(), c.given.end(), "out") != c.given.end();
+  if (out_given && c.out.empty()) {
+    throw Error("--out is empty", "give a run directory, or leave --out out for runs/<date>-...");
+  }
+}
+
+const std::vector<std::string>& resume_changeable() {
+  static const std::vector<std::string> names = {"stop-after", "progress",     "threads",
+                                                 "device",     "nproc",        "dist-timeout",
+                                                 "checkpoint-every"};
+  return names;
+}
+
+std::vector<std::string> config_warnings(const TrainConfig& c, int64_t total) {
+  std::vector<std::string> w;
+  auto given = [&](const char* n) { return std::find(c.given.begin(), c.given.end(), n) != c.given.end(); };
+  const bool demp = c.method == "demp", scan = c.method == "scan";
+  const bool baseline = !demp && !scan && c.method != "dense";
+  // Network Slimming's constant λ is --lambda too.
+  if (given("lambda") && !demp && !scan && c.method != "slimming") {
+    w.push_back(fmt::format("--lambda has no effect with --method {}", c.method));
+  }
+  for (const char* n : {"l1-step", "constant-units", "lambda-span", "lambda-schedule",
+                        "regularizer", "noise", "noise-mask"}) {
+    if (given(n) && !demp && !scan) w.push_back(fmt::format("--{} has no effect with --method {}", n, c.method));
+  }
+  // Size targets and width multiples drive DemP and every baseline; --target-by DemP and gradual.
+  for (const char* n : {"target-params", "target-flops", "target-units", "width-multiple"}) {
+    if (given(n) && !demp && !baseline) w.push_back(fmt::format("--{} has no effect with --method {}", n, c.method));
+  }
+  if (given("target-by") && !demp && c.method != "gradual") {
+    w.push_back(fmt::format("--target-by has no effect with --method {}", c.method));
+  }
+  if (given("gradual-score") && c.method != "gradual") {
+    w.push_back(fmt::format("--gradual-score has no effect with --method {}", c.method));
+  }
+  for (const char* n : {"density", "prune-at", "score-batches", "crop-steps"}) {
+    if (given(n) && !baseline) {
+      w.push_back(fmt::format("--{} applies to the baselines only, not to --method {}", n, c.method));
+    }
+  }
+  if (given("density") && baseline && (c.target_params > 0 || c.target_flops > 0 || c.target_units > 0)) {
+    w.push_back("--density is ignored: the size target (--target-*) sets the size of the cut");
+  }
+  if (total > 0) {
+    if (given("prune-at") && baseline && c.prune_at >= total) {
+      w.push_back(fmt::format("--prune-at {} is beyond the run's {} steps: the method never prunes",
+                              c.prune_at, total));
+    }
+    if (given("prune-after") && (demp || scan) && c.prune_after >= total) {
+      w.push_back(fmt::format("--prune-after {} is beyond the run's {} steps: only the final scan "
+                              "runs", c.prune_after, total));
+    }
+    if (c.stop_after > 0 && c.stop_after >= total) {
+      w.push_back(fmt::format("--stop-after {} is not before the run's end ({} steps): the run "
+                              "finishes", c.stop_after, total));
+    }
+    if (c.checkpoint_every > 0 && c.checkpoint_every >= total) {
+      w.push_back(fmt::format("--checkpoint-every {} is not within the run's {} steps",
+                              c.checkpoint_every, total));
+    }
+  }
+  return w;
 }
 
 }  // namespace demp::train

@@ -68,9 +68,13 @@ struct TrainConfig {
   bool resume = false;
   bool overwrite = false;
   int64_t stop_after = 0;
+  int64_t checkpoint_every = 0;
   int64_t log_every = 50;
   int64_t eval_batch_size = 1000;
   std::string progress = "auto";
+  /// Not an option: the names of the fields set explicitly (on the command line or in a config
+  /// file). --resume refuses changes to those it cannot apply; warnings name no-op options.
+  std::vector<std::string> given;
   // data-parallel
   int64_t nproc = 0;
   int64_t dist_timeout = 300;
@@ -95,5 +99,13 @@ std::string value_string(const Field& f);
 
 /// Checks ranges and combinations; throws demp::Error with a hint.
 void validate(const TrainConfig& c);
+
+/// Options that are given but do nothing in this configuration, or that contradict each other
+/// mildly (e.g. --lambda with --method dense): one line each, for a warning. `total_steps` is the
+/// run's length (0: unknown yet).
+std::vector<std::string> config_warnings(const TrainConfig& c, int64_t total_steps);
+
+/// The options --resume may change (how the run is run, not what it computes).
+const std::vector<std::string>& resume_changeable();
 
 }  // namespace demp::train

@@ -79,8 +79,18 @@ Schedule parse_schedule(const std::string& spec, double peak, int64_t span,
   };
   auto milestones = [&](const std::string& x) {
     std::vector<int64_t> m;
-    for (const auto& e : split(x, ',')) m.push_back(epochs(e));
-    std::sort(m.begin(), m.end());
+    std::vector<double> given;
+    for (const auto& e : split(x, ',')) {
+      given.push_back(number(e, spec));
+      m.push_back(epochs(e));
+    }
+    // Out of order or repeated milestones are a typo (a repeat would apply the factor twice).
+    for (size_t i = 1; i < given.size(); ++i) {
+      if (!(given[i] > given[i - 1])) {
+        throw Error("the milestones of schedule '" + spec + "' are not in increasing order",
+                    "list each epoch once, in order, e.g. step:30,60,80:0.1");
+      }
+    }
     return m;
   };
   if (name == "constant" && parts.size() == 1) {

@@ -3,8 +3,14 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <ctime>
 #include <sstream>
 #include <thread>
@@ -120,7 +126,8 @@ torch::Device resolve_device(const std::string& spec) {
       torch::Device d(spec);
       if (!d.has_index()) d = torch::Device(torch::kCUDA, 0);
       if (d.index() >= static_cast<int>(torch::cuda::device_count())) {
-        throw Error(fmt::format("--device {}: only {} CUDA device(s)", spec, torch::cuda::device_count()));
+        throw Error(fmt::format("--device {}: only {} CUDA device(s)", spec, torch::cuda::device_count()),
+                    "devices are numbered from 0: use --device cuda:0, or auto");
       }
       return d;
     } catch (const c10::Error&) {
@@ -155,6 +162,7 @@ nn::ModelOptions model_options(const TrainConfig& cfg, const data::DataBundle& d
 
 EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, int64_t batch,
                     const torch::Device& device) {
+  if (batch <= 0) throw Error(fmt::format("evaluation batch size must be positive, got {}", batch), "e.g. 1000");
   torch::NoGradGuard no_grad;
   EvalResult r;
   const int64_t n = ds.size();
@@ -204,14 +212,13 @@ void save_checkpoint(const std::string& path, const nn::Model& model, const Opti
       for (size_t k = 0; k < st[i].size(); ++k) put(fmt::format("opt.{}.{}", i, k), st[i][k]);
     }
   }
-  const std::string tmp = path + ".tmp";
-  try {
-    ar.save_to(tmp);
-  } catch (const c10::Error& e) {
-    remove_file(tmp);
-    throw Error("cannot write checkpoint " + path, "is the disk full or the directory read-only?");
-  }
-  rename_file(tmp, path);
+  // Through our own sink, not save_to(filename): LibTorch's zip writer reports a short write
+  // (a full disk) by throwing from its destructor, which terminates the process. The sink never
+  // fails; write_file_streamed checks it afterwards, removes the temp file and keeps the previous
+  // checkpoint.
+  write_file_streamed(path, "checkpoint", [&](ByteSink& sink) {
+    ar.save_to([&](const void* data, size_t n) -> size_t { return sink.write(data, n); });
+  });
 }
 
 Checkpoint load_checkpoint(const std::string& path) {
@@ -222,10 +229,17 @@ Checkpoint load_checkpoint(const std::string& path) {
     ar.load_from(path);
     c10::IValue v;
     if (!ar.try_read("format", v) || v.toStringRef() != "demp-checkpoint-1") {
-      throw Error(path + " is not a demp checkpoint");
+      throw Error(path + " is not a demp checkpoint", "give the model.ckpt of a run");
     }
     ar.read("arch", v);
-    c.arch = json::parse(v.toStringRef()).get<nn::Arch>();
+    try {
+      c.arch = json::parse(v.toStringRef()).get<nn::Arch>();
+      nn::check_arch(c.arch);
+    } catch (const Error& e) {
+      throw Error(path + " has an unusable architecture: " + e.what(),
+                  e.hint().empty() ? "the file is damaged or was edited; use the model.ckpt a run wrote"
+                                   : e.hint());
+    }
     ar.read("meta", v);
     c.meta = json::parse(v.toStringRef());
     for (size_t i = 0; i < c.arch.layers.size(); ++i) {
@@ -239,6 +253,13 @@ Checkpoint load_checkpoint(const std::string& path) {
       get("beta", t.beta);
       get("running_mean", t.running_mean);
       get("running_var", t.running_var);
+      for (const torch::Tensor* x : {&t.weight, &t.bias, &t.gamma, &t.beta, &t.running_mean, &t.running_var}) {
+        if (x->defined() && x->scalar_type() != torch::kFloat) {
+          throw Error(fmt::format("{}: layer {} holds {} tensors, not float32", path, c.arch.layers[i].name,
+                                  c10::toString(x->scalar_type())),
+                      "the file is damaged or was edited; demp writes float32 weights");
+        }
+      }
       c.layers.push_back(t);
     }
     if (ar.try_read("optimizer", v)) {
@@ -275,6 +296,68 @@ data::Augment parse_augment(const std::string& a, const std::string& dataset) {
   if (a == "crop-flip") return {4, true};
   throw Error("unknown --augment '" + a + "'", "use auto, none, flip, crop or crop-flip");
 }
+
+// SIGINT/SIGTERM during the loop: the step in flight finishes, then the run writes a checkpoint
+// and a summary (status "interrupted") and says how to resume. A repeat within a second is the
+// same interrupt delivered twice (a terminal's Ctrl-C reaches every rank, and the launcher
+// forwards it); a repeat after that aborts at once.
+volatile std::sig_atomic_t g_interrupt = 0;
+std::atomic<long long> g_interrupt_ms{0};
+bool g_interrupt_say = true;
+bool g_interrupt_tty = false;
+static_assert(std::atomic<long long>::is_always_lock_free, "used in a signal handler");
+
+long long monotonic_ms() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<long long>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+extern "C" void on_interrupt(int sig) {
+  const int saved_errno = errno;
+  const long long now = monotonic_ms();
+  if (g_interrupt == 0) {
+    g_interrupt = sig;
+    g_interrupt_ms = now;
+    if (g_interrupt_say) {
+      // On a terminal, clear a progress bar's line first (the bar redraws below the message).
+      static const char clear[] = "\r\x1b[K";
+      static const char msg[] =
+          "demp: interrupted: finishing this step, then writing a checkpoint and summary.json "
+          "(interrupt again to abort at once)\n";
+      if ((g_interrupt_tty && ::write(2, clear, sizeof(clear) - 1) < 0) || ::write(2, msg, sizeof(msg) - 1) < 0) {
+      }
+    }
+  } else if (now - g_interrupt_ms.load() >= 1000) {
+    ::signal(sig, SIG_DFL);
+    ::raise(sig);
+  }
+  errno = saved_errno;
+}
+
+class InterruptGuard {
+ public:
+  explicit InterruptGuard(bool say) {
+    g_interrupt = 0;
+    g_interrupt_say = say;
+    g_interrupt_tty = ::isatty(2) != 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_interrupt;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    ::sigaction(SIGINT, &sa, &old_int_);
+    ::sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~InterruptGuard() {
+    ::sigaction(SIGINT, &old_int_, nullptr);
+    ::sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  InterruptGuard(const InterruptGuard&) = delete;
+  InterruptGuard& operator=(const InterruptGuard&) = delete;
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
 
 std::string default_out(const TrainConfig& cfg) {
   const std::time_t t = std::time(nullptr);
@@ -314,31 +397,88 @@ json run_training(TrainConfig cfg) {
     cfg.out = default_out(cfg);
   }
   // A resumed run continues with the configuration it was started with; only how it is run
-  // (where it stops, how it reports, threads, device) may change.
+  // (where it stops, how it reports, threads, device) may change. It always continues the
+  // directory given (a copied or moved run continues where it now is), whatever config.json says.
+  const bool has_ckpt = file_exists(cfg.out + "/model.ckpt");
+  const bool has_config = file_exists(cfg.out + "/config.json");
   if (cfg.resume) {
     const std::string saved = cfg.out + "/config.json";
-    if (!file_exists(cfg.out + "/model.ckpt") || !file_exists(saved)) {
-      throw Error("nothing to resume in " + cfg.out, "start the run without --resume");
+    if (!has_ckpt) {
+      throw Error(has_config ? "nothing to resume in " + cfg.out +
+                                   ": the run there stopped before it wrote its first checkpoint"
+                             : "nothing to resume in " + cfg.out + ": it holds no demp run",
+                  has_config ? "start it again with --overwrite (or choose another --out)"
+                             : "start the run without --resume");
+    }
+    if (!has_config) {
+      throw Error(cfg.out + " has a model.ckpt but no config.json",
+                  "restore the run's config.json, or start again with --overwrite");
     }
     TrainConfig c;
-    apply_json(c, json::parse(read_file(saved)), saved);
+    try {
+      apply_json(c, json::parse(read_file(saved)), saved);
+    } catch (const json::exception&) {
+      throw Error(saved + " is not valid JSON", "restore the run's config.json, or start again with --overwrite");
+    }
+    // Options given now that differ from the run's: the ones that only change how the run is run
+    // are applied (and said); any other is refused with the list, as silently ignoring them
+    // would continue a different run than the one asked for.
+    const auto& changeable = resume_changeable();
+    std::vector<std::string> refused, applied;
+    TrainConfig now = cfg;
+    auto nf = fields(now), cf = fields(c);
+    for (size_t i = 0; i < nf.size(); ++i) {
+      const std::string& name = nf[i].name;
+      if (name == "resume" || name == "overwrite" || name == "out") continue;
+      if (std::find(cfg.given.begin(), cfg.given.end(), name) == cfg.given.end()) continue;
+      const std::string was = value_string(cf[i]), is = value_string(nf[i]);
+      if (was == is) continue;
+      const std::string d = fmt::format("--{} {} (the run has {})", name, is, was);
+      if (std::find(changeable.begin(), changeable.end(), name) != changeable.end()) {
+        applied.push_back(d);
+      } else {
+        refused.push_back(d);
+      }
+    }
+    if (!refused.empty()) {
+      std::string list;
+      for (const auto& d : refused) list += (list.empty() ? "" : ", ") + d;
+      throw Error("--resume continues the run in " + cfg.out + " as it was configured; these options "
+                  "differ: " + list,
+                  "leave them out to resume, or start a new run (another --out, or --overwrite)");
+    }
     c.resume = true;
     c.overwrite = false;
-    c.stop_after = cfg.stop_after;
-    c.progress = cfg.progress;
-    c.threads = cfg.threads;
-    c.device = cfg.device;
-    c.nproc = cfg.nproc;  // the world size may change on resume
-    c.dist_timeout = cfg.dist_timeout;
+    c.out = cfg.out;
+    c.given = cfg.given;
+    for (const std::string& name : changeable) {
+      auto cfs = fields(c);
+      auto nfs = fields(now);
+      for (size_t i = 0; i < cfs.size(); ++i) {
+        if (cfs[i].name == name) {
+          std::visit([&](auto* dst) {
+            using T = std::remove_pointer_t<decltype(dst)>;
+            *dst = *std::get<T*>(nfs[i].ptr);
+          }, cfs[i].ptr);
+        }
+      }
+    }
     cfg = c;
-  } else if (file_exists(cfg.out + "/config.json") || file_exists(cfg.out + "/model.ckpt")) {
+    if (writer) {
+      for (const auto& d : applied) std::fprintf(stderr, "demp: resume applies %s\n", d.c_str());
+    }
+  } else if (has_config || has_ckpt) {
     if (!cfg.overwrite) {
+      if (!has_ckpt) {
+        throw Error(cfg.out + " holds a run that stopped before it wrote its first checkpoint "
+                              "(nothing to resume)",
+                    "use --overwrite to start it again, or another --out");
+      }
       throw Error(cfg.out + " holds another run",
                   "use --resume to continue it, --overwrite to replace it, or another --out");
     }
-    for (const char* f : {"config.json", "metrics.jsonl", "log.txt", "summary.json", "model.ckpt"}) {
-      if (writer) remove_file(cfg.out + "/" + f);
-    }
+    // The old run is replaced only once everything below has been validated (data, model,
+    // schedule), under the run directory's lock: a bad option must not cost a finished run.
   }
   if (comm) {
     if (cfg.batch_size % comm->world_size() != 0) {
@@ -387,6 +527,49 @@ json run_training(TrainConfig cfg) {
   const int64_t total = cfg.steps > 0 ? cfg.steps : cfg.epochs * spe;
   const Schedule lr_sched = parse_schedule(cfg.lr_schedule, cfg.lr, total, spe);
 
+  // What is about to be allocated, checked first: weights, gradients and two optimizer slots.
+  if (device.is_cpu()) {
+    const double need = 16.0 * static_cast<double>(fresh.params());
+    const double have = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
+    if (have > 0 && need > have) {
+      throw Error(fmt::format("the network has {} parameters: training needs about {:.1f} GiB, more than "
+                              "this machine's {:.1f} GiB of memory",
+                              fresh.params(), need / (1 << 30), have / (1 << 30)),
+                  "use smaller widths (--width, --mlp-widths)");
+    }
+  }
+  std::vector<std::string> warnings = config_warnings(cfg, total);
+  if (cfg.sync_bn && !comm) warnings.push_back("--sync-bn has no effect without data-parallel ranks");
+  if (writer) {
+    for (const auto& w : warnings) {
+      std::fprintf(stderr, "demp: warning: %s\n", w.c_str());
+    }
+  }
+
+  // Everything the options can get wrong has been checked: now the run directory is taken. Its
+  // lock refuses a second writer (two runs on one --out would interleave their files); under it,
+  // --overwrite removes the old run.
+  FileLock lock;
+  if (writer) {
+    make_directories(cfg.out);
+    lock = FileLock(cfg.out + "/.lock", cfg.out);
+    if (!lock.held()) {
+      warnings.push_back("cannot lock " + cfg.out + " (no flock on this file system): a second run "
+                         "on it would not be refused");
+      std::fprintf(stderr, "demp: warning: %s\n", warnings.back().c_str());
+    }
+    const bool taken = file_exists(cfg.out + "/config.json") || file_exists(cfg.out + "/model.ckpt");
+    if (!cfg.resume && taken && !cfg.overwrite) {
+      throw Error(cfg.out + " holds another run (started while this one was loading its data)",
+                  "use another --out");
+    }
+    if (!cfg.resume && cfg.overwrite) {
+      for (const char* f : {"config.json", "metrics.jsonl", "log.txt", "summary.json", "model.ckpt",
+                            "model.ckpt.tmp"}) {
+        remove_file(cfg.out + "/" + f);
+      }
+    }
+  }
   report::RunDir run(cfg.out, writer);
   std::unique_ptr<nn::Model> model;
   json meta = json::object();
@@ -400,6 +583,17 @@ json run_training(TrainConfig cfg) {
                   "use --overwrite to run it again, or another --out");
     }
     if (!ck.optimizer_state.empty()) {
+      const auto ps = model->parameters();
+      bool fits = ck.optimizer_state.size() == ps.size() && ck.optimizer == cfg.optimizer;
+      for (size_t i = 0; fits && i < ps.size(); ++i) {
+        for (const auto& t : ck.optimizer_state[i]) {
+          fits = fits && t.defined() && t.scalar_type() == torch::kFloat && t.sizes() == ps[i].sizes();
+        }
+      }
+      if (!fits) {
+        throw Error(run.file("model.ckpt") + ": its optimizer state does not fit the network",
+                    "the checkpoint is damaged or was edited; start again with --overwrite");
+      }
       for (auto& s : ck.optimizer_state) {
         for (auto& t : s) t = t.to(device);
       }
@@ -407,9 +601,14 @@ json run_training(TrainConfig cfg) {
     }
     opt->set_steps(ck.optimizer_steps);
     start = meta.at("step").get<int64_t>();
+    if (start < 0 || start > total) {
+      throw Error(fmt::format("{}: its step {} is not within the run's {} steps", run.file("model.ckpt"), start, total),
+                  "the checkpoint is damaged or was edited; start again with --overwrite");
+    }
     method->load_state(meta.value("method", json::object()));
     run.truncate_metrics_after(start);
     run.log(fmt::format("resume step {} | from {}", start, run.file("model.ckpt")), true);
+    for (const auto& w : warnings) run.log("warning | " + w);
   } else {
     model = std::make_unique<nn::Model>(fresh, static_cast<uint64_t>(cfg.seed));
     run.write_json("config.json", to_json(cfg));
@@ -418,6 +617,7 @@ json run_training(TrainConfig cfg) {
                         cfg.model, cfg.width, data.name, data.train.size(), data.val.size(),
                         data.test.size(), cfg.method, total, spe, device.str(),
                         precision_name(precision), graph ? "on" : "off"));
+    for (const auto& w : warnings) run.log("warning | " + w);
     if (comm) {
       run.log(fmt::format("data-parallel | {} ranks ({}) | {} images per rank per step | timeout {} s | "
                           "BatchNorm statistics {}",
@@ -451,6 +651,8 @@ json run_training(TrainConfig cfg) {
   double test_at_best_val = meta.value("test_accuracy_at_best_val", 0.0);
   double last_test = meta.value("test_accuracy", 0.0);
   double train_seconds = meta.value("train_seconds", 0.0);
+  // Whether the test accuracy above was measured (an evaluation ran), not a 0.0 placeholder.
+  bool evaluated = meta.value("evaluated", meta.contains("test_accuracy") && start > 0);
   const int64_t units0 = fresh.units(), params0 = fresh.params(), flops0 = fresh.flops();
 
   auto make_meta = [&](bool finished) {
@@ -464,6 +666,7 @@ json run_training(TrainConfig cfg) {
                 {"test_accuracy_at_best_val", test_at_best_val},
                 {"test_accuracy", last_test},
                 {"train_seconds", train_seconds},
+                {"evaluated", evaluated},
                 {"seed", cfg.seed},
                 {"data_order", "epoch permutation from (seed, epoch); batch = step % steps_per_epoch"}};
   };
@@ -543,7 +746,9 @@ json run_training(TrainConfig cfg) {
   const int64_t stop = cfg.stop_after > 0 ? std::min(total, cfg.stop_after) : total;
   double lr = lr_sched.at(ctx.step);
 
-  while (ctx.step < stop) {
+  InterruptGuard interrupt_guard(writer && cfg.progress != "none");
+  bool interrupted = false;
+  while (ctx.step < stop && !interrupted) {
     const auto t0 = std::chrono::steady_clock::now();
     method->prune_point(ctx);
     auto [x, y] = batcher.batch(ctx.step);
@@ -558,24 +763,42 @@ json run_training(TrainConfig cfg) {
     runner.run(x, y, lr);
     // A NaN is looked for on the host at every step on the CPU, and at logging points on a GPU
     // (reading a device value waits for the GPU); the summed loss carries a NaN forward.
+    // An interrupt is acted on at the same step by every rank: with ranks, it travels with the
+    // NaN check (every step on the CPU, at logging points on a GPU).
+    if (!comm) interrupted = g_interrupt != 0;
     if (device.is_cpu() || (ctx.step + 1) % cfg.log_every == 0) {
       double lv = runner.last_loss().item<double>();
       if (std::isfinite(lv) && !device.is_cpu()) lv = runner.loss_sum().item<double>();
       if (comm) {  // a NaN on any rank stops every rank at the same step
-        auto bad = torch::full({}, std::isfinite(lv) ? 0.0f : 1.0f);
+        auto bad = torch::tensor({std::isfinite(lv) ? 0.0f : 1.0f, g_interrupt != 0 ? 1.0f : 0.0f});
         ctx.all_reduce_max(bad);
-        if (bad.item<float>() > 0 && std::isfinite(lv)) lv = std::nan("");
+        if (bad[0].item<float>() > 0 && std::isfinite(lv)) lv = std::nan("");
+        interrupted = bad[1].item<float>() > 0;
       }
       if (!std::isfinite(lv)) {
         progress.finish();
-        run.log(fmt::format("diverged step {} | loss {} | last checkpoint kept", ctx.step, lv), true);
+        const bool kept = file_exists(run.file("model.ckpt"));
+        run.log(fmt::format("diverged step {} | loss {} | {}", ctx.step, lv,
+                            kept ? "last checkpoint kept" : "no checkpoint had been written"),
+                cfg.progress != "none");  // the error below says it in any case
         json s = make_meta(false);
         s["status"] = "diverged";
+        s["run_dir"] = cfg.out;
         s["diverged_at_step"] = ctx.step;
+        s["checkpoint"] = kept;
+        if (!evaluated) {  // never measured: not 0.0
+          for (const char* k : {"test_accuracy", "best_test_accuracy", "best_val_accuracy",
+                                "test_accuracy_at_best_val"}) {
+            s[k] = nullptr;
+          }
+        }
         run.write_json("summary.json", s);
         throw Error(fmt::format("loss became {} at step {}", lv, ctx.step),
-                    "lower --lr (or the regularisation strength); the last checkpoint in " +
-                        cfg.out + " is intact");
+                    kept ? "lower --lr (or the regularisation strength) and start again with --overwrite; "
+                           "the last checkpoint in " + cfg.out + " is intact, but --resume from it "
+                           "replays the same steps"
+                         : "lower --lr (or the regularisation strength) and start again with "
+                           "--overwrite; the run diverged before its first checkpoint");
       }
     }
     ++ctx.step;
@@ -583,9 +806,13 @@ json run_training(TrainConfig cfg) {
 
     // The last step's row comes after the final prune point, below.
     const bool epoch_end = ctx.step % spe == 0 && ctx.step < total;
-    if (ctx.step < total && (ctx.step % cfg.log_every == 0 || epoch_end || ctx.step == stop)) {
+    if (ctx.step < total &&
+        (ctx.step % cfg.log_every == 0 || epoch_end || ctx.step == stop || interrupted)) {
       json r = row(lr);
-      if (epoch_end) evaluate_now(r);
+      if (epoch_end) {
+        evaluate_now(r);
+        evaluated = true;
+      }
       run.metrics(r);
       progress.update(ctx.step,
                       fmt::format("epoch {}/{} | loss {:.4f} | acc {:.2f}%{} | live {:.1f}% | params {:.1f}%",
@@ -601,17 +828,36 @@ json run_training(TrainConfig cfg) {
     } else {
       progress.update(ctx.step, fmt::format("epoch {}/{}", (ctx.step - 1) / spe + 1, (total + spe - 1) / spe));
     }
+    if (writer && cfg.checkpoint_every > 0 && ctx.step % cfg.checkpoint_every == 0 && ctx.step < stop &&
+        ctx.step % spe != 0 && !interrupted) {
+      save_checkpoint(run.file("model.ckpt"), *model, opt.get(), make_meta(false));
+    }
   }
   progress.finish();
 
   if (ctx.step < total) {
     if (writer) save_checkpoint(run.file("model.ckpt"), *model, opt.get(), make_meta(false));
+    json s = make_meta(false);
+    s["run_dir"] = cfg.out;
+    if (interrupted) {
+      s["status"] = "interrupted";
+      s["interrupted_at_step"] = ctx.step;
+      if (!evaluated) {
+        for (const char* k : {"test_accuracy", "best_test_accuracy", "best_val_accuracy",
+                              "test_accuracy_at_best_val"}) {
+          s[k] = nullptr;
+        }
+      }
+      run.write_json("summary.json", s);
+      run.log(fmt::format("interrupted step {} | checkpoint {} | continue with: demp train --resume --out {}",
+                          ctx.step, run.file("model.ckpt"), cfg.out),
+              writer);
+      return s;
+    }
     run.log(fmt::format("stopped step {} | checkpoint {} | continue with --resume", ctx.step,
                         run.file("model.ckpt")),
             true);
-    json s = make_meta(false);
     s["status"] = "stopped";
-    s["run_dir"] = cfg.out;
     return s;
   }
 
