@@ -639,6 +639,43 @@ PlotSpec over_training(const std::vector<RunGroup>& groups, const Palette& pal,
   return p;
 }
 
+// Settings that collapsed (accuracy more than 15 points under the best point or dense) would
+// stretch the accuracy axis until the comparison that matters is a flat line: they leave the
+// plot, and the caption names them with their accuracy.
+std::string focus_accuracy(PlotSpec& p) {
+  double top = -1e9;
+  for (const auto& s : p.series) {
+    for (const auto& [x, y] : s.xy) top = std::max(top, y);
+  }
+  const double floor = top - 15;
+  std::string note;
+  std::vector<Series> kept;
+  for (auto& s : p.series) {
+    if (s.reference) {
+      kept.push_back(std::move(s));
+      continue;
+    }
+    Series t = s;
+    t.xy.clear();
+    t.yerr.clear();
+    t.labels.clear();
+    for (size_t i = 0; i < s.xy.size(); ++i) {
+      if (s.xy[i].second >= floor) {
+        t.xy.push_back(s.xy[i]);
+        if (i < s.yerr.size()) t.yerr.push_back(s.yerr[i]);
+        if (i < s.labels.size()) t.labels.push_back(s.labels[i]);
+        continue;
+      }
+      note += fmt::format("{}{}{} at {:.2f}%", note.empty() ? "" : "; ", s.title,
+                          i < s.labels.size() && !s.labels[i].empty() ? " " + s.labels[i] : "",
+                          s.xy[i].second);
+    }
+    if (!t.xy.empty()) kept.push_back(std::move(t));
+  }
+  p.series = std::move(kept);
+  return note.empty() ? note : " Not drawn, more than 15 points under the best (collapsed): " + note + ".";
+}
+
 std::vector<Figure> build_figures(const std::vector<ReportRun>& runs,
                                   const std::vector<std::string>& study_dirs) {
   std::vector<Figure> figs;
@@ -656,23 +693,26 @@ std::vector<Figure> build_figures(const std::vector<ReportRun>& runs,
     if (std::isfinite(r.level) && r.level > 0) levels.insert(r.level);
   }
   for (double l : levels) params.xmarks.emplace_back(100 * l, level_text(l));
+  std::string off = focus_accuracy(params);
   figs.push_back({params, acc,
                   "Parameters count BatchNorm's γ and β too. Dotted verticals: the levels the "
                   "runs were asked for." +
-                      seeds_note});
-  figs.push_back(
-      {accuracy_plot(groups, pal, "accuracy_vs_flops", "FLOPs per image",
-                     "FLOPs per image left (% of dense, log scale)", &RunGroup::flops, 100),
-       acc, "Forward FLOPs of one image at the end of training." + seeds_note});
-  figs.push_back({accuracy_plot(groups, pal, "accuracy_vs_units", "units left",
-                                "units left (% of dense, log scale)", &RunGroup::units, 100),
-                  acc, "Units: channels and features at the activations." + seeds_note});
-  figs.push_back({accuracy_plot(groups, pal, "accuracy_vs_time", "training time",
-                                "training time (s, log scale)", &RunGroup::seconds, 1, true),
-                  acc,
+                      seeds_note + off});
+  auto flops = accuracy_plot(groups, pal, "accuracy_vs_flops", "FLOPs per image",
+                             "FLOPs per image left (% of dense, log scale)", &RunGroup::flops, 100);
+  off = focus_accuracy(flops);
+  figs.push_back({flops, acc, "Forward FLOPs of one image at the end of training." + seeds_note + off});
+  auto units = accuracy_plot(groups, pal, "accuracy_vs_units", "units left",
+                             "units left (% of dense, log scale)", &RunGroup::units, 100);
+  off = focus_accuracy(units);
+  figs.push_back({units, acc, "Units: channels and features at the activations." + seeds_note + off});
+  auto time = accuracy_plot(groups, pal, "accuracy_vs_time", "training time",
+                            "training time (s, log scale)", &RunGroup::seconds, 1, true);
+  off = focus_accuracy(time);
+  figs.push_back({time, acc,
                   "Training time is the summary's train_seconds (steps only, no evaluation), "
                   "mean over seeds; the black dot: dense's mean time." +
-                      seeds_note});
+                      seeds_note + off});
 
   std::map<const ReportRun*, std::vector<json>> metrics;
   for (const auto& g : groups) {
