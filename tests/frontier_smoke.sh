@@ -4,11 +4,6 @@
 # the refusals a user meets. About 30 s on 2 cores.
 . "$(dirname "$0")/smoke_lib.sh"
 cd "$TMP" || exit 1
-check() {  # check "what" command...
-  local what=$1
-  shift
-  if "$@"; then ok; else bad "$what"; fi
-}
 BASE=(--model mlp --mlp-widths 64,32 --batch-size 64)
 
 if "$DEMP" frontier --help > help.txt 2>&1 && grep -q -- "--levels" help.txt && grep -q "gradual" help.txt; then

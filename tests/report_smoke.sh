@@ -5,11 +5,6 @@
 # on 2 busy cores.
 . "$(dirname "$0")/smoke_lib.sh"
 cd "$TMP" || exit 1
-check() {  # check "what" command...
-  local what=$1
-  shift
-  if "$@"; then ok; else bad "$what"; fi
-}
 TINY=(--model mlp --mlp-widths 16 --steps 20 --batch-size 32 --train-limit 256 --test-limit 100)
 
 if ! "$DEMP" --help 2>&1 | grep -qE '^ +sweep '; then

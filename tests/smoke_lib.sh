@@ -9,6 +9,11 @@ pass=0
 fail=0
 ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+check() {  # check "what" command...: ok when the command succeeds
+  local what=$1
+  shift
+  if "$@"; then ok; else bad "$what"; fi
+}
 finish() {
   echo "$NAME: $pass passed, $fail failed"
   [ $fail -eq 0 ]

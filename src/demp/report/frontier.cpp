@@ -480,14 +480,9 @@ int run_frontier(const FrontierOptions& o) {
         continue;
       }
       auto argv = r.argv;
-      std::string verb = "start";
-      if (is_regular_file(r.dir + "/model.ckpt")) {
-        argv.push_back("--resume");
-        verb = "resume";
-      } else if (is_regular_file(r.dir + "/config.json")) {
-        argv.push_back("--overwrite");  // started before but never reached a checkpoint
-        verb = "restart";
-      }
+      std::string flag;
+      const std::string verb = continuation(r.dir, &flag);
+      if (!flag.empty()) argv.push_back(flag);
       make_directories(r.dir);
       const std::string log = r.dir + "/output.log";
       {

@@ -639,12 +639,14 @@ PlotSpec over_training(const std::vector<RunGroup>& groups, const Palette& pal,
   return p;
 }
 
-// Settings that collapsed (accuracy more than 15 points under the best point or dense) would
+// Settings that collapsed (accuracy more than 15 points under the best pruned setting) would
 // stretch the accuracy axis until the comparison that matters is a flat line: they leave the
-// plot, and the caption names them with their accuracy.
+// plot, and the caption names them with their accuracy. (Measured against the other pruned
+// settings, not dense: a plot whose settings all trail dense keeps them.)
 std::string focus_accuracy(PlotSpec& p) {
   double top = -1e9;
   for (const auto& s : p.series) {
+    if (s.reference || !s.in_key) continue;
     for (const auto& [x, y] : s.xy) top = std::max(top, y);
   }
   const double floor = top - 15;

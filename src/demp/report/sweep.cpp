@@ -74,6 +74,19 @@ std::string percent(const json& x) {
 
 }  // namespace
 
+std::string continuation(const std::string& dir, std::string* flag) {
+  flag->clear();
+  if (is_regular_file(dir + "/model.ckpt")) {
+    *flag = "--resume";
+    return "resume";
+  }
+  if (is_regular_file(dir + "/config.json")) {
+    *flag = "--overwrite";  // started before but never reached a checkpoint: start again
+    return "restart";
+  }
+  return "start";
+}
+
 json read_json_or_null(const std::string& path) {
   if (!is_regular_file(path)) return nullptr;
   try {
@@ -463,14 +476,8 @@ SweepResult run_sweep(const SweepOptions& o) {
                    tag.c_str(), run.dir.c_str());
       continue;
     }
-    std::string extra, verb = "start";
-    if (is_regular_file(run.dir + "/model.ckpt")) {
-      extra = "--resume";
-      verb = "resume";
-    } else if (is_regular_file(run.dir + "/config.json")) {
-      extra = "--overwrite";  // started before but never reached a checkpoint: start again
-      verb = "restart";
-    }
+    std::string extra;
+    const std::string verb = continuation(run.dir, &extra);
     const auto argv = train_argv(o, r.axes, run.point, run.dir, extra);
     make_directories(run.dir);
     const std::string log = run.dir + "/output.log";

@@ -100,6 +100,11 @@ std::string sweep_summary(const SweepResult& r, const std::string& dir);
 
 // ---- small helpers shared by the report modules ---------------------------------------------
 
+/// How a driver (sweep, study, frontier) continues the run in `dir` that did not finish: "resume"
+/// from its checkpoint (`flag` = "--resume"), "restart" a run that never reached one
+/// ("--overwrite"), or "start" a new one (no flag).
+std::string continuation(const std::string& dir, std::string* flag);
+
 /// Reads a JSON file; a missing or unreadable file gives null (the callers report what lacks).
 nlohmann::json read_json_or_null(const std::string& path);
 
