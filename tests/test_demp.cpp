@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "demp/common/error.h"
+#include "demp/common/normal.h"
 #include "demp/common/files.h"
 #include "demp/data/dataset.h"
 #include "demp/methods/demp.h"
@@ -510,4 +511,74 @@ TEST(Noise, BlockedDrawIsLiveOnlyGaussianAndThreadCountIndependent) {
   auto params = m.parameters();
   methods::add_noise_blocked(params, 0.5, methods::NoiseMask::Live, 7, 4);
   EXPECT_FALSE(torch::equal(m.layers()[0].weight, w1));
+}
+
+// The ziggurat of --noise-rng fast against the normal distribution: moments, tail masses and the
+// Kolmogorov–Smirnov distance on a million draws (the KS bound is the 1% critical value).
+TEST(FastNormal, IsStandardNormal) {
+  FastNormal g(12345);
+  const int n = 1000000;
+  std::vector<double> x(n);
+  double sum = 0, sum2 = 0, sum4 = 0;
+  int over1 = 0, over2 = 0, over3 = 0, over4 = 0;
+  for (int i = 0; i < n; ++i) {
+    x[i] = g();
+    sum += x[i];
+    sum2 += x[i] * x[i];
+    sum4 += x[i] * x[i] * x[i] * x[i];
+    const double a = std::abs(x[i]);
+    over1 += a > 1;
+    over2 += a > 2;
+    over3 += a > 3;
+    over4 += a > 4;
+  }
+  EXPECT_NEAR(sum / n, 0.0, 0.005);
+  EXPECT_NEAR(sum2 / n, 1.0, 0.005);
+  EXPECT_NEAR(sum4 / n, 3.0, 0.05);  // kurtosis
+  EXPECT_NEAR(over1 / double(n), 0.317311, 0.002);
+  EXPECT_NEAR(over2 / double(n), 0.045500, 0.0007);
+  EXPECT_NEAR(over3 / double(n), 0.002700, 0.00017);
+  EXPECT_NEAR(over4 / double(n), 6.334e-5, 3.5e-5);  // the tail beyond the base layer is drawn
+  std::sort(x.begin(), x.end());
+  double ks = 0;
+  for (int i = 0; i < n; ++i) {
+    const double cdf = 0.5 * std::erfc(-x[i] / std::sqrt(2.0));
+    ks = std::max({ks, std::abs(cdf - double(i) / n), std::abs(cdf - double(i + 1) / n)});
+  }
+  EXPECT_LT(ks, 1.63 / std::sqrt(double(n)));
+  // a seed gives its numbers, another seed others
+  FastNormal a(7), b(7), c(8);
+  bool differ = false;
+  for (int i = 0; i < 100; ++i) {
+    const float va = a(), vb = b(), vc = c();
+    EXPECT_EQ(va, vb);
+    differ |= va != vc;
+  }
+  EXPECT_TRUE(differ);
+}
+
+TEST(Noise, FastBlockedDrawIsLiveOnlyGaussianAndThreadCountIndependent) {
+  auto run = [](int threads) {
+    at::set_num_threads(threads);
+    torch::NoGradGuard g;
+    std::vector<torch::Tensor> params{torch::zeros({300000})};
+    params.back().mutable_grad() = torch::ones({300000});
+    params.back().mutable_grad().slice(0, 0, 1000).zero_();
+    methods::add_noise_blocked(params, 0.5, methods::NoiseMask::Live, 7, 3, /*fast=*/true);
+    return params.back().clone();
+  };
+  const int saved = at::get_num_threads();
+  const auto d1 = run(1), d2 = run(2);
+  at::set_num_threads(saved);
+  EXPECT_TRUE(torch::equal(d1, d2));
+  EXPECT_EQ(d1.slice(0, 0, 1000).abs().max().item<float>(), 0.0f);
+  const auto live = d1.slice(0, 1000);
+  EXPECT_NEAR(live.std().item<double>(), 0.5, 0.01);
+  EXPECT_NEAR(live.mean().item<double>(), 0.0, 0.01);
+  // not the torch stream: other numbers, same law
+  torch::NoGradGuard g;
+  std::vector<torch::Tensor> p{torch::zeros({300000})};
+  p.back().mutable_grad() = torch::ones({300000});
+  methods::add_noise_blocked(p, 0.5, methods::NoiseMask::Live, 7, 3, /*fast=*/false);
+  EXPECT_FALSE(torch::equal(p.back().slice(0, 1000), live));
 }

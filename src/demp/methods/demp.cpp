@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "demp/common/normal.h"
 #include "demp/common/error.h"
 #include "demp/data/dataset.h"
 #include "demp/nn/model.h"
@@ -69,7 +70,7 @@ void add_noise(std::vector<torch::Tensor>& params, double sigma, NoiseMask mask,
 }
 
 void add_noise_blocked(std::vector<torch::Tensor>& params, double sigma, NoiseMask mask, uint64_t seed,
-                       uint64_t step) {
+                       uint64_t step, bool fast) {
   if (mask == NoiseMask::Off || sigma == 0) return;
   torch::NoGradGuard no_grad;
   // Blocks of each parameter's memory, each with its own generator seeded from (seed, step,
@@ -106,6 +107,14 @@ void add_noise_blocked(std::vector<torch::Tensor>& params, double sigma, NoiseMa
   at::parallel_for(0, static_cast<int64_t>(blocks.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
       const Block& bl = blocks[k];
+      if (fast) {
+        FastNormal normal(bl.seed);
+        for (int64_t j = 0; j < bl.n; ++j) {
+          const float x = normal();  // drawn for every element, so the numbers do not depend on the mask
+          if (bl.g == nullptr || bl.g[j] != 0.0f) bl.p[j] += a * x;
+        }
+        continue;
+      }
       auto gen = at::make_generator<at::CPUGeneratorImpl>(bl.seed);
       const auto xi = torch::randn({bl.n}, gen, torch::kFloat);
       const float* x = xi.data_ptr<float>();
@@ -510,7 +519,8 @@ void Demp::after_step(train::TrainContext& ctx) {
     auto params = ctx.model.parameters();
     if (ctx.device.is_cpu()) {
       // On the CPU every step is eager: draw from the (seed, step) generator, skip σ = 0.
-      add_noise_blocked(params, sigma_now_, mask_, static_cast<uint64_t>(c.seed), static_cast<uint64_t>(ctx.step));
+      add_noise_blocked(params, sigma_now_, mask_, static_cast<uint64_t>(c.seed), static_cast<uint64_t>(ctx.step),
+                        c.noise_rng == "fast");
     } else {
       add_noise(params, sigma_t_, mask_, device_gen_);
     }

@@ -82,6 +82,11 @@ std::vector<Field> fields(TrainConfig& c) {
        &c.regularizer, "demp"},
       {"noise", "DemP: peak σ of the noise added after each step (0: none)", &c.noise, "demp"},
       {"noise-mask", "DemP: where noise goes: live (gradient ≠ 0), all, off", &c.noise_mask, "demp"},
+      {"noise-rng",
+       "DemP on the CPU: the noise's generator: torch (LibTorch's randn, one mt19937 per block) or "
+       "fast (ours: a ziggurat on splitmix64, the same N(0, σ²), several times cheaper, other "
+       "numbers)",
+       &c.noise_rng, "demp"},
       {"prune-every", "steps K between dead-unit removals (0: 5% of the run)", &c.prune_every,
        "demp"},
       {"prune-after",
@@ -295,6 +300,9 @@ void validate(const TrainConfig& c) {
                 "the fraction of units kept, e.g. --density 0.25");
   }
   if (c.prune_at < -1) throw Error("--prune-at must be >= 0, or -1 for the default", "a step number, e.g. --prune-at 500");
+  if (c.noise_rng != "torch" && c.noise_rng != "fast") {
+    throw Error("unknown --noise-rng '" + c.noise_rng + "'", "use torch or fast");
+  }
   if (c.gradual_score != "gamma" && c.gradual_score != "magnitude") {
     throw Error("unknown --gradual-score '" + c.gradual_score + "'", "use gamma or magnitude");
   }
@@ -357,7 +365,7 @@ std::vector<std::string> config_warnings(const TrainConfig& c, int64_t total) {
     w.push_back(fmt::format("--lambda has no effect with --method {}", c.method));
   }
   for (const char* n : {"l1-step", "constant-units", "lambda-span", "lambda-schedule",
-                        "regularizer", "noise", "noise-mask"}) {
+                        "regularizer", "noise", "noise-mask", "noise-rng"}) {
     if (given(n) && !demp && !scan) w.push_back(fmt::format("--{} has no effect with --method {}", n, c.method));
   }
   // Size targets and width multiples drive DemP and every baseline; --target-by DemP and gradual.

@@ -36,6 +36,7 @@ struct TrainConfig {
   std::string regularizer = "l1-gamma";
   double noise = 5e-5;
   std::string noise_mask = "live";
+  std::string noise_rng = "torch";
   int64_t prune_every = 0;
   int64_t prune_after = 50;
   int64_t check_size = 1536;
