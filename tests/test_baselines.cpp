@@ -265,15 +265,24 @@ TEST_P(BaselineTarget, ReachesAParameterTarget) {
 INSTANTIATE_TEST_SUITE_P(Methods, BaselineTarget,
                          ::testing::Values("slimming", "snap", "crop", "earlycrop", "l1norm", "random", "gradual"));
 
-TEST(Gradual, PrunesAlongItsScheduleThenTrains) {
-  test::TempDir tmp;
-  test::write_synthetic_idx(tmp.path, 384, 100);
-  auto c = baseline_config(tmp.path, "gradual");
+namespace {
+// gradual to 20% of the parameters over 60 steps, a cut every 5 steps from step 5; the target is
+// reached at --target-by 0.3 of the run: step 18
+train::TrainConfig gradual_config(const std::string& dir, const std::string& score) {
+  auto c = baseline_config(dir, "gradual");
   c.steps = 60;
   c.prune_after = 5;
   c.prune_every = 5;
-  c.target_params = 0.2;  // reached at --target-by 0.3 of the run: step 18
-  const auto s = train::run_training(c);
+  c.target_params = 0.2;
+  c.gradual_score = score;
+  return c;
+}
+}  // namespace
+
+TEST(Gradual, PrunesAlongItsScheduleThenTrains) {
+  test::TempDir tmp;
+  test::write_synthetic_idx(tmp.path, 384, 100);
+  const auto s = train::run_training(gradual_config(tmp.path, "gamma"));
   const auto& ev = s["prune_events"];
   ASSERT_GE(ev.size(), 2u) << ev.dump();
   int64_t last_units = 1 << 30;
@@ -287,12 +296,6 @@ TEST(Gradual, PrunesAlongItsScheduleThenTrains) {
   // magnitude ranking: the same schedule, a different choice
   test::TempDir tmp2;
   test::write_synthetic_idx(tmp2.path, 384, 100);
-  auto c2 = baseline_config(tmp2.path, "gradual");
-  c2.steps = 60;
-  c2.prune_after = 5;
-  c2.prune_every = 5;
-  c2.target_params = 0.2;
-  c2.gradual_score = "magnitude";
-  const auto s2 = train::run_training(c2);
+  const auto s2 = train::run_training(gradual_config(tmp2.path, "magnitude"));
   EXPECT_NEAR(s2["params_final"].get<double>() / s2["params_initial"].get<double>(), 0.2, 0.035);
 }

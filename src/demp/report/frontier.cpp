@@ -87,11 +87,6 @@ int default_threads(int jobs) {
   return std::max<int>(1, static_cast<int>(std::max<long>(1, cores)) / std::max(1, jobs));
 }
 
-std::string display_command(std::vector<std::string> argv) {
-  argv[0] = "demp";
-  return shell_join(argv);
-}
-
 struct Stat {
   int n = 0;
   double sum = 0, sum2 = 0;

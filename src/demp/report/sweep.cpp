@@ -74,6 +74,11 @@ std::string percent(const json& x) {
 
 }  // namespace
 
+std::string display_command(std::vector<std::string> argv) {
+  argv[0] = "demp";
+  return shell_join(argv);
+}
+
 std::string continuation(const std::string& dir, std::string* flag) {
   flag->clear();
   if (is_regular_file(dir + "/model.ckpt")) {
@@ -382,11 +387,6 @@ ordered_json sweep_json(const SweepOptions& o, const std::vector<GridAxis>& axes
   return j;
 }
 
-// The command as a user would retype it: "demp" rather than /proc/self/exe.
-std::string display_command(std::vector<std::string> argv) {
-  argv[0] = "demp";
-  return shell_join(argv);
-}
 
 std::string outcome_text(const json& s) {
   if (!s.is_object()) return {};

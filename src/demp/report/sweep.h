@@ -100,6 +100,9 @@ std::string sweep_summary(const SweepResult& r, const std::string& dir);
 
 // ---- small helpers shared by the report modules ---------------------------------------------
 
+/// A demp command line as a user would retype it: "demp" in place of argv[0] (/proc/self/exe).
+std::string display_command(std::vector<std::string> argv);
+
 /// How a driver (sweep, study, frontier) continues the run in `dir` that did not finish: "resume"
 /// from its checkpoint (`flag` = "--resume"), "restart" a run that never reached one
 /// ("--overwrite"), or "start" a new one (no flag).
