@@ -148,7 +148,7 @@ TEST_P(Baseline, ReachesItsDensityAndLeavesAWorkingNetwork) {
   c.progress = "none";
   c.threads = 1;
   c.out = tmp.path + "/run";
-  const auto s = train::run_training(c);
+  const auto s = test::run_training(c);
   EXPECT_EQ(s["status"], "finished");
   // 48 units: global methods keep round(0.25 * 48) = 12, per-layer ones 8 + 4 = 12
   EXPECT_EQ(s["units_final"].get<int64_t>(), 12) << s.dump();
@@ -254,7 +254,7 @@ TEST_P(BaselineTarget, ReachesAParameterTarget) {
   test::write_synthetic_idx(tmp.path, 384, 100);
   auto c = baseline_config(tmp.path, GetParam());
   c.target_params = 0.2;
-  const auto s = train::run_training(c);
+  const auto s = test::run_training(c);
   EXPECT_EQ(s["status"], "finished");
   const double f = s["params_final"].get<double>() / s["params_initial"].get<double>();
   // one first-layer unit is 145 of ~2.5k parameters (6%): the cut is within half of that
@@ -282,7 +282,7 @@ train::TrainConfig gradual_config(const std::string& dir, const std::string& sco
 TEST(Gradual, PrunesAlongItsScheduleThenTrains) {
   test::TempDir tmp;
   test::write_synthetic_idx(tmp.path, 384, 100);
-  const auto s = train::run_training(gradual_config(tmp.path, "gamma"));
+  const auto s = test::run_training(gradual_config(tmp.path, "gamma"));
   const auto& ev = s["prune_events"];
   ASSERT_GE(ev.size(), 2u) << ev.dump();
   int64_t last_units = 1 << 30;
@@ -296,6 +296,6 @@ TEST(Gradual, PrunesAlongItsScheduleThenTrains) {
   // magnitude ranking: the same schedule, a different choice
   test::TempDir tmp2;
   test::write_synthetic_idx(tmp2.path, 384, 100);
-  const auto s2 = train::run_training(gradual_config(tmp2.path, "magnitude"));
+  const auto s2 = test::run_training(gradual_config(tmp2.path, "magnitude"));
   EXPECT_NEAR(s2["params_final"].get<double>() / s2["params_initial"].get<double>(), 0.2, 0.035);
 }

@@ -12,7 +12,7 @@
 #include "demp/methods/demp.h"
 #include "demp/nn/model.h"
 #include "demp/prune/surgery.h"
-#include "demp/report/run_dir.h"
+#include "demp/train/run_dir.h"
 #include "demp/train/trainer.h"
 #include "test_util.h"
 
@@ -209,12 +209,12 @@ train::TrainConfig fm_demp(const std::string& out, double lambda) {
 
 TEST(DempRun, FashionMnistSliceRemovesUnitsLearnsAndReproduces) {
   test::TempDir tmp;
-  const auto a = train::run_training(fm_demp(tmp.path + "/a", 0.05));
+  const auto a = test::run_training(fm_demp(tmp.path + "/a", 0.05));
   EXPECT_LT(a["units_final"].get<int64_t>(), a["units_initial"].get<int64_t>());
   EXPECT_LT(a["params_final"].get<int64_t>(), a["params_initial"].get<int64_t>());
   EXPECT_GT(a["test_accuracy"].get<double>(), 0.6);  // chance is 0.1
   EXPECT_FALSE(a["prune_events"].empty());
-  const auto b = train::run_training(fm_demp(tmp.path + "/b", 0.05));
+  const auto b = test::run_training(fm_demp(tmp.path + "/b", 0.05));
   EXPECT_EQ(a["test_accuracy"], b["test_accuracy"]);
   EXPECT_EQ(a["live_units_per_group"], b["live_units_per_group"]);
   // metrics rows carry the schedule values and the scan
@@ -240,7 +240,7 @@ TEST(DempMethod, ACollapsedGroupIsReportedAndKeepsOneUnit) {
   }
   train::OptimOptions oo;
   auto opt = train::make_optimizer(oo);
-  report::RunDir run(tmp.path + "/run");
+  train::RunDir run(tmp.path + "/run");
   train::TrainContext ctx{cfg, data, model, *opt, &run, torch::kCPU};
   ctx.total_steps = 100;
   ctx.steps_per_epoch = 4;
@@ -443,7 +443,7 @@ train::TrainConfig fm_target(const std::string& out, double target) {
 
 TEST(DempTarget, ReachesTheParameterTargetAndResumesExactly) {
   test::TempDir tmp;
-  const auto a = train::run_training(fm_target(tmp.path + "/a", 0.3));
+  const auto a = test::run_training(fm_target(tmp.path + "/a", 0.3));
   const double kept = a["params_final"].get<double>() / a["params_initial"].get<double>();
   EXPECT_NEAR(kept, 0.3, 0.02);
   EXPECT_GT(a["test_accuracy"].get<double>(), 0.6);
@@ -452,10 +452,10 @@ TEST(DempTarget, ReachesTheParameterTargetAndResumesExactly) {
   // interrupted mid-run and resumed: the same network, bit for bit
   auto part = fm_target(tmp.path + "/b", 0.3);
   part.stop_after = 120;
-  EXPECT_EQ(train::run_training(part)["status"], "stopped");
+  EXPECT_EQ(test::run_training(part)["status"], "stopped");
   auto resume = fm_target(tmp.path + "/b", 0.3);
   resume.resume = true;
-  const auto b = train::run_training(resume);
+  const auto b = test::run_training(resume);
   EXPECT_EQ(a["test_accuracy"], b["test_accuracy"]);
   EXPECT_EQ(a["live_units_per_group"], b["live_units_per_group"]);
 }

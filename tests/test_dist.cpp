@@ -20,6 +20,7 @@
 #include "demp/common/files.h"
 #include "demp/data/dataset.h"
 #include "demp/dist/comm.h"
+#include "demp/dist/launch.h"
 #include "test_util.h"
 
 namespace {

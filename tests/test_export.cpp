@@ -233,7 +233,7 @@ TEST(ExportTorch, PythonReproducesAccuracyAndLogits) {
   cfg.out = run;
   cfg.progress = "none";
   cfg.train_limit = 5000;  // the statistics then come from these 5000 images only
-  train::run_training(cfg);
+  test::run_training(cfg);
 
   // Prune the trained network at random, as a pruning method would leave it.
   {

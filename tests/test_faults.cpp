@@ -19,7 +19,7 @@
 #include "demp/export/export.h"
 #include "demp/nn/arch.h"
 #include "demp/nn/model.h"
-#include "demp/report/run_dir.h"
+#include "demp/train/run_dir.h"
 #include "demp/report/sweep.h"
 #include "demp/train/config.h"
 #include "demp/train/optim.h"
@@ -153,7 +153,7 @@ TEST(FaultDiskFull, TrainingRunEndsWithOneErrorAndNoTempFiles) {
   c.mlp_widths = "2048";  // a checkpoint of ~2.4 MB with AdamW's two slots: never fits
   c.steps = 10;
   c.checkpoint_every = 5;
-  EXPECT_REFUSED(train::run_training(c), "cannot write checkpoint");
+  EXPECT_REFUSED(test::run_training(c), "cannot write checkpoint");
   EXPECT_FALSE(file_exists(fs.path + "/run/model.ckpt.tmp"));
   EXPECT_FALSE(file_exists(fs.path + "/run/model.ckpt"));
 }
@@ -197,18 +197,18 @@ TEST(FaultRunDir, OverwriteWithBadDataKeepsTheOldRun) {
   test::TempDir tmp;
   test::write_synthetic_idx(tmp.path, 200, 50);
   const std::string out = tmp.path + "/run";
-  train::run_training(tiny_run(tmp.path, out));
+  test::run_training(tiny_run(tmp.path, out));
   const std::string summary = read_file(out + "/summary.json");
   auto c = tiny_run(tmp.path, out);
   c.overwrite = true;
   c.data = "mnist:" + tmp.path + "/nonexistent";
-  EXPECT_REFUSED(train::run_training(c), "does not exist");
+  EXPECT_REFUSED(test::run_training(c), "does not exist");
   EXPECT_EQ(read_file(out + "/summary.json"), summary);
   EXPECT_NO_THROW(train::load_checkpoint(out + "/model.ckpt"));
   c = tiny_run(tmp.path, out);
   c.overwrite = true;
   c.model = "alexnet";
-  EXPECT_REFUSED(train::run_training(c), "unknown model");
+  EXPECT_REFUSED(test::run_training(c), "unknown model");
   EXPECT_EQ(read_file(out + "/summary.json"), summary);
 }
 
@@ -220,10 +220,10 @@ TEST(FaultRunDir, KilledBeforeTheFirstCheckpointGivesConsistentHints) {
   write_file_atomic(out + "/config.json", train::to_json(tiny_run(tmp.path, out)).dump());
   write_file_atomic(out + "/model.ckpt.tmp", "half a checkpoint");  // killed while writing it
   std::string hint_start, hint_resume;
-  const auto start = error_of([&] { train::run_training(tiny_run(tmp.path, out)); }, &hint_start);
+  const auto start = error_of([&] { test::run_training(tiny_run(tmp.path, out)); }, &hint_start);
   auto r = tiny_run(tmp.path, out);
   r.resume = true;
-  const auto resume = error_of([&] { train::run_training(r); }, &hint_resume);
+  const auto resume = error_of([&] { test::run_training(r); }, &hint_resume);
   EXPECT_NE(start.find("before it wrote its first checkpoint"), std::string::npos) << start;
   EXPECT_NE(resume.find("before it wrote its first checkpoint"), std::string::npos) << resume;
   EXPECT_NE(hint_start.find("--overwrite"), std::string::npos) << hint_start;
@@ -231,7 +231,7 @@ TEST(FaultRunDir, KilledBeforeTheFirstCheckpointGivesConsistentHints) {
   EXPECT_EQ(hint_start.find("--resume"), std::string::npos) << "the start hints --resume: " << hint_start;
   auto o = tiny_run(tmp.path, out);
   o.overwrite = true;
-  EXPECT_EQ(train::run_training(o)["status"], "finished");
+  EXPECT_EQ(test::run_training(o)["status"], "finished");
   EXPECT_FALSE(file_exists(out + "/model.ckpt.tmp"));
 }
 
@@ -242,13 +242,13 @@ TEST(FaultResume, ContinuesTheDirectoryGivenNotTheRecordedOne) {
   test::write_synthetic_idx(tmp.path, 200, 50);
   auto c = tiny_run(tmp.path, tmp.path + "/a");
   c.stop_after = 7;
-  EXPECT_EQ(train::run_training(c)["status"], "stopped");
+  EXPECT_EQ(test::run_training(c)["status"], "stopped");
   // A moved run: resuming it must neither fail nor recreate the old path.
   ASSERT_EQ(std::rename((tmp.path + "/a").c_str(), (tmp.path + "/b").c_str()), 0);
   auto r = tiny_run(tmp.path, tmp.path + "/b");
   r.resume = true;
   r.given = {"resume", "out"};
-  const auto s = train::run_training(r);
+  const auto s = test::run_training(r);
   EXPECT_EQ(s["status"], "finished");
   EXPECT_EQ(s["run_dir"], tmp.path + "/b");
   EXPECT_FALSE(file_exists(tmp.path + "/a")) << "resume recreated the recorded directory";
@@ -260,20 +260,20 @@ TEST(FaultResume, ChangedOptionsAreRefusedWithTheListSafeOnesApplied) {
   test::write_synthetic_idx(tmp.path, 200, 50);
   auto c = tiny_run(tmp.path, tmp.path + "/a");
   c.stop_after = 7;
-  train::run_training(c);
+  test::run_training(c);
   auto r = tiny_run(tmp.path, tmp.path + "/a");
   r.resume = true;
   r.lr = 0.5;
   r.steps = 40;
   r.given = {"resume", "out", "lr", "steps"};
-  EXPECT_REFUSED(train::run_training(r), "--steps 40 (the run has 20), --lr 0.5 (the run has 0.002)");
+  EXPECT_REFUSED(test::run_training(r), "--steps 40 (the run has 20), --lr 0.5 (the run has 0.002)");
   // Given but equal to the run's: not a difference. --threads and --stop-after: applied.
   r = tiny_run(tmp.path, tmp.path + "/a");
   r.resume = true;
   r.threads = 2;
   r.stop_after = 12;
   r.given = {"resume", "out", "lr", "threads", "stop-after"};
-  EXPECT_EQ(train::run_training(r)["status"], "stopped");
+  EXPECT_EQ(test::run_training(r)["status"], "stopped");
   EXPECT_EQ(json::parse(read_file(tmp.path + "/a/config.json"))["threads"], 1);
 }
 
@@ -489,13 +489,13 @@ TEST(FaultOptions, EvaluationWithBatchZeroIsRefusedNotALoop) {
 
 TEST(FaultMessages, EventLinesEndAnOpenProgressBarInsteadOfCollidingWithIt) {
   test::TempDir tmp;
-  report::RunDir run(tmp.path + "/r");
-  report::Progress bar("bar", 10, 0, 32);
+  train::RunDir run(tmp.path + "/r");
+  train::Progress bar("bar", 10, 0, 32);
   testing::internal::CaptureStderr();
   bar.update(5, "epoch 1/2", /*force_line=*/true);
-  EXPECT_TRUE(report::progress_line_open());
+  EXPECT_TRUE(train::progress_line_open());
   run.log("prune step 5 | units 10 -> 8", /*echo=*/true);
-  EXPECT_FALSE(report::progress_line_open());
+  EXPECT_FALSE(train::progress_line_open());
   bar.finish();
   const std::string err = testing::internal::GetCapturedStderr();
   // Was: "... ETA 04:24 | epoch 1/2prune step 5 | ...".

@@ -19,11 +19,14 @@
 #include "demp/common/files.h"
 #include "demp/report/html.h"
 #include "demp/report/plots.h"
-#include "demp/report/process.h"
+#include "demp/common/process.h"
 #include "demp/report/study.h"
 #include "demp/report/sweep.h"
 
 using namespace demp::report;
+using demp::find_executable;
+using demp::run_process;
+using demp::shell_join;
 using nlohmann::json;
 
 namespace {

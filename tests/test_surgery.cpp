@@ -144,7 +144,7 @@ void check_step_equivalence(const std::string& model, const std::string& optimiz
   nn::Model pruned = test::clone_model(dense);
   auto opt_p = train::make_optimizer(oo);
   test::copy_state(*opt_d, *opt_p);
-  prune::remove_units(pruned, opt_p.get(), keep);
+  prune::remove_units(pruned, &opt_p->state(), keep);
   EXPECT_EQ(opt_p->steps(), opt_d->steps());
 
   train_step(dense, *opt_d, xs[3], ys[3]);
@@ -154,7 +154,7 @@ void check_step_equivalence(const std::string& model, const std::string& optimiz
   nn::Model restricted = test::clone_model(dense);
   auto opt_r = train::make_optimizer(oo);
   test::copy_state(*opt_d, *opt_r);
-  prune::remove_units(restricted, opt_r.get(), keep);
+  prune::remove_units(restricted, &opt_r->state(), keep);
   const auto pp = pruned.parameters(), pr = restricted.parameters();
   const auto infos = pruned.param_infos();
   ASSERT_EQ(pp.size(), pr.size());
@@ -191,7 +191,7 @@ TEST_P(Surgery, RandomKeepSetsLeaveAWorkingNetwork) {
     auto idx = std::get<0>(torch::randperm(w, gen).slice(0, 0, std::min(k, w)).sort());
     keep[gi].assign(idx.data_ptr<int64_t>(), idx.data_ptr<int64_t>() + idx.size(0));
   }
-  prune::remove_units(m, opt.get(), keep);
+  prune::remove_units(m, &opt->state(), keep);
   for (int gi : m.arch().prunable_groups()) {
     EXPECT_EQ(m.arch().groups[gi].width, static_cast<int64_t>(keep[gi].size()));
   }

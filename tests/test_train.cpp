@@ -165,20 +165,20 @@ TEST(Training, ResumedRunMatchesUninterruptedRunStepForStep) {
   test::TempDir tmp;
   test::write_synthetic_idx(tmp.path, 400, 100);
   // 400 images / 32 = 12 steps per epoch: the interruption at 17 falls mid-epoch.
-  const auto full = train::run_training(small_run(tmp.path, tmp.path + "/full"));
+  const auto full = test::run_training(small_run(tmp.path, tmp.path + "/full"));
   EXPECT_EQ(full["status"], "finished");
   auto part = small_run(tmp.path, tmp.path + "/part");
   part.stop_after = 17;
-  EXPECT_EQ(train::run_training(part)["status"], "stopped");
+  EXPECT_EQ(test::run_training(part)["status"], "stopped");
   auto resume = small_run(tmp.path, tmp.path + "/part");
   resume.resume = true;
-  const auto resumed = train::run_training(resume);
+  const auto resumed = test::run_training(resume);
   EXPECT_EQ(resumed["status"], "finished");
   EXPECT_EQ(resumed["test_accuracy"], full["test_accuracy"]);
   expect_same_checkpoint(tmp.path + "/full/model.ckpt", tmp.path + "/part/model.ckpt");
   // a finished run refuses --resume, and a second run into the same directory is refused
-  EXPECT_THROW(train::run_training(resume), Error);
-  EXPECT_THROW(train::run_training(small_run(tmp.path, tmp.path + "/full")), Error);
+  EXPECT_THROW(test::run_training(resume), Error);
+  EXPECT_THROW(test::run_training(small_run(tmp.path, tmp.path + "/full")), Error);
   // metrics rows are unique per step after the resume
   const auto lines = read_file(tmp.path + "/part/metrics.jsonl");
   std::vector<int64_t> steps;
@@ -193,7 +193,7 @@ TEST(Training, ResumedRunMatchesUninterruptedRunStepForStep) {
 TEST(Training, RunDirectoryHasEveryFileAndSummaryFields) {
   test::TempDir tmp;
   test::write_synthetic_idx(tmp.path, 400, 100);
-  const auto s = train::run_training(small_run(tmp.path, tmp.path + "/run"));
+  const auto s = test::run_training(small_run(tmp.path, tmp.path + "/run"));
   for (const char* f : {"config.json", "metrics.jsonl", "log.txt", "summary.json", "model.ckpt"}) {
     EXPECT_TRUE(file_exists(tmp.path + "/run/" + f)) << f;
   }
@@ -225,7 +225,7 @@ TEST(Training, NanLossStopsWithAClearErrorAndKeepsTheCheckpoint) {
   c.lr = 1e30;
   c.steps = 30;
   try {
-    train::run_training(c);
+    test::run_training(c);
     FAIL() << "expected a divergence error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("at step"), std::string::npos) << e.what();
@@ -269,6 +269,6 @@ TEST(Training, LearnsFashionMnistSlice) {
   c.progress = "none";
   test::TempDir tmp;
   c.out = tmp.path + "/fm";
-  const auto s = train::run_training(c);
+  const auto s = test::run_training(c);
   EXPECT_GT(s["test_accuracy"].get<double>(), 0.7);  // chance is 0.1
 }

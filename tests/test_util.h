@@ -6,10 +6,17 @@
 #include <vector>
 
 #include "demp/common/files.h"
+#include "demp/methods/method.h"
 #include "demp/nn/model.h"
 #include "demp/train/optim.h"
+#include "demp/train/trainer.h"
 
 namespace demp::test {
+
+/// A whole training run with the project's methods, as `demp train` runs it.
+inline nlohmann::json run_training(train::TrainConfig c) {
+  return train::run_training(std::move(c), methods::make_method);
+}
 
 inline nn::Arch tiny_arch(const std::string& model, int64_t channels = 3, int64_t size = 16) {
   nn::ModelOptions o;

@@ -16,7 +16,7 @@
 #include "demp/common/files.h"
 #include "demp/export/export.h"
 #include "demp/nn/model.h"
-#include "demp/report/process.h"
+#include "demp/common/process.h"
 #include "demp/train/config.h"
 #include "demp/train/optim.h"
 #include "demp/methods/method.h"
@@ -131,11 +131,11 @@ double time_forward(const nn::Model& model, const torch::Tensor& x, int64_t warm
 // Runs a Python benchmark helper; its answer is the last line of its output that is a JSON object.
 nlohmann::json run_helper(const std::vector<std::string>& argv) {
   std::string answer;
-  const auto r = report::run_process(argv, [&](const std::string& line) {
+  const auto r = run_process(argv, [&](const std::string& line) {
     if (!line.empty() && line[0] == '{') answer = line;
   });
   if (r.exit_code != 0 || answer.empty()) {
-    throw Error("the benchmark helper failed (" + r.last_line + "): " + report::shell_join(argv),
+    throw Error("the benchmark helper failed (" + r.last_line + "): " + shell_join(argv),
                 "run it by hand to see why");
   }
   return nlohmann::json::parse(answer);

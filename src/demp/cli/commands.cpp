@@ -18,7 +18,9 @@
 #include "demp/common/files.h"
 #include "demp/data/dataset.h"
 #include "demp/dist/comm.h"
+#include "demp/dist/launch.h"
 #include "demp/export/export.h"
+#include "demp/methods/method.h"
 #include "demp/nn/arch.h"
 #include "demp/nn/model.h"
 #include "demp/report/compare.h"
@@ -469,7 +471,7 @@ int run(int argc, char** argv) {
       for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
       return dist::launch_local(args, cfg.nproc);
     }
-    const json s = train::run_training(cfg);
+    const json s = train::run_training(cfg, methods::make_method);
     if (s.value("status", "") == "interrupted") {
       if (s.contains("run_dir")) {
         std::cout << fmt::format("interrupted at step {}; checkpoint and summary written. Continue with:\n"

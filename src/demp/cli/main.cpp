@@ -11,13 +11,13 @@
 
 #include "demp/cli/commands.h"
 #include "demp/common/error.h"
-#include "demp/report/run_dir.h"
+#include "demp/train/run_dir.h"
 
 namespace {
 
 // One line, starting on a fresh line (an open progress bar is ended first, not collided with).
 int fail(int code, const std::string& what, const std::string& hint) {
-  demp::report::end_progress_line();
+  demp::train::end_progress_line();
   std::fprintf(stderr, "demp: error: %s (hint: %s)\n", what.c_str(), hint.c_str());
   return code;
 }

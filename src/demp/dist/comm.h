@@ -1,7 +1,7 @@
 #pragma once
 // Data-parallel communication over c10d: a rendezvous through a TCPStore, a Gloo (CPU) or NCCL
-// (CUDA) process group, and the few collectives training needs. Also the local launcher behind
-// `demp train --nproc N`. c10d headers stay in comm.cpp: they are heavy, and Gloo's come from a
+// (CUDA) process group, and the few collectives training needs (the launcher behind
+// `demp train --nproc N` is in launch.h). c10d headers stay in comm.cpp: they are heavy, and Gloo's come from a
 // system package that only that file needs.
 #include <torch/types.h>
 
@@ -33,9 +33,6 @@ Env env_from_environment();
 bool gloo_available();
 /// True when this build has the NCCL process group (a CUDA LibTorch and nccl.h).
 bool nccl_available();
-
-/// A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick for port 0).
-int find_free_port();
 
 enum class ReduceOp { Sum, Min, Max };
 
@@ -98,14 +95,5 @@ class Comm {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-/// `demp train --nproc N`: starts N copies of argv (argv[0] = the demp binary, a path or a name on
-/// PATH) as local ranks with RANK/LOCAL_RANK/WORLD_SIZE/LOCAL_WORLD_SIZE/MASTER_ADDR=127.0.0.1/
-/// MASTER_PORT=port (a free port when port == 0), forwards their output (rank 0's as is, other
-/// ranks' lines prefixed "[rank r] " on stderr) and waits. If one rank exits non-zero or is
-/// killed, the others get SIGTERM (SIGKILL a few seconds later), "rank r exited with code c" goes
-/// to stderr, and that code is returned (128 + N for signal N). Returns 0 when all succeed.
-/// Throws demp::Error when argv[0] cannot be started.
-int launch_local(const std::vector<std::string>& argv, int64_t nproc, int port = 0);
 
 }  // namespace demp::dist

@@ -288,6 +288,7 @@ Demp::Demp(const train::TrainConfig& cfg, bool remove)
   if (std::find(known.begin(), known.end(), regularizer_) == known.end()) {
     throw Error("unknown --regularizer '" + regularizer_ + "'", "use l1-gamma, relu-sq, l1 or l2");
   }
+  train::parse_schedule(cfg.lambda_schedule, 1.0, 1000, 10);  // its spelling, before any work
   prox_ = cfg.l1_step == "prox" && regularizer_ == "l1-gamma";
   shrink_beta_ = prox_ && cfg.constant_units == "shrink";
   if (cfg.target_params > 0) {

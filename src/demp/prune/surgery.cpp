@@ -8,7 +8,6 @@
 
 #include "demp/common/error.h"
 #include "demp/nn/model.h"
-#include "demp/train/optim.h"
 
 namespace demp::prune {
 
@@ -24,7 +23,7 @@ torch::Tensor slice(const torch::Tensor& t, const torch::Tensor& out, const torc
 
 }  // namespace
 
-std::vector<GroupChange> remove_units(nn::Model& model, train::Optimizer* optimizer,
+std::vector<GroupChange> remove_units(nn::Model& model, OptimizerState* optimizer_state,
                                       const KeepSets& keep) {
   nn::Arch& arch = model.mutable_arch();
   const size_t ng = arch.groups.size();
@@ -55,8 +54,7 @@ std::vector<GroupChange> remove_units(nn::Model& model, train::Optimizer* optimi
   torch::NoGradGuard no_grad;
   const auto infos = model.param_infos();
   auto params = model.parameters();
-  std::vector<std::vector<torch::Tensor>>* state =
-      optimizer && !optimizer->state().empty() ? &optimizer->state() : nullptr;
+  OptimizerState* state = optimizer_state && !optimizer_state->empty() ? optimizer_state : nullptr;
   if (state && state->size() != params.size()) {
     throw Error("optimizer state does not match the model's parameters");
   }

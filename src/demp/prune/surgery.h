@@ -8,7 +8,6 @@
 #include <vector>
 
 namespace demp::nn { class Model; }
-namespace demp::train { class Optimizer; }
 
 namespace demp::prune {
 
@@ -17,6 +16,10 @@ namespace demp::prune {
 /// alone.
 using KeepSets = std::vector<std::vector<int64_t>>;
 
+/// An optimizer's per-parameter state slots (state[i] belongs to the model's parameter i), the
+/// part of an optimizer that surgery must slice along with the parameters.
+using OptimizerState = std::vector<std::vector<torch::Tensor>>;
+
 struct GroupChange {
   std::string group;
   int64_t before = 0, after = 0;
@@ -24,10 +27,10 @@ struct GroupChange {
 
 /// Removes every unit not in `keep` from the model: producer weights/biases/BN γ, β and running
 /// statistics, consumer input channels (or flattened feature blocks), residual skip maps, the
-/// parameters' gradients and the optimizer state of each touched parameter (the optimizer's step
-/// count is untouched). Groups are never emptied: an empty keep set is an error.
+/// parameters' gradients and each touched parameter's slots in `optimizer_state` (null or empty:
+/// none; the optimizer's step count is not surgery's business). Groups are never emptied: an empty keep set is an error.
 /// Returns the groups that changed.
-std::vector<GroupChange> remove_units(nn::Model& model, train::Optimizer* optimizer,
+std::vector<GroupChange> remove_units(nn::Model& model, OptimizerState* optimizer_state,
                                       const KeepSets& keep);
 
 /// Result of the dead-unit scan.

@@ -15,8 +15,8 @@
 
 #include "demp/common/error.h"
 #include "demp/common/files.h"
-#include "demp/report/process.h"
-#include "demp/report/run_dir.h"
+#include "demp/common/process.h"
+#include "demp/train/run_dir.h"
 #include "demp/report/sweep.h"
 
 namespace demp::report {
@@ -389,7 +389,7 @@ ordered_json frontier_json(const FrontierOptions& o, const std::vector<FrontierR
   ordered_json j;
   j["kind"] = "frontier";
   j["created"] = created;
-  j["updated"] = utc_now();
+  j["updated"] = train::utc_now();
   j["measure"] = o.measure;
   j["quick"] = o.quick;
   j["base_args"] = o.base_args;
@@ -427,7 +427,7 @@ int run_frontier(const FrontierOptions& o) {
   }
   make_directories(o.out);
   const std::string path = o.out + "/frontier.json";
-  std::string created = utc_now();
+  std::string created = train::utc_now();
   const json old = read_json_or_null(path);
   if (old.is_object()) {
     // Runs are named by series, level and seed only: a run finished under other train options
@@ -482,7 +482,7 @@ int run_frontier(const FrontierOptions& o) {
       const std::string log = r.dir + "/output.log";
       {
         std::lock_guard<std::mutex> lk(mu);
-        append_line(log, "=== " + utc_now() + " | " + display_command(argv));
+        append_line(log, "=== " + train::utc_now() + " | " + display_command(argv));
         std::fprintf(stderr, "%s: %s\n", tag.c_str(), verb.c_str());
         std::fflush(stderr);
       }

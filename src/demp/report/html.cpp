@@ -14,7 +14,7 @@
 #include "demp/common/error.h"
 #include "demp/common/files.h"
 #include "demp/report/plots.h"
-#include "demp/report/run_dir.h"
+#include "demp/train/run_dir.h"
 #include "demp/report/study.h"
 #include "demp/report/sweep.h"
 
@@ -989,7 +989,7 @@ int run_report(const ReportOptions& o) {
   h += fmt::format(
       "<p class=\"meta\">{} runs ({} finished) from {} &middot; generated {} by demp "
       "report</p>\n",
-      runs.size(), n_finished, html_escape(dirs_text), utc_now());
+      runs.size(), n_finished, html_escape(dirs_text), train::utc_now());
   // Grouping goes by series and setting only: one network's 25% and another's would be averaged
   // as seeds. Say so rather than guess which field tells networks apart.
   std::set<std::string> models;

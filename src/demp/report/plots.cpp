@@ -9,7 +9,7 @@
 
 #include "demp/common/error.h"
 #include "demp/common/files.h"
-#include "demp/report/process.h"
+#include "demp/common/process.h"
 
 namespace demp::report {
 

@@ -11,8 +11,9 @@
 
 #include "demp/common/error.h"
 #include "demp/common/files.h"
-#include "demp/report/process.h"
-#include "demp/report/run_dir.h"
+#include "demp/common/process.h"
+#include "demp/common/text.h"
+#include "demp/train/run_dir.h"
 #include "demp/train/config.h"
 
 namespace demp::report {
@@ -24,24 +25,6 @@ namespace {
 
 // Options the sweep sets on every run itself: a grid or a base argument may not set them.
 const std::vector<std::string> kReserved = {"out", "resume", "overwrite", "progress", "stop-after"};
-
-std::string trim(const std::string& s) {
-  const size_t a = s.find_first_not_of(" \t");
-  if (a == std::string::npos) return {};
-  return s.substr(a, s.find_last_not_of(" \t") - a + 1);
-}
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  for (;;) {
-    const size_t end = s.find(sep, start);
-    out.push_back(s.substr(start, end == std::string::npos ? std::string::npos : end - start));
-    if (end == std::string::npos) break;
-    start = end + 1;
-  }
-  return out;
-}
 
 std::vector<std::string> train_option_names() {
   train::TrainConfig c;
@@ -373,7 +356,7 @@ ordered_json sweep_json(const SweepOptions& o, const std::vector<GridAxis>& axes
   ordered_json j;
   j["kind"] = o.kind;
   j["created"] = created;
-  j["updated"] = utc_now();
+  j["updated"] = train::utc_now();
   j["grid"] = ordered_json::array();
   for (const auto& a : axes) j["grid"].push_back({{"key", a.key}, {"values", a.values}});
   j["name_format"] = o.name_format;
@@ -420,7 +403,7 @@ SweepResult run_sweep(const SweepOptions& o) {
 
   make_directories(o.out);
   const std::string sweep_path = o.out + "/sweep.json";
-  std::string created = utc_now();
+  std::string created = train::utc_now();
   const json old = read_json_or_null(sweep_path);
   if (old.is_object()) {
     // Runs are named by their grid values only, so a run finished under other base options would
@@ -481,7 +464,7 @@ SweepResult run_sweep(const SweepOptions& o) {
     const auto argv = train_argv(o, r.axes, run.point, run.dir, extra);
     make_directories(run.dir);
     const std::string log = run.dir + "/output.log";
-    append_line(log, "=== " + utc_now() + " | " + display_command(argv));
+    append_line(log, "=== " + train::utc_now() + " | " + display_command(argv));
     std::fprintf(stderr, "%s: %s\n", tag.c_str(), verb.c_str());
     std::fflush(stderr);
     const auto t0 = std::chrono::steady_clock::now();

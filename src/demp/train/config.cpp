@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "demp/common/error.h"
+#include "demp/train/schedule.h"
 
 namespace demp::train {
 
@@ -252,6 +253,9 @@ void validate(const TrainConfig& c) {
                   "use " + allowed[0] + ", " + allowed[1] + " or " + allowed[2]);
     }
   }
+  // Schedules are read in full once the run's length is known; their spelling is checked now, so
+  // that a typo ends the run before a rendezvous or a data set load.
+  parse_schedule(c.lr_schedule, c.lr, 1000, 10);
   const std::vector<std::string> progress = {"auto", "bar", "plain", "none"};
   if (std::find(progress.begin(), progress.end(), c.progress) == progress.end()) {
     throw Error("unknown --progress '" + c.progress + "'", "use auto, bar, plain or none");

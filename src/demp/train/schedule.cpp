@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "demp/common/error.h"
+#include "demp/common/text.h"
 
 namespace demp::train {
 
@@ -43,15 +44,6 @@ double Schedule::at(int64_t t) const {
 }
 
 namespace {
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, sep)) out.push_back(item);
-  if (!s.empty() && s.back() == sep) out.push_back("");
-  return out;
-}
 
 double number(const std::string& s, const std::string& spec) {
   try {

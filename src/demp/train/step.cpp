@@ -14,7 +14,7 @@
 #endif
 
 #include "demp/common/error.h"
-#include "demp/methods/method.h"
+#include "demp/train/hooks.h"
 #include "demp/train/trainer.h"
 
 namespace demp::train {
@@ -102,7 +102,7 @@ std::vector<const void*> step_tensor_addresses(const std::vector<torch::Tensor>&
 
 struct StepRunner::Impl {
   TrainContext& ctx;
-  methods::Method& method;
+  Method& method;
   StepOptions o;
   torch::Tensor loss_sum, correct_sum, last_loss;
   int64_t seen = 0, eager_since_change = 0, captures = 0, replays = 0;
@@ -114,7 +114,7 @@ struct StepRunner::Impl {
   torch::Tensor static_x, static_y;
 #endif
 
-  Impl(TrainContext& c, methods::Method& m, StepOptions opt) : ctx(c), method(m), o(opt) {
+  Impl(TrainContext& c, Method& m, StepOptions opt) : ctx(c), method(m), o(opt) {
     const auto dev = ctx.device;
     loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(dev));
     correct_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kLong).device(dev));
@@ -224,7 +224,7 @@ struct StepRunner::Impl {
   }
 };
 
-StepRunner::StepRunner(TrainContext& ctx, methods::Method& method, StepOptions options)
+StepRunner::StepRunner(TrainContext& ctx, Method& method, StepOptions options)
     : impl_(std::make_unique<Impl>(ctx, method, options)) {
   if (options.graph && !method.graph_safe()) {
     impl_->o.graph = false;

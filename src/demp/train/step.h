@@ -16,11 +16,10 @@
 #include <string>
 #include <vector>
 
-namespace demp::methods { class Method; }
-
 namespace demp::train {
 
 struct TrainContext;
+class Method;
 
 enum class Precision { Fp32, Bf16 };
 
@@ -50,7 +49,7 @@ class StepRunner {
   /// cannot be captured on the default stream); everything the loop does in between (batches,
   /// scans, surgery, evaluation) runs on it in order. Runners nest like scopes: destroy one
   /// before making the next, or in reverse order of creation.
-  StepRunner(TrainContext& ctx, methods::Method& method, StepOptions options);
+  StepRunner(TrainContext& ctx, Method& method, StepOptions options);
   ~StepRunner();
   StepRunner(const StepRunner&) = delete;
   StepRunner& operator=(const StepRunner&) = delete;

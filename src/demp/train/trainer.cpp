@@ -18,8 +18,7 @@
 #include "demp/common/error.h"
 #include "demp/common/files.h"
 #include "demp/dist/comm.h"
-#include "demp/methods/method.h"
-#include "demp/report/run_dir.h"
+#include "demp/train/run_dir.h"
 #include "demp/train/schedule.h"
 #include "demp/train/step.h"
 
@@ -93,8 +92,8 @@ prune::KeepSets broadcast_keep(dist::Comm& comm, const prune::KeepSets& keep, co
 std::vector<prune::GroupChange> TrainContext::remove_units(const prune::KeepSets& keep,
                                                            const std::string& why) {
   const int64_t units0 = model.arch().units(), params0 = model.arch().params();
-  auto changes = world_size() > 1 ? prune::remove_units(model, &optimizer, broadcast_keep(*comm, keep, device))
-                                  : prune::remove_units(model, &optimizer, keep);
+  auto changes = world_size() > 1 ? prune::remove_units(model, &optimizer.state(), broadcast_keep(*comm, keep, device))
+                                  : prune::remove_units(model, &optimizer.state(), keep);
   if (changes.empty()) return changes;
   const auto& a = model.arch();
   log(fmt::format("prune step {} | {} | units {} -> {} | params {} -> {} | flops {}", step, why,
@@ -378,8 +377,12 @@ json groups_json(const nn::Arch& a) {
 
 }  // namespace
 
-json run_training(TrainConfig cfg) {
+json run_training(TrainConfig cfg, const MethodFactory& make_method) {
   validate(cfg);
+  if (!make_method) throw Error("run_training: no method factory given");
+  // The method reads its options when it is built: a bad one ends the run here, before the
+  // rendezvous and the data. (It is built again below from the configuration a resume restores.)
+  make_method(cfg);
   // Data-parallel: rendezvous first, so that a missing peer ends the run before any work.
   const dist::Env env = dist::env_from_environment();
   torch::Device device = resolve_device(cfg.device);
@@ -514,7 +517,7 @@ json run_training(TrainConfig cfg) {
     }
   }
   const auto aug = parse_augment(cfg.augment, data.name);
-  auto method = methods::make_method(cfg);
+  auto method = make_method(cfg);
   const nn::Arch fresh = nn::build_arch(model_options(cfg, data));
   OptimOptions oo;
   oo.name = cfg.optimizer;
@@ -570,7 +573,7 @@ json run_training(TrainConfig cfg) {
       }
     }
   }
-  report::RunDir run(cfg.out, writer);
+  RunDir run(cfg.out, writer);
   std::unique_ptr<nn::Model> model;
   json meta = json::object();
   int64_t start = 0;
@@ -742,7 +745,7 @@ json run_training(TrainConfig cfg) {
     run.log(line, cfg.progress != "none");
   };
 
-  report::Progress progress(writer ? cfg.progress : "none", total, start, cfg.batch_size);
+  Progress progress(writer ? cfg.progress : "none", total, start, cfg.batch_size);
   const int64_t stop = cfg.stop_after > 0 ? std::min(total, cfg.stop_after) : total;
   double lr = lr_sched.at(ctx.step);
 

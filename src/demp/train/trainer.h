@@ -1,6 +1,7 @@
 #pragma once
 // The one training loop. It knows nothing of any particular pruning method: methods plug in at
-// the hook points of demp::methods::Method.
+// the hook points of train::Method (hooks.h), and run_training receives the factory that builds
+// the method a run asks for.
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
@@ -13,12 +14,14 @@
 #include "demp/nn/model.h"
 #include "demp/prune/surgery.h"
 #include "demp/train/config.h"
+#include "demp/train/hooks.h"
 #include "demp/train/optim.h"
 
-namespace demp::report { class RunDir; }
 namespace demp::dist { class Comm; }
 
 namespace demp::train {
+
+class RunDir;
 
 /// What a method can see and do during training.
 struct TrainContext {
@@ -26,7 +29,7 @@ struct TrainContext {
   data::DataBundle& data;
   nn::Model& model;
   Optimizer& optimizer;
-  const report::RunDir* run = nullptr;
+  const RunDir* run = nullptr;
   torch::Device device{torch::kCPU};
   int64_t step = 0;            ///< optimizer steps completed
   int64_t total_steps = 0;
@@ -65,8 +68,9 @@ torch::Device resolve_device(const std::string& spec);
 nn::ModelOptions model_options(const TrainConfig& cfg, const data::DataBundle& data);
 
 /// Runs a whole training run as configured (run directory, resume, checkpoints, summary) and
-/// returns summary.json's content. Throws demp::Error on bad input or a NaN loss.
-nlohmann::json run_training(TrainConfig cfg);
+/// returns summary.json's content. `make_method` builds the run's method from the configuration
+/// (the CLI passes methods::make_method). Throws demp::Error on bad input or a NaN loss.
+nlohmann::json run_training(TrainConfig cfg, const MethodFactory& make_method);
 
 // ---- checkpoints ----------------------------------------------------------------------------
 

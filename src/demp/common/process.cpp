@@ -1,4 +1,4 @@
-#include "demp/report/process.h"
+#include "demp/common/process.h"
 
 #include <fcntl.h>
 #include <spawn.h>
@@ -10,9 +10,11 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "demp/common/error.h"
+
 extern char** environ;
 
-namespace demp::report {
+namespace demp {
 
 namespace {
 
@@ -64,45 +66,58 @@ std::string shell_join(const std::vector<std::string>& argv) {
   return out;
 }
 
-ProcessResult run_process(const std::vector<std::string>& argv,
-                          const std::function<void(const std::string&)>& on_line) {
-  ProcessResult r;
-  if (argv.empty()) {
-    r.exit_code = -1;
-    r.last_line = "no program given";
-    return r;
-  }
+Spawned spawn_process(const std::vector<std::string>& argv, const SpawnOptions& opt) {
+  if (argv.empty()) throw Error("no program given");
   const std::string exe = find_executable(argv[0]);
-  if (exe.empty()) {
-    r.exit_code = -1;
-    r.last_line = argv[0] + ": not found or not executable";
-    return r;
-  }
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) {
-    r.exit_code = -1;
-    r.last_line = std::string("pipe: ") + std::strerror(errno);
-    return r;
+  if (exe.empty()) throw Error(argv[0] + ": not found or not executable");
+  int fds[2] = {-1, -1};
+  if (opt.pipe_output && ::pipe2(fds, O_CLOEXEC) != 0) {
+    throw Error(std::string("pipe: ") + std::strerror(errno));
   }
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  // dup2 clears close-on-exec on the new descriptors, so only 1 and 2 reach the child.
-  posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], 2);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  if (opt.pipe_output) {
+    // dup2 clears close-on-exec on the new descriptors, so only 1 and 2 reach the child.
+    posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
+    posix_spawn_file_actions_adddup2(&actions, fds[1], 2);
+  }
+  if (opt.null_stdin) posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
-  pid_t pid = 0;
-  const int rc = ::posix_spawn(&pid, exe.c_str(), &actions, nullptr, args.data(), environ);
+  std::vector<char*> envp;
+  if (opt.env) {
+    for (const auto& e : *opt.env) envp.push_back(const_cast<char*>(e.c_str()));
+    envp.push_back(nullptr);
+  }
+  Spawned child;
+  const int rc = ::posix_spawn(&child.pid, exe.c_str(), &actions, nullptr, args.data(),
+                               opt.env ? envp.data() : environ);
   posix_spawn_file_actions_destroy(&actions);
-  ::close(fds[1]);
+  if (fds[1] >= 0) ::close(fds[1]);
   if (rc != 0) {
-    ::close(fds[0]);
+    if (fds[0] >= 0) ::close(fds[0]);
+    throw Error(exe + ": " + std::strerror(rc));
+  }
+  child.out = fds[0];
+  return child;
+}
+
+ProcessResult run_process(const std::vector<std::string>& argv,
+                          const std::function<void(const std::string&)>& on_line) {
+  ProcessResult r;
+  Spawned child;
+  try {
+    SpawnOptions so;
+    so.null_stdin = true;
+    child = spawn_process(argv, so);
+  } catch (const Error& e) {
     r.exit_code = -1;
-    r.last_line = exe + ": " + std::strerror(rc);
+    r.last_line = e.what();
     return r;
   }
+  const int out = child.out;
+  const pid_t pid = child.pid;
 
   std::string pending;
   auto emit = [&](std::string line) {
@@ -113,7 +128,7 @@ ProcessResult run_process(const std::vector<std::string>& argv,
   };
   char buf[4096];
   for (;;) {
-    const ssize_t n = ::read(fds[0], buf, sizeof buf);
+    const ssize_t n = ::read(out, buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     for (ssize_t i = 0; i < n; ++i) {
@@ -127,7 +142,7 @@ ProcessResult run_process(const std::vector<std::string>& argv,
     }
   }
   emit(std::move(pending));
-  ::close(fds[0]);
+  ::close(out);
 
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {
@@ -146,4 +161,4 @@ ProcessResult run_process(const std::vector<std::string>& argv,
   return r;
 }
 
-}  // namespace demp::report
+}  // namespace demp

@@ -1,4 +1,4 @@
-#include "demp/report/run_dir.h"
+#include "demp/train/run_dir.h"
 
 #include <fmt/format.h>
 #include <unistd.h>
@@ -10,7 +10,7 @@
 #include "demp/common/error.h"
 #include "demp/common/files.h"
 
-namespace demp::report {
+namespace demp::train {
 
 std::string utc_now() {
   const std::time_t t = std::time(nullptr);
@@ -120,4 +120,4 @@ void Progress::finish() {
   g_bar_open = false;
 }
 
-}  // namespace demp::report
+}  // namespace demp::train

@@ -1,13 +1,14 @@
 #pragma once
 // The run directory (one layout for every method): config.json, metrics.jsonl, log.txt,
-// summary.json, model.ckpt. Plus the terminal progress display. LibTorch-free.
+// summary.json, model.ckpt. Written by training (here, beside the loop); report/ reads run
+// directories through it. Plus the terminal progress display. LibTorch-free.
 #include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstdint>
 #include <string>
 
-namespace demp::report {
+namespace demp::train {
 
 class RunDir {
  public:
@@ -56,4 +57,4 @@ bool progress_line_open();
 /// Ends an open progress-bar line (clears it), so that the next output starts on a fresh line.
 void end_progress_line();
 
-}  // namespace demp::report
+}  // namespace demp::train
