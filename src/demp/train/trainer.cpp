@@ -12,6 +12,7 @@
 #include <cmath>
 #include <csignal>
 #include <ctime>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -139,6 +140,7 @@ torch::Device resolve_device(const std::string& spec) {
 nn::ModelOptions model_options(const TrainConfig& cfg, const data::DataBundle& data) {
   nn::ModelOptions o;
   o.model = cfg.model;
+  o.stem = cfg.stem;
   o.width = cfg.width;
   o.in_channels = data.channels;
   o.in_height = data.height;
@@ -359,13 +361,49 @@ class InterruptGuard {
   struct sigaction old_int_ {}, old_term_ {};
 };
 
+// The network's name for run directories: the zoo model, or the architecture file's base name.
+std::string network_name(const TrainConfig& cfg) {
+  if (!cfg.init.empty()) return "init";
+  if (cfg.arch.empty()) return cfg.model;
+  std::string n = cfg.arch.substr(cfg.arch.find_last_of('/') + 1);
+  if (n.size() > 5 && n.compare(n.size() - 5, 5, ".json") == 0) n.resize(n.size() - 5);
+  return n.empty() ? "arch" : n;
+}
+
 std::string default_out(const TrainConfig& cfg) {
   const std::time_t t = std::time(nullptr);
   std::tm tm{};
   localtime_r(&t, &tm);
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
-  return fmt::format("runs/{}-{}-{}", buf, cfg.model, cfg.method);
+  return fmt::format("runs/{}-{}-{}", buf, network_name(cfg), cfg.method);
+}
+
+// The network a run starts from: the zoo model, the architecture file, or --init's checkpoint
+// (whose weights are kept in `init`). A resumed --arch or --init run reads the copy of its
+// architecture that it wrote into its directory (arch.json), so it does not need the original.
+nn::Arch initial_arch(const TrainConfig& cfg, const data::DataBundle& data, std::optional<Checkpoint>& init) {
+  const nn::ArchShape shape{data.channels, data.height, data.width, data.classes};
+  if (cfg.arch.empty() && cfg.init.empty()) return nn::build_arch(model_options(cfg, data));
+  if (cfg.resume) {
+    const std::string copy = cfg.out + "/arch.json";
+    if (!file_exists(copy)) {
+      throw Error(cfg.out + " lacks arch.json, the architecture the run started with",
+                  "restore the run's arch.json, or start again with --overwrite");
+    }
+    return nn::load_arch_file(copy, shape);
+  }
+  if (!cfg.arch.empty()) return nn::load_arch_file(cfg.arch, shape);
+  init = load_checkpoint(cfg.init);
+  const nn::Arch& a = init->arch;
+  if (a.in_channels != data.channels || a.in_height != data.height || a.in_width != data.width ||
+      a.classes != data.classes) {
+    throw Error(fmt::format("--init {}: the network takes {}x{}x{} images and {} classes, the data {} has {}x{}x{} and {}",
+                            cfg.init, a.in_channels, a.in_height, a.in_width, a.classes, data.name,
+                            data.channels, data.height, data.width, data.classes),
+                "import the weights with the data's shape (demp import --in-channels, --input-size, --classes)");
+  }
+  return a;
 }
 
 json groups_json(const nn::Arch& a) {
@@ -515,7 +553,8 @@ json run_training(TrainConfig cfg) {
   }
   const auto aug = parse_augment(cfg.augment, data.name);
   auto method = methods::make_method(cfg);
-  const nn::Arch fresh = nn::build_arch(model_options(cfg, data));
+  std::optional<Checkpoint> init;
+  const nn::Arch fresh = initial_arch(cfg, data, init);
   OptimOptions oo;
   oo.name = cfg.optimizer;
   oo.weight_decay = cfg.weight_decay;
@@ -565,7 +604,7 @@ json run_training(TrainConfig cfg) {
     }
     if (!cfg.resume && cfg.overwrite) {
       for (const char* f : {"config.json", "metrics.jsonl", "log.txt", "summary.json", "model.ckpt",
-                            "model.ckpt.tmp"}) {
+                            "model.ckpt.tmp", "arch.json"}) {
         remove_file(cfg.out + "/" + f);
       }
     }
@@ -610,11 +649,15 @@ json run_training(TrainConfig cfg) {
     run.log(fmt::format("resume step {} | from {}", start, run.file("model.ckpt")), true);
     for (const auto& w : warnings) run.log("warning | " + w);
   } else {
-    model = std::make_unique<nn::Model>(fresh, static_cast<uint64_t>(cfg.seed));
+    model = init ? std::make_unique<nn::Model>(init->arch, init->layers)
+                 : std::make_unique<nn::Model>(fresh, static_cast<uint64_t>(cfg.seed));
     run.write_json("config.json", to_json(cfg));
-    run.log(fmt::format("start | model {} width {} | data {} ({} train, {} val, {} test) | method {} "
+    if (writer && (!cfg.arch.empty() || init)) write_file_atomic(run.file("arch.json"), nn::arch_file_text(fresh));
+    run.log(fmt::format("start | model {} | data {} ({} train, {} val, {} test) | method {} "
                         "| steps {} ({} per epoch) | device {} | precision {} | graph {}",
-                        cfg.model, cfg.width, data.name, data.train.size(), data.val.size(),
+                        !cfg.arch.empty() ? fmt::format("{} (architecture file {})", fresh.model, cfg.arch)
+                        : init            ? fmt::format("{} (from checkpoint {})", fresh.model, cfg.init)
+                                          : fmt::format("{} width {}", cfg.model, cfg.width), data.name, data.train.size(), data.val.size(),
                         data.test.size(), cfg.method, total, spe, device.str(),
                         precision_name(precision), graph ? "on" : "off"));
     for (const auto& w : warnings) run.log("warning | " + w);
@@ -887,8 +930,8 @@ json run_training(TrainConfig cfg) {
   json summary{{"status", "finished"},
                {"run_dir", cfg.out},
                {"method", cfg.method},
-               {"model", cfg.model},
-               {"width", cfg.width},
+               {"model", cfg.arch.empty() && cfg.init.empty() ? cfg.model : a.model},
+               {"width", cfg.arch.empty() && cfg.init.empty() ? cfg.width : 1.0},
                {"dataset", data.name},
                {"seed", cfg.seed},
                {"steps", total},
