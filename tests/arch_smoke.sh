@@ -78,7 +78,8 @@ if "$DEMP" train --init "$TMP/r18.ckpt" --train-limit 256 --test-limit 100 --bat
   bad "train --init: $(tail -3 "$TMP/ft.out")"; fi
 [ "$(json "$TMP/ft/summary.json" '["units_final"]')" -lt "$(json "$TMP/ft/summary.json" '["units_initial"]')" ] && ok ||
   bad "train --init pruned nothing"
-expect_error "both give the network" train --init "$TMP/r18.ckpt" --model resnet18 --out "$TMP/x3"
+expect_error "both give the network" train --init "$TMP/r18.ckpt" --model resnet50 --out "$TMP/x3"
+expect_error "both give the network" train --init "$TMP/r18.ckpt" --width 1 --out "$TMP/x3"
 expect_error "both give the network" train --init "$TMP/r18.ckpt" --arch "$SRC/examples/arch/small_vgg.json" --out "$TMP/x4"
 "$DEMP" import --from "$TMP/r18.pt" --model resnet18 --in-channels 1 --input-size 32 --out "$TMP/r18-32.ckpt" > /dev/null 2>&1 || bad "import at 32x32"
 expect_error "the network takes 1x32x32" train --init "$TMP/r18-32.ckpt" --out "$TMP/x5" "${TINY[@]}"

@@ -384,10 +384,8 @@ int cmd_import(const ImportOptions& o, const std::vector<std::string>& given) {
   json meta{{"step", 0}, {"finished", false}, {"imported_from", o.from},
             {"naming", naming == nn::Naming::Torchvision ? "torchvision" : "demp"}};
   train::save_checkpoint(o.out, model, nullptr, meta);
-  std::cout << fmt::format("imported {} tensors from {} into {} ({} units, {} params, input {}x{}x{}, {} classes): {}
-"
-                           "  continue with: demp train --init {} --data ...
-",
+  std::cout << fmt::format("imported {} tensors from {} into {} ({} units, {} params, input {}x{}x{}, {} classes): {}\n"
+                           "  continue with: demp train --init {} --data ...\n",
                            sd.size(), o.from, arch.model, arch.units(), arch.params(), arch.in_channels,
                            arch.in_height, arch.in_width, arch.classes, o.out, o.out);
   return 0;

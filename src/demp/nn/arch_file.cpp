@@ -29,7 +29,8 @@ const char* kHint = "see docs/architecture.md (the file format) and examples/arc
 std::string type_name(const json& v) {
   if (v.is_number_integer() || v.is_number_unsigned()) return "an integer";
   if (v.is_number_float()) return "a number";
-  return std::string(v.type_name()) == "object" ? "an object" : std::string("a ") + v.type_name();
+  const std::string t = v.type_name();
+  return (t == "object" || t == "array") ? "an " + t : "a " + t;
 }
 
 // Fields of one JSON object, read with messages that say where (`where`: "layer 'conv1' (#0)").
@@ -88,7 +89,10 @@ class Obj {
     }
     return out;
   }
-  const json& raw(const char* k) const { return j_.at(k); }
+  const json& raw(const char* k) const {
+    if (!j_.contains(k)) missing(k);
+    return j_.at(k);
+  }
 
  private:
   [[noreturn]] void missing(const char* k) const { fail(fmt::format("{}: field \"{}\" is missing", where_, k)); }

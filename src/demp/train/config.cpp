@@ -357,8 +357,15 @@ void validate(const TrainConfig& c) {
       throw Error("--arch and --init both give the network",
                   "use one: --init takes the architecture from its checkpoint");
     }
-    for (const char* n : {"model", "width", "mlp-widths", "stem"}) {
-      if (given(n)) {
+    // Given with another value than the default: a run's saved config.json (every option, most
+    // at their defaults) stays usable as a --config for an --arch or --init run.
+    TrainConfig defaults;
+    const bool changed[] = {c.model != defaults.model, c.width != defaults.width,
+                            c.mlp_widths != defaults.mlp_widths, c.stem != defaults.stem};
+    const char* names[] = {"model", "width", "mlp-widths", "stem"};
+    for (int k = 0; k < 4; ++k) {
+      const char* n = names[k];
+      if (given(n) && changed[k]) {
         throw Error(fmt::format("--{} and {} both give the network", n, source),
                     std::string(source) == "--arch" ? "leave --" + std::string(n) + " out: the architecture file sets the network"
                                                      : "leave --" + std::string(n) + " out: the checkpoint sets the network");
