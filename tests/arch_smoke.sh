@@ -24,9 +24,9 @@ for ex in small_vgg resnet_block; do
   F="$SRC/examples/arch/$ex.json"
   "$DEMP" info --arch "$F" > "$TMP/$ex.table" 2>&1 && grep -q "^classifier" "$TMP/$ex.table" && ok ||
     bad "info --arch $ex: $(cat "$TMP/$ex.table")"
-  # DemP with a size target: units are removed during the run. Stop half-way, resume, finish.
+  # DemP at a large λ: dead units are removed every 4 steps. Stop half-way, resume, finish.
   R="$TMP/run-$ex"
-  if "$DEMP" train --arch "$F" "${TINY[@]}" --method demp --target-params 0.5 --prune-every 5 --stop-after 12 \
+  if "$DEMP" train --arch "$F" "${TINY[@]}" --method demp --lambda 0.5 --prune-every 4 --prune-after 0 --check-size 256 --stop-after 12 \
     --out "$R" > "$TMP/$ex.out" 2>&1; then ok; else bad "train --arch $ex: $(tail -3 "$TMP/$ex.out")"; fi
   [ -s "$R/arch.json" ] && ok || bad "$ex: no arch.json in the run directory"
   if "$DEMP" train --resume --out "$R" > "$TMP/$ex.resume" 2>&1; then ok; else bad "resume $ex: $(tail -3 "$TMP/$ex.resume")"; fi
@@ -74,7 +74,7 @@ expect_error "key 'conv1.weight' has shape \[64, 1, 7, 7\] in the file but layer
   import --from "$TMP/r18.pt" --model resnet18 --stem cifar --in-channels 1 --input-size 28 --out "$TMP/r18c.ckpt"
 "$DEMP" info "$TMP/r18.ckpt" | grep -q "^layer4.1.conv2" && ok || bad "info on the imported checkpoint"
 if "$DEMP" train --init "$TMP/r18.ckpt" --train-limit 256 --test-limit 100 --batch-size 32 --steps 6 --threads 2 \
-  --progress none --method demp --target-params 0.5 --prune-every 3 --out "$TMP/ft" > "$TMP/ft.out" 2>&1; then ok; else
+  --progress none --method demp --target-params 0.5 --prune-every 3 --check-size 128 --out "$TMP/ft" > "$TMP/ft.out" 2>&1; then ok; else
   bad "train --init: $(tail -3 "$TMP/ft.out")"; fi
 [ "$(json "$TMP/ft/summary.json" '["units_final"]')" -lt "$(json "$TMP/ft/summary.json" '["units_initial"]')" ] && ok ||
   bad "train --init pruned nothing"
