@@ -13,6 +13,7 @@
 
 #include "demp/common/error.h"
 #include "demp/common/files.h"
+#include "demp/export/export.h"
 #include "demp/nn/arch.h"
 #include "demp/nn/model.h"
 #include "demp/prune/surgery.h"
@@ -195,4 +196,16 @@ TEST(ArchFile, InternalFormErrorsNameTheLayerAndField) {
   j["layers"][2]["out_group"] = 99;
   const std::string e = error_of([&] { nn::check_arch(j.get<nn::Arch>()); });
   EXPECT_NE(e.find("layer 'conv3' (#2): field \"out_group\": 99 is not a group"), std::string::npos) << e;
+}
+
+TEST(ArchFile, TheDenseNetworkOfAPrunedFileIsTheFileAgain) {
+  const nn::Arch a = nn::load_arch_file(examples_dir() + "/resnet_block.json", {1, 28, 28, 10});
+  nn::Model m(a, 0);
+  prune::KeepSets keep(a.groups.size());
+  for (int g : a.prunable_groups()) {
+    for (int64_t u = 1; u < a.groups[g].width; u += 2) keep[g].push_back(u);
+  }
+  prune::remove_units(m, nullptr, keep);
+  ASSERT_LT(m.arch().units(), a.units());
+  EXPECT_EQ(internal(export_::dense_arch(m.arch())).dump(), internal(a).dump());
 }

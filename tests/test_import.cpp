@@ -1,6 +1,7 @@
 // Weights in (demp import): a state_dict written by the .venv's torch.save from torchvision's own
 // ResNets (random init, random BN statistics) gives, after import into demp's resnet18/resnet50
-// (ImageNet stem) and a checkpoint round trip, the same eval-mode logits within 1e-5 (max abs).
+// (ImageNet stem) and a checkpoint round trip, the same eval-mode logits within 1e-5 (max abs;
+// ResNet-50 in demp's channels-last layout: within 2e-6 of the logits' scale, see below).
 // The reader has torch.load(weights_only=True)'s safety: globals other than a tensor's, objects
 // whose unpickling would run code, non-tensor values are refused naming the key or the global, and
 // nothing from the file runs. Shape mismatches name the key and both shapes; missing and
@@ -83,8 +84,13 @@ std::string error_of(F f) {
   return "";
 }
 
-// Import -> checkpoint -> load -> eval-mode logits, against torchvision's.
-double max_logit_diff(const std::string& model) {
+// Import -> checkpoint -> load -> eval-mode logits, against torchvision's: the largest
+// difference in demp's default channels-last layout, in the NCHW layout torchvision ran in, and
+// the largest logit.
+struct Diffs {
+  double channels_last = 0, nchw = 0, scale = 0;
+};
+Diffs logit_diffs(const std::string& model) {
   const std::string dir = written(model);
   const nn::Arch arch = torchvision_arch(model);
   const nn::StateDict sd = nn::read_state_dict(dir + "/" + model + ".pt");
@@ -94,25 +100,34 @@ double max_logit_diff(const std::string& model) {
   nn::Model m(ck.arch, ck.layers);
   const nn::StateDict io = nn::read_state_dict(dir + "/" + model + "-io.pt");
   torch::NoGradGuard ng;
-  const auto y = m.forward(entry(io, "x"), false);
   const auto ref = entry(io, "logits");
+  const auto y = m.forward(entry(io, "x"), false);
   EXPECT_EQ(y.sizes(), ref.sizes());
-  EXPECT_GT(ref.abs().max().item<double>(), 0.1);  // logits of substance, not all near zero
-  return (y - ref).abs().max().item<double>();
+  m.set_channels_last(false);
+  const auto y_nchw = m.forward(entry(io, "x"), false);
+  Diffs d{(y - ref).abs().max().item<double>(), (y_nchw - ref).abs().max().item<double>(),
+          ref.abs().max().item<double>()};
+  std::printf("%s: max |demp - torchvision| = %.3g (channels-last), %.3g (NCHW); max |logit| %.3g\n", model.c_str(),
+              d.channels_last, d.nchw, d.scale);
+  EXPECT_GT(d.scale, 0.1);  // logits of substance, not all near zero
+  return d;
 }
 
 }  // namespace
 
 TEST(Import, TorchvisionResnet18GivesTheSameLogits) {
-  const double d = max_logit_diff("resnet18");
-  std::printf("resnet18: max |demp - torchvision| = %.3g\n", d);
-  EXPECT_LE(d, 1e-5);
+  const Diffs d = logit_diffs("resnet18");
+  EXPECT_LE(d.nchw, 1e-5);
+  EXPECT_LE(d.channels_last, 1e-5);
 }
 
+// ResNet-50's logits are larger (about 40 with these BN statistics): in channels-last, oneDNN's
+// other convolution kernels differ from torchvision's NCHW ones by about 1e-6 of the logits'
+// scale; in NCHW the import is exact to 1e-5.
 TEST(Import, TorchvisionResnet50GivesTheSameLogits) {
-  const double d = max_logit_diff("resnet50");
-  std::printf("resnet50: max |demp - torchvision| = %.3g\n", d);
-  EXPECT_LE(d, 1e-5);
+  const Diffs d = logit_diffs("resnet50");
+  EXPECT_LE(d.nchw, 1e-5);
+  EXPECT_LE(d.channels_last, 2e-6 * d.scale);
 }
 
 TEST(Import, NamesMapOntoEveryTorchvisionKeyExactlyOnce) {
@@ -129,7 +144,8 @@ TEST(Import, NamesMapOntoEveryTorchvisionKeyExactlyOnce) {
 TEST(Import, TheReaderRefusesWhatWeightsOnlyLoadingRefuses) {
   const std::string dir = written("resnet18");
   const std::string set = error_of([&] { nn::read_state_dict(dir + "/refuse-set.pt"); });
-  EXPECT_NE(set.find("key 'extra' holds an object of the global builtins.set"), std::string::npos) << set;
+  // (pickle protocol 2, torch.save's, spells Python 3's builtins.set as __builtin__.set)
+  EXPECT_NE(set.find("key 'extra' holds an object of the global __builtin__.set"), std::string::npos) << set;
   const std::string evil = error_of([&] { nn::read_state_dict(dir + "/refuse-evil.pt"); });
   EXPECT_NE(evil.find("key 'evil' holds an object of the global posix.system"), std::string::npos) << evil;
   EXPECT_FALSE(file_exists(dir + "/PWNED"));  // nothing from the file ran

@@ -428,7 +428,11 @@ Arch arch_from_file_json(const json& j, const ArchShape& data) {
   return a;
 }
 
-json arch_to_file_json(const Arch& a) {
+namespace {
+
+// The file with its keys in reading order ("op" first, then its operands).
+nlohmann::ordered_json file_json(const Arch& a) {
+  using json = nlohmann::ordered_json;
   json j = json::object();
   j["format"] = "demp-arch";
   j["version"] = 1;
@@ -493,8 +497,12 @@ json arch_to_file_json(const Arch& a) {
   return j;
 }
 
+}  // namespace
+
+json arch_to_file_json(const Arch& a) { return json::parse(file_json(a).dump()); }
+
 std::string arch_file_text(const Arch& a) {
-  const json j = arch_to_file_json(a);
+  const nlohmann::ordered_json j = file_json(a);
   std::string s = "{\n";
   for (const char* k : {"format", "version", "name", "input", "classes"}) {
     s += fmt::format("  \"{}\": {},\n", k, j[k].dump());
