@@ -215,3 +215,34 @@ TEST(Import, ArchitectureFilesUseTheirLayerNames) {
   EXPECT_TRUE(torch::equal(layers[12].running_var, src.layers()[12].running_var * 2));
   EXPECT_TRUE(torch::equal(layers.back().bias, src.layers().back().bias.detach()));
 }
+
+// --init starts from the checkpoint's weights, not from a fresh initialisation: at lr 1e-30 (AdamW,
+// decoupled decay scaled by lr) one step leaves every weight as it was imported; and the run
+// trains the checkpoint's architecture, whatever --model's default says.
+TEST(Import, TrainInitStartsFromTheCheckpointsWeights) {
+  test::TempDir tmp;
+  test::write_synthetic_idx(tmp.path, 128, 32);
+  const nn::Arch a = nn::load_arch_file(source_dir() + "/examples/arch/small_vgg.json", {1, 12, 12, 10});
+  nn::Model init(a, 11);
+  train::save_checkpoint(tmp.path + "/init.ckpt", init, nullptr, {{"step", 0}});
+  train::TrainConfig c;
+  c.init = tmp.path + "/init.ckpt";
+  c.data = "mnist:" + tmp.path;
+  c.steps = 1;
+  c.batch_size = 32;
+  c.lr = 1e-30;
+  c.optimizer = "adamw";
+  c.out = tmp.path + "/run";
+  c.progress = "none";
+  c.threads = 1;
+  const auto s = train::run_training(c);
+  EXPECT_EQ(s["model"], "small-vgg");
+  const auto ck = train::load_checkpoint(tmp.path + "/run/model.ckpt");
+  ASSERT_EQ(ck.layers.size(), init.layers().size());
+  for (size_t i = 0; i < ck.layers.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(ck.layers[i].weight, init.layers()[i].weight.detach(), 1e-6, 1e-20)) << a.layers[i].name;
+  }
+  // A fresh network of the same architecture (another seed) is not what the run trained.
+  nn::Model other(a, 12);
+  EXPECT_FALSE(torch::allclose(ck.layers[0].weight, other.layers()[0].weight.detach(), 1e-2, 1e-3));
+}
