@@ -23,6 +23,7 @@
 #include "demp/methods/method.h"
 #include "demp/nn/arch.h"
 #include "demp/nn/model.h"
+#include "demp/nn/state_dict.h"
 #include "demp/report/compare.h"
 #include "demp/train/config.h"
 #include "demp/train/trainer.h"
@@ -328,6 +329,70 @@ int cmd_export(const std::string& path, std::string format, const std::string& o
   return 0;
 }
 
+struct ImportOptions {
+  std::string from, out, model, arch, stem = "imagenet";
+  double width = 1.0;
+  int64_t in_channels = 3, input_size = 224, classes = 0;
+  bool overwrite = false;
+};
+
+// A PyTorch state_dict -> a demp checkpoint (step 0, no optimizer state): `demp train --init`.
+int cmd_import(const ImportOptions& o, const std::vector<std::string>& given) {
+  auto has = [&](const char* n) { return std::find(given.begin(), given.end(), n) != given.end(); };
+  if (o.model.empty() == o.arch.empty()) {
+    throw Error(o.model.empty() ? "demp import needs --model or --arch" : "--model and --arch both give the network",
+                "--model resnet18|resnet50 for torchvision's names, --arch FILE.json for an architecture file's");
+  }
+  if (!o.arch.empty()) {
+    for (const char* n : {"width", "stem"}) {
+      if (has(n)) throw Error(fmt::format("--{} and --arch both give the network", n), "the architecture file sets it");
+    }
+  }
+  if (o.out.empty()) throw Error("--out is empty", "give the checkpoint to write, e.g. --out resnet18.ckpt");
+  if (is_directory(o.out)) throw Error("--out " + o.out + " is a directory", "give a file name, e.g. --out resnet18.ckpt");
+  if (file_exists(o.out) && !o.overwrite) throw Error(o.out + " exists", "use --overwrite to replace it, or another --out");
+  const nn::StateDict sd = nn::read_state_dict(o.from);
+  nn::Arch arch;
+  nn::Naming naming = nn::Naming::Demp;
+  int64_t classes = o.classes;
+  if (!o.model.empty()) {
+    if (o.model != "resnet18" && o.model != "resnet50") {
+      throw Error("demp import --model takes resnet18 or resnet50 (torchvision's names), not '" + o.model + "'",
+                  "for another network write an architecture file and use --arch (docs/architecture.md)");
+    }
+    naming = nn::Naming::Torchvision;
+    if (classes == 0) {  // from the classifier's weight, as torchvision's num_classes
+      for (const auto& [k, t] : sd) {
+        if (k == "fc.weight" && t.dim() == 2) classes = t.size(0);
+      }
+      if (classes == 0) throw Error(o.from + " has no fc.weight to take the number of classes from", "give --classes");
+    }
+    nn::ModelOptions mo;
+    mo.model = o.model;
+    mo.stem = o.stem;
+    mo.width = o.width;
+    mo.in_channels = o.in_channels;
+    mo.in_height = mo.in_width = o.input_size;
+    mo.classes = classes;
+    arch = nn::build_arch(mo);
+  } else {
+    nn::ArchShape shape;
+    if (has("in-channels")) shape.channels = o.in_channels;
+    if (has("input-size")) shape.height = shape.width = o.input_size;
+    shape.classes = classes;
+    arch = nn::load_arch_file(o.arch, shape);
+  }
+  nn::Model model(arch, nn::layers_from_state_dict(arch, sd, naming));
+  json meta{{"step", 0}, {"finished", false}, {"imported_from", o.from},
+            {"naming", naming == nn::Naming::Torchvision ? "torchvision" : "demp"}};
+  train::save_checkpoint(o.out, model, nullptr, meta);
+  std::cout << fmt::format("imported {} tensors from {} into {} ({} units, {} params, input {}x{}x{}, {} classes): {}\n"
+                           "  continue with: demp train --init {} --data ...\n",
+                           sd.size(), o.from, arch.model, arch.units(), arch.params(), arch.in_channels,
+                           arch.in_height, arch.in_width, arch.classes, o.out, o.out);
+  return 0;
+}
+
 int cmd_info(const std::string& path, const nn::Arch& zoo, bool as_json) {
   if (path.empty()) {
     std::cout << (as_json ? json(zoo).dump(2) + "\n" : zoo.table());
@@ -404,6 +469,13 @@ int run(int argc, char** argv) {
   info_cmd->add_option("--in-channels", mo.in_channels, "input channels")->capture_default_str();
   info_cmd->add_option("--input-size", info_size, "input height and width")->capture_default_str();
   info_cmd->add_option("--classes", mo.classes, "number of classes")->capture_default_str();
+  std::string info_stem = "auto", info_arch, info_write;
+  info_cmd->add_option("--stem", info_stem, "ResNet stem: auto, cifar or imagenet")->capture_default_str();
+  info_cmd->add_option("--arch", info_arch,
+                       "an architecture file (input size and classes from the file, else from --in-channels, "
+                       "--input-size, --classes)");
+  info_cmd->add_option("--write-arch", info_write,
+                       "write the model (a zoo model, --arch file or checkpoint) as an architecture file");
   bool info_json = false;
   info_cmd->add_flag("--json", info_json, "print the architecture description (JSON) instead of the table");
 
@@ -425,6 +497,22 @@ int run(int argc, char** argv) {
   export_cmd->add_option("--data", export_data,
                          "data set whose training split gives the input normalisation (default: "
                          "the one it was trained on)");
+
+  // import
+  auto* import_cmd = app.add_subcommand(
+      "import", "turn a PyTorch state_dict (torch.save) into a demp checkpoint for train --init");
+  ImportOptions io;
+  import_cmd->add_option("--from", io.from, "file written by torch.save(model.state_dict(), path)")->required();
+  import_cmd->add_option("--out", io.out, "checkpoint to write")->required();
+  import_cmd->add_option("--model", io.model, "resnet18 or resnet50, with torchvision's parameter names");
+  import_cmd->add_option("--arch", io.arch, "architecture file, with its parameter names (<layer>.weight, ...)");
+  import_cmd->add_option("--width", io.width, "width multiplier (--model)")->capture_default_str();
+  import_cmd->add_option("--stem", io.stem, "ResNet stem (--model): imagenet (torchvision's) or cifar")->capture_default_str();
+  import_cmd->add_option("--in-channels", io.in_channels, "input channels")->capture_default_str();
+  import_cmd->add_option("--input-size", io.input_size, "input height and width (the data's)")->capture_default_str();
+  import_cmd->add_option("--classes", io.classes, "number of classes (0: from fc.weight, or from the file)")
+      ->capture_default_str();
+  import_cmd->add_flag("--overwrite", io.overwrite, "replace an existing --out");
 
   // compare
   auto* compare_cmd = app.add_subcommand("compare", "one table over finished runs (accuracy, size, speed-up)");
@@ -515,20 +603,57 @@ int run(int argc, char** argv) {
   if (*export_cmd) {
     return cmd_export(export_src, export_format, export_out, export_opset, export_pad, export_data);
   }
+  if (*import_cmd) {
+    std::vector<std::string> given;
+    for (const char* n : {"width", "stem", "in-channels", "input-size", "classes"}) {
+      if (import_cmd->get_option("--" + std::string(n))->count() > 0) given.emplace_back(n);
+    }
+    return cmd_import(io, given);
+  }
   if (*info_cmd) {
     nn::Arch a;
-    if (info_ckpt.empty()) {
+    auto count = [&](const char* n) { return info_cmd->get_option(n)->count() > 0; };
+    if (!info_arch.empty()) {
+      if (!info_ckpt.empty() || count("--model") || count("--width") || count("--mlp-widths") || count("--stem")) {
+        throw Error("--arch and a model or checkpoint both given", "give one network to describe");
+      }
+      // What the file leaves open comes from the options (or their defaults); what it gives, the
+      // options must agree with.
+      json head;
+      try {
+        head = json::parse(read_file(info_arch));
+      } catch (const std::exception&) {
+        head = json::object();  // load_arch_file says what is wrong
+      }
+      const bool has_input = head.is_object() && head.contains("input");
+      const bool has_classes = head.is_object() && head.contains("classes");
+      nn::ArchShape shape;
+      if (count("--in-channels") || !has_input) shape.channels = mo.in_channels;
+      if (count("--input-size") || !has_input) shape.height = shape.width = info_size;
+      if (count("--classes") || !has_classes) shape.classes = mo.classes;
+      a = nn::load_arch_file(info_arch, shape);
+    } else if (!info_ckpt.empty() && !info_write.empty()) {
+      a = export_::load_source(info_ckpt).arch;
+    } else if (info_ckpt.empty()) {
       train::TrainConfig c;
       c.model = info_model;
       c.width = info_width;
       c.mlp_widths = mlp_widths;
+      c.stem = info_stem;
       data::DataBundle shape;
       shape.channels = mo.in_channels;
       shape.height = shape.width = info_size;
       shape.classes = mo.classes;
       a = nn::build_arch(train::model_options(c, shape));
     }
-    return cmd_info(info_ckpt, a, info_json);
+    if (!info_write.empty()) {
+      if (is_directory(info_write)) throw Error("--write-arch " + info_write + " is a directory", "give a file name, e.g. --write-arch resnet18.json");
+      write_file_atomic(info_write, nn::arch_file_text(a));
+      std::cout << fmt::format("wrote {} ({} layers, {} units, {} params) to {}\n", a.model, a.layers.size(),
+                               a.units(), a.params(), info_write);
+      return 0;
+    }
+    return cmd_info(info_arch.empty() ? info_ckpt : std::string(), a, info_json);
   }
   if (*bench_cmd) return run_bench(bo);
   if (*compare_cmd) {

@@ -5,6 +5,7 @@
 #include <torch/serialize.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -295,6 +296,28 @@ Normalization training_normalization(const ModelSource& src, const std::string& 
 }
 
 nn::Arch dense_arch(const nn::Arch& pruned, const json& config) {
+  const auto zoo = nn::model_names();
+  if (std::find(zoo.begin(), zoo.end(), pruned.model) == zoo.end()) {
+    // An architecture file's network: every group back at its initial width, every skip map the
+    // identity it was written as (a file's add of two groups is between equal widths).
+    nn::Arch dense = pruned;
+    for (auto& g : dense.groups) g.width = g.initial;
+    for (auto& k : dense.skips) {
+      const int64_t w = dense.groups[static_cast<size_t>(k.out_group)].width;
+      if (dense.groups[static_cast<size_t>(k.in_group)].width != w) {
+        throw Error("cannot rebuild the dense network of " + pruned.model + ": a skip map joins groups of different initial widths",
+                    "compare against a dense run of the architecture file instead");
+      }
+      k.src.clear();
+      k.dst.clear();
+      for (int64_t u = 0; u < w; ++u) {
+        k.src.push_back(u);
+        k.dst.push_back(u);
+      }
+    }
+    nn::check_arch(dense);
+    return dense;
+  }
   train::TrainConfig cfg;
   if (config.is_object() && !config.empty()) train::apply_json(cfg, config, "the recorded config");
   cfg.model = pruned.model;

@@ -268,8 +268,14 @@ Arch build_resnet18(const ModelOptions& o) {
   Builder b(o);
   int64_t cin = scaled(64, o.width);
   const int stem = b.group("stem", cin);
-  b.conv("stem", 0, 0, stem, 3, 1, 1);
-  b.relu(0);
+  if (o.stem == "imagenet") {  // torchvision's resnet18
+    b.conv("stem", 0, 0, stem, 7, 2, 3);
+    b.relu(0);
+    b.maxpool(0, 3, 2, 1, /*ceil_mode=*/false);
+  } else {
+    b.conv("stem", 0, 0, stem, 3, 1, 1);
+    b.relu(0);
+  }
   const int64_t widths[4] = {64, 128, 256, 512};
   for (int s = 0; s < 4; ++s) {
     const int64_t c = scaled(widths[s], o.width);
@@ -299,9 +305,14 @@ Arch build_resnet50(const ModelOptions& o) {
   Builder b(o);
   int64_t cin = scaled(64, o.width);
   const int stem = b.group("stem", cin);
-  b.conv("stem", 0, 0, stem, 7, 2, 3);
-  b.relu(0);
-  b.maxpool(0, 3, 2, 1, /*ceil_mode=*/false);
+  if (o.stem == "cifar") {
+    b.conv("stem", 0, 0, stem, 3, 1, 1);
+    b.relu(0);
+  } else {
+    b.conv("stem", 0, 0, stem, 7, 2, 3);
+    b.relu(0);
+    b.maxpool(0, 3, 2, 1, /*ceil_mode=*/false);
+  }
   const int64_t planes[4] = {64, 128, 256, 512};
   const int blocks[4] = {3, 4, 6, 3};
   for (int s = 0; s < 4; ++s) {
@@ -347,6 +358,12 @@ Arch build_arch(const ModelOptions& o) {
                   "widths are 1 .. 16777216 units; e.g. --mlp-widths 512,256");
     }
   }
+  if (o.stem != "auto" && o.stem != "cifar" && o.stem != "imagenet") {
+    throw Error("unknown --stem '" + o.stem + "'", "use auto, cifar or imagenet");
+  }
+  if (o.stem != "auto" && o.model != "resnet18" && o.model != "resnet50") {
+    throw Error("--stem " + o.stem + " applies to resnet18 and resnet50 only", "leave --stem out for " + o.model);
+  }
   Arch a;
   if (o.model == "mlp") {
     a = build_mlp(o);
@@ -385,24 +402,29 @@ void check_arch(const Arch& a) {
   if (a.classes < 1 || a.classes > kMaxWidth) bad(fmt::format("{} classes", a.classes));
   for (const auto& g : a.groups) {
     if (g.width < 1 || g.width > g.initial || g.initial > kMaxWidth) {
-      bad(fmt::format("group {} width {} (initially {}; at most 2^24)", g.name, g.width, g.initial));
+      bad(fmt::format("group '{}': field \"width\": {} (initially {}; 1 .. 2^24, at most the initial width)", g.name, g.width, g.initial));
     }
-    if (g.hw < 1 || g.hw > (int64_t{1} << 32)) bad("group " + g.name + " positions");
+    if (g.hw < 1 || g.hw > (int64_t{1} << 32)) bad("group '" + g.name + "': field \"hw\" out of range");
   }
   if (a.groups[0].width != a.in_channels) bad("the input group's width is not the input's channels");
   if (a.groups.back().width != a.classes) bad("the last group's width is not the number of classes");
   if (a.layers.empty()) bad("no layers");
   double params = 0, flops = 0;
-  for (const auto& l : a.layers) {
-    if (l.kind != LayerKind::Conv && l.kind != LayerKind::Linear) bad("layer " + l.name + " kind");
-    if (l.in_group < 0 || l.in_group >= ng || l.out_group < 0 || l.out_group >= ng) {
-      bad("layer " + l.name + " group");
-    }
-    if (l.kernel < 1 || l.kernel > 64 || l.stride < 1 || l.stride > 64 || l.padding < 0 ||
-        l.padding > 64 || l.in_block < 1 || l.in_block > (int64_t{1} << 32) || l.out_hw < 1 ||
-        l.out_hw > (int64_t{1} << 32)) {
-      bad("layer " + l.name + " kernel, stride, padding or size");
-    }
+  for (size_t li = 0; li < a.layers.size(); ++li) {
+    const Layer& l = a.layers[li];
+    const std::string lw = fmt::format("layer '{}' (#{})", l.name, li);
+    if (l.kind != LayerKind::Conv && l.kind != LayerKind::Linear) bad(lw + ": field \"kind\": unknown kind");
+    if (l.in_group < 0 || l.in_group >= ng) bad(fmt::format("{}: field \"in_group\": {} is not a group (0..{})", lw, l.in_group, ng - 1));
+    if (l.out_group < 0 || l.out_group >= ng) bad(fmt::format("{}: field \"out_group\": {} is not a group (0..{})", lw, l.out_group, ng - 1));
+    if (l.out_group == 0) bad(lw + ": field \"out_group\": a layer cannot write the input group");
+    auto in_range = [&](const char* field, int64_t x, int64_t lo, int64_t hi) {
+      if (x < lo || x > hi) bad(fmt::format("{}: field \"{}\": {} is out of range ({} .. {})", lw, field, x, lo, hi));
+    };
+    in_range("kernel", l.kernel, 1, 64);
+    in_range("stride", l.stride, 1, 64);
+    in_range("padding", l.padding, 0, 64);
+    in_range("in_block", l.in_block, 1, int64_t{1} << 32);
+    in_range("out_hw", l.out_hw, 1, int64_t{1} << 32);
     const double k2 = l.kind == LayerKind::Conv ? static_cast<double>(l.kernel * l.kernel) : 1.0;
     const double w = static_cast<double>(a.groups[l.in_group].width) * static_cast<double>(l.in_block) *
                      static_cast<double>(a.groups[l.out_group].width) * k2;
@@ -450,26 +472,34 @@ void check_arch(const Arch& a) {
     if (!x.set) bad(fmt::format("forward program: {} reads slot {} before it is written", what, s));
     return x;
   };
-  for (const auto& op : a.program) {
+  for (size_t oi = 0; oi < a.program.size(); ++oi) {
+    const Op& op = a.program[oi];
     switch (op.kind) {
       case Op::Layer: {
-        if (op.a < 0 || op.a >= static_cast<int>(a.layers.size())) bad("forward program: layer index");
+        if (op.a < 0 || op.a >= static_cast<int>(a.layers.size())) {
+          bad(fmt::format("forward program op #{}: field \"a\": layer index {} out of range (0..{})", oi, op.a, a.layers.size() - 1));
+        }
         const Layer& l = a.layers[static_cast<size_t>(op.a)];
+        const std::string lw = fmt::format("layer '{}' (#{}) at program op #{}", l.name, op.a, oi);
         const Shape in = read(op.b, "a layer");
-        if (in.group != l.in_group) bad("forward program: layer " + l.name + " reads another group");
+        if (in.group != l.in_group) {
+          bad(fmt::format("{}: field \"in_group\": built for group '{}' ({} units) but reads group '{}' ({} units)", lw,
+                          a.groups[static_cast<size_t>(l.in_group)].name, a.groups[static_cast<size_t>(l.in_group)].width,
+                          a.groups[static_cast<size_t>(in.group)].name, a.groups[static_cast<size_t>(in.group)].width));
+        }
         Shape out{true, l.out_group, 1, 1, 1, true};
         if (l.kind == LayerKind::Conv) {
-          if (in.flat) bad("forward program: convolution " + l.name + " on a matrix");
+          if (in.flat) bad(lw + ": a convolution on a matrix");
           out.flat = false;
           out.h = (in.h + 2 * l.padding - l.kernel) / l.stride + 1;
           out.w = (in.w + 2 * l.padding - l.kernel) / l.stride + 1;
           if (in.h + 2 * l.padding < l.kernel || in.w + 2 * l.padding < l.kernel) {
-            bad("forward program: the input is too small for layer " + l.name);
+            bad(lw + ": field \"kernel\": the input is too small for it");
           }
         } else {
           const int64_t features = in.flat ? in.flat_hw : -1;
           if (features != l.in_block) {
-            bad("forward program: linear layer " + l.name + " does not get the features it was built for");
+            bad(fmt::format("{}: field \"in_block\": built for {} features per input unit, gets {}", lw, l.in_block, features));
           }
         }
         slot(op.c, "a layer") = out;
@@ -566,6 +596,10 @@ void to_json(nlohmann::json& j, const Arch& a) {
 }
 
 void from_json(const nlohmann::json& j, Arch& a) {
+  if (j.is_object() && j.contains("format")) {  // an architecture file (arch_file.cpp)
+    a = arch_from_file_json(j);
+    return;
+  }
   try {
     a = Arch{};
     j.at("model").get_to(a.model);

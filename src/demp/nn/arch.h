@@ -75,6 +75,9 @@ struct Arch {
 
 struct ModelOptions {
   std::string model = "resnet18";
+  /// ResNet stem: "auto" (resnet18: cifar, resnet50: imagenet), "cifar" (3x3 stride 1, no
+  /// max-pool) or "imagenet" (torchvision's: 7x7 stride 2, BN, ReLU, 3x3 stride-2 max-pool).
+  std::string stem = "auto";
   double width = 1.0;                 ///< width multiplier on every hidden group
   int64_t in_channels = 1, in_height = 28, in_width = 28, classes = 10;
   std::vector<int64_t> mlp_widths{512, 256};  ///< MLP hidden widths (before the multiplier)
@@ -94,6 +97,27 @@ constexpr int64_t kMaxParams = int64_t{1} << 31;
 
 void to_json(nlohmann::json& j, const Arch& a);
 void from_json(const nlohmann::json& j, Arch& a);
+
+// ---- architecture files (docs/architecture.md) ---------------------------------------------
+
+/// What an architecture file may leave to the data: 0 = unknown.
+struct ArchShape {
+  int64_t channels = 0, height = 0, width = 0, classes = 0;
+};
+
+/// An architecture file ("format": "demp-arch", "version": 1) as an Arch: groups, layers and the
+/// forward program are resolved by name, and every derived size (spatial positions, flattened
+/// features, skip maps) is computed by running the program on shapes. The input shape and the
+/// number of classes come from the file, else from `data` (where both give them, they must agree).
+/// Throws demp::Error naming the layer (name and index), op or group and the field at fault.
+Arch arch_from_file_json(const nlohmann::json& j, const ArchShape& data = {});
+/// The architecture as a file ("format": "demp-arch", "version": 1), readable by
+/// arch_from_file_json (which gives back the same Arch) and by a person.
+nlohmann::json arch_to_file_json(const Arch& a);
+/// The same, as text: one line per group, layer and op.
+std::string arch_file_text(const Arch& a);
+/// Reads and compiles an architecture file; errors name the file.
+Arch load_arch_file(const std::string& path, const ArchShape& data = {});
 
 /// Layer parameter counts of the current widths (used by params() and table()).
 int64_t layer_params(const Arch& a, const Layer& l);

@@ -22,6 +22,13 @@ std::vector<Field> fields(TrainConfig& c) {
       {"width", "width multiplier on every hidden layer", &c.width, "model"},
       {"mlp-widths", "MLP hidden widths before the multiplier, comma-separated", &c.mlp_widths,
        "model"},
+      {"stem", "ResNet stem: auto (resnet18: cifar, resnet50: imagenet), cifar (3x3, no max-pool) "
+               "or imagenet (torchvision's 7x7 stride 2 + max-pool)",
+       &c.stem, "model"},
+      {"arch", "architecture file (JSON, docs/architecture.md) instead of --model", &c.arch, "model"},
+      {"init", "start from this checkpoint's network and weights (e.g. from demp import) instead of "
+               "a fresh --model or --arch",
+       &c.init, "model"},
       {"data", "data set: fashion-mnist, fashion-mnist:DIR, mnist:DIR, cifar10:DIR, cifar100:DIR",
        &c.data, "data"},
       {"augment", "augmentation: auto (crop+flip on CIFAR, none otherwise), none, flip, crop, "
@@ -345,6 +352,32 @@ void validate(const TrainConfig& c) {
   if (c.dist_timeout > 7 * 24 * 3600) {
     throw Error(fmt::format("--dist-timeout {} s is longer than a week", c.dist_timeout),
                 "give seconds, e.g. --dist-timeout 300");
+  }
+  auto given = [&](const char* n) { return std::find(c.given.begin(), c.given.end(), n) != c.given.end(); };
+  // The network comes from one place: --model (with its options), --arch, or --init.
+  if (!c.arch.empty() || !c.init.empty()) {
+    const char* source = !c.init.empty() ? "--init" : "--arch";
+    if (!c.arch.empty() && !c.init.empty()) {
+      throw Error("--arch and --init both give the network",
+                  "use one: --init takes the architecture from its checkpoint");
+    }
+    // Given with another value than the default: a run's saved config.json (every option, most
+    // at their defaults) stays usable as a --config for an --arch or --init run.
+    TrainConfig defaults;
+    const bool changed[] = {c.model != defaults.model, c.width != defaults.width,
+                            c.mlp_widths != defaults.mlp_widths, c.stem != defaults.stem};
+    const char* names[] = {"model", "width", "mlp-widths", "stem"};
+    for (int k = 0; k < 4; ++k) {
+      const char* n = names[k];
+      if (given(n) && changed[k]) {
+        throw Error(fmt::format("--{} and {} both give the network", n, source),
+                    std::string(source) == "--arch" ? "leave --" + std::string(n) + " out: the architecture file sets the network"
+                                                     : "leave --" + std::string(n) + " out: the checkpoint sets the network");
+      }
+    }
+  }
+  if (c.stem != "auto" && c.stem != "cifar" && c.stem != "imagenet") {
+    throw Error("unknown --stem '" + c.stem + "'", "use auto, cifar or imagenet");
   }
   const bool out_given = std::find(c.given.begin(), c.given.end(), "out") != c.given.end();
   if (out_given && c.out.empty()) {

@@ -15,6 +15,9 @@ struct TrainConfig {
   std::string model = "resnet18";
   double width = 0.25;
   std::string mlp_widths = "512,256";
+  std::string stem = "auto";
+  std::string arch;   ///< architecture file (instead of --model)
+  std::string init;   ///< checkpoint whose network (architecture and weights) training starts from
   // data
   std::string data = "fashion-mnist";
   std::string augment = "auto";

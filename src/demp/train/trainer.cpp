@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <ctime>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -51,6 +52,7 @@ torch::Device resolve_device(const std::string& spec) {
 nn::ModelOptions model_options(const TrainConfig& cfg, const data::DataBundle& data) {
   nn::ModelOptions o;
   o.model = cfg.model;
+  o.stem = cfg.stem;
   o.width = cfg.width;
   o.in_channels = data.channels;
   o.in_height = data.height;
@@ -86,13 +88,49 @@ data::Augment parse_augment(const std::string& a, const std::string& dataset) {
   throw Error("unknown --augment '" + a + "'", "use auto, none, flip, crop or crop-flip");
 }
 
+// The network's name for run directories: the zoo model, or the architecture file's base name.
+std::string network_name(const TrainConfig& cfg) {
+  if (!cfg.init.empty()) return "init";
+  if (cfg.arch.empty()) return cfg.model;
+  std::string n = cfg.arch.substr(cfg.arch.find_last_of('/') + 1);
+  if (n.size() > 5 && n.compare(n.size() - 5, 5, ".json") == 0) n.resize(n.size() - 5);
+  return n.empty() ? "arch" : n;
+}
+
 std::string default_out(const TrainConfig& cfg) {
   const std::time_t t = std::time(nullptr);
   std::tm tm{};
   localtime_r(&t, &tm);
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
-  return fmt::format("runs/{}-{}-{}", buf, cfg.model, cfg.method);
+  return fmt::format("runs/{}-{}-{}", buf, network_name(cfg), cfg.method);
+}
+
+// The network a run starts from: the zoo model, the architecture file, or --init's checkpoint
+// (whose weights are kept in `init`). A resumed --arch or --init run reads the copy of its
+// architecture that it wrote into its directory (arch.json), so it does not need the original.
+nn::Arch initial_arch(const TrainConfig& cfg, const data::DataBundle& data, std::optional<Checkpoint>& init) {
+  const nn::ArchShape shape{data.channels, data.height, data.width, data.classes};
+  if (cfg.arch.empty() && cfg.init.empty()) return nn::build_arch(model_options(cfg, data));
+  if (cfg.resume) {
+    const std::string copy = cfg.out + "/arch.json";
+    if (!file_exists(copy)) {
+      throw Error(cfg.out + " lacks arch.json, the architecture the run started with",
+                  "restore the run's arch.json, or start again with --overwrite");
+    }
+    return nn::load_arch_file(copy, shape);
+  }
+  if (!cfg.arch.empty()) return nn::load_arch_file(cfg.arch, shape);
+  init = load_checkpoint(cfg.init);
+  const nn::Arch& a = init->arch;
+  if (a.in_channels != data.channels || a.in_height != data.height || a.in_width != data.width ||
+      a.classes != data.classes) {
+    throw Error(fmt::format("--init {}: the network takes {}x{}x{} images and {} classes, the data {} has {}x{}x{} and {}",
+                            cfg.init, a.in_channels, a.in_height, a.in_width, a.classes, data.name,
+                            data.channels, data.height, data.width, data.classes),
+                "import the weights with the data's shape (demp import --in-channels, --input-size, --classes)");
+  }
+  return a;
 }
 
 json groups_json(const nn::Arch& a) {
@@ -271,6 +309,7 @@ class Trainer {
   data::DataBundle data_;
   std::unique_ptr<Method> method_;
   nn::Arch fresh_;
+  std::optional<Checkpoint> init_;  ///< --init: the weights the run starts from
   std::unique_ptr<Optimizer> opt_;
   std::unique_ptr<data::Batcher> batcher_;
   int64_t spe_ = 1, total_ = 0;
@@ -350,7 +389,7 @@ void Trainer::prepare() {
   }
   const auto aug = parse_augment(cfg_.augment, data_.name);
   method_ = make_method_(cfg_);
-  fresh_ = nn::build_arch(model_options(cfg_, data_));
+  fresh_ = initial_arch(cfg_, data_, init_);
   OptimOptions oo;
   oo.name = cfg_.optimizer;
   oo.weight_decay = cfg_.weight_decay;
@@ -397,7 +436,8 @@ void Trainer::take_run_directory() {
       throw Error(cfg_.out + " holds another run (started while this one was loading its data)", "use another --out");
     }
     if (!cfg_.resume && cfg_.overwrite) {
-      for (const char* f : {"config.json", "metrics.jsonl", "log.txt", "summary.json", "model.ckpt", "model.ckpt.tmp"}) {
+      for (const char* f : {"config.json", "metrics.jsonl", "log.txt", "summary.json", "model.ckpt", "model.ckpt.tmp",
+                            "arch.json"}) {
         remove_file(cfg_.out + "/" + f);
       }
     }
@@ -409,8 +449,10 @@ void Trainer::restore_or_initialise() {
   if (cfg_.resume) {
     restore(load_checkpoint(run_->file("model.ckpt")));
   } else {
-    model_ = std::make_unique<nn::Model>(fresh_, static_cast<uint64_t>(cfg_.seed));
+    model_ = init_ ? std::make_unique<nn::Model>(init_->arch, init_->layers)
+                   : std::make_unique<nn::Model>(fresh_, static_cast<uint64_t>(cfg_.seed));
     run_->write_json("config.json", to_json(cfg_));
+    if (writer_ && (!cfg_.arch.empty() || init_)) write_file_atomic(run_->file("arch.json"), nn::arch_file_text(fresh_));
     log_start(spe_);
   }
   stats_ = RunStats::from_meta(resumed_meta_, start_);
@@ -453,9 +495,12 @@ void Trainer::restore(const Checkpoint& ck) {
 }
 
 void Trainer::log_start(int64_t spe) const {
-  run_->log(fmt::format("start | model {} width {} | data {} ({} train, {} val, {} test) | method {} "
+  const std::string network = !cfg_.arch.empty() ? fmt::format("{} (architecture file {})", fresh_.model, cfg_.arch)
+                              : init_ ? fmt::format("{} (from checkpoint {})", fresh_.model, cfg_.init)
+                                      : fmt::format("{} width {}", cfg_.model, cfg_.width);
+  run_->log(fmt::format("start | model {} | data {} ({} train, {} val, {} test) | method {} "
                         "| steps {} ({} per epoch) | device {} | precision {} | graph {}",
-                        cfg_.model, cfg_.width, data_.name, data_.train.size(), data_.val.size(),
+                        network, data_.name, data_.train.size(), data_.val.size(),
                         data_.test.size(), cfg_.method, total_, spe, device_.str(),
                         precision_name(precision_), graph_ ? "on" : "off"));
   for (const auto& w : warnings_) run_->log("warning | " + w);
@@ -746,8 +791,8 @@ json Trainer::summary(const StepRunner& runner, bool replicas_identical) const {
   json s{{"status", "finished"},
          {"run_dir", cfg_.out},
          {"method", cfg_.method},
-         {"model", cfg_.model},
-         {"width", cfg_.width},
+         {"model", cfg_.arch.empty() && cfg_.init.empty() ? cfg_.model : a.model},
+         {"width", cfg_.arch.empty() && cfg_.init.empty() ? cfg_.width : 1.0},
          {"dataset", data_.name},
          {"seed", cfg_.seed},
          {"steps", total_},
