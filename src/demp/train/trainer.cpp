@@ -378,7 +378,7 @@ json groups_json(const nn::Arch& a) {
 
 }  // namespace
 
-json run_training(TrainConfig cfg) {
+json run_training(TrainConfig cfg, const TrainHooks& hooks) {
   validate(cfg);
   // Data-parallel: rendezvous first, so that a missing peer ends the run before any work.
   const dist::Env env = dist::env_from_environment();
@@ -564,8 +564,8 @@ json run_training(TrainConfig cfg) {
                   "use another --out");
     }
     if (!cfg.resume && cfg.overwrite) {
-      for (const char* f : {"config.json", "metrics.jsonl", "log.txt", "summary.json", "model.ckpt",
-                            "model.ckpt.tmp"}) {
+      for (const char* f : {"config.json", "metrics.jsonl", "metrics.csv", "log.txt", "summary.json",
+                            "model.ckpt", "model.ckpt.tmp"}) {
         remove_file(cfg.out + "/" + f);
       }
     }
@@ -624,6 +624,9 @@ json run_training(TrainConfig cfg) {
                           comm->world_size(), comm->backend_name(), cfg.batch_size / comm->world_size(),
                           cfg.dist_timeout, cfg.sync_bn ? "synchronised" : "per rank"));
     }
+  }
+  if (!cfg.tensorboard.empty()) {
+    run.open_tensorboard(cfg.tensorboard, cfg.resume ? start : -1, cfg.overwrite && !cfg.resume);
   }
   model->to(device);
   if (comm) {
@@ -688,6 +691,14 @@ json run_training(TrainConfig cfg) {
     };
   }
   StepRunner runner(ctx, *method, so);
+  size_t prunes_reported = ctx.prune_events.size();  // hooks.on_prune: the events not yet reported
+  auto report_prunes = [&] {
+    while (hooks.on_prune && prunes_reported < ctx.prune_events.size()) hooks.on_prune(ctx.prune_events[prunes_reported++]);
+  };
+  auto metrics = [&](const json& r) {
+    run.metrics(r);
+    if (hooks.on_metrics) hooks.on_metrics(r);
+  };
   auto row = [&](double lr) {
     const auto& a = model->arch();
     json r{{"step", ctx.step},
@@ -803,6 +814,8 @@ json run_training(TrainConfig cfg) {
     }
     ++ctx.step;
     train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (hooks.on_step) hooks.on_step({ctx.step, total, lr, runner.last_loss().item<double>()});
+    report_prunes();
 
     // The last step's row comes after the final prune point, below.
     const bool epoch_end = ctx.step % spe == 0 && ctx.step < total;
@@ -813,7 +826,7 @@ json run_training(TrainConfig cfg) {
         evaluate_now(r);
         evaluated = true;
       }
-      run.metrics(r);
+      metrics(r);
       progress.update(ctx.step,
                       fmt::format("epoch {}/{} | loss {:.4f} | acc {:.2f}%{} | live {:.1f}% | params {:.1f}%",
                                   (ctx.step - 1) / spe + 1, (total + spe - 1) / spe,
@@ -863,6 +876,7 @@ json run_training(TrainConfig cfg) {
 
   // After the last step: one more prune point, then the final evaluation.
   method->prune_point(ctx);
+  report_prunes();
   json r = row(lr);
   bool replicas_identical = true;
   if (comm) {
@@ -881,7 +895,7 @@ json run_training(TrainConfig cfg) {
     }
   }
   evaluate_now(r);
-  run.metrics(r);
+  metrics(r);
   save_checkpoint(run.file("model.ckpt"), *model, opt.get(), make_meta(true));
   const auto& a = model->arch();
   json summary{{"status", "finished"},
