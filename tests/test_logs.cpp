@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 
+#include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -222,4 +223,32 @@ TEST(MetricsCsv, ResumeAfterACrashKeepsEachRowOnceInOrder) {
   for (const auto& l : jl) before += json::parse(l)["step"].get<int64_t>() <= 17 ? 1 : 0;
   EXPECT_EQ(first.size(), 1 + before);
   EXPECT_EQ(second.size(), 2 + (jl.size() - before));
+}
+
+TEST(TrainHooks, EveryStepRowAndPruneEventIsReportedOnceInOrder) {
+  test::TempDir tmp;
+  test::write_synthetic_idx(tmp.path, 400, 100);
+  auto c = tiny_run(tmp.path, tmp.path + "/run");
+  c.method = "demp";
+  c.lambda = 0.5;
+  c.prune_after = 10;
+  c.prune_every = 10;
+  std::vector<int64_t> steps;
+  std::vector<json> rows, prunes;
+  train::TrainHooks h;
+  h.on_step = [&](const train::TrainHooks::Step& s) {
+    steps.push_back(s.step);
+    EXPECT_EQ(s.total_steps, 40);
+    EXPECT_TRUE(std::isfinite(s.loss) && s.loss > 0);
+  };
+  h.on_metrics = [&](const json& r) { rows.push_back(r); };
+  h.on_prune = [&](const json& e) { prunes.push_back(e); };
+  const auto s = train::run_training(c, h);
+  ASSERT_EQ(steps.size(), 40u);
+  for (size_t i = 0; i < steps.size(); ++i) EXPECT_EQ(steps[i], static_cast<int64_t>(i) + 1);
+  const auto jl = lines_of(read_file(tmp.path + "/run/metrics.jsonl"));
+  ASSERT_EQ(rows.size(), jl.size());
+  for (size_t i = 0; i < jl.size(); ++i) EXPECT_EQ(rows[i], json::parse(jl[i]));
+  ASSERT_FALSE(s["prune_events"].empty());  // λ = 0.5 kills units in 40 steps
+  EXPECT_EQ(json(prunes), s["prune_events"]);
 }
