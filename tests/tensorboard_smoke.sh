@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # --tensorboard on a real (tiny) DemP run that stops and resumes: the tensorboard Python package's
 # own event reader (EventAccumulator) finds every metrics.jsonl row under the documented tags,
-# each once; metrics.csv has a header and one row per metrics.jsonl row. Exit 77 (skipped) when
-# .venv has no tensorboard. A few seconds.
+# each once, also after a crash that logged past its checkpoint; metrics.csv has a header and one
+# row per metrics.jsonl row. Exit 77 (skipped) when .venv has no tensorboard. A few seconds.
 . "$(dirname "$0")/smoke_lib.sh"
 SRC=${DEMP_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
 PY="$SRC/.venv/bin/python"
@@ -15,8 +15,14 @@ TINY=(--model mlp --mlp-widths 64,32 --width 1 --batch-size 32 --train-limit 512
       --method demp --lambda 0.5 --prune-after 10 --prune-every 10 --log-every 5 --progress none
       --threads 1 --out run --tensorboard tb)
 if "$DEMP" train "${TINY[@]}" --steps 60 --stop-after 23 > a.txt 2>&1; then ok; else bad "first part: $(cat a.txt)"; fi
-if "$DEMP" train --resume --out run --progress none > b.txt 2>&1; then ok; else bad "resume: $(cat b.txt)"; fi
-check "two events files (one per process)" [ "$(ls tb | grep -c '^events\.out\.tfevents\.')" -eq 2 ]
+# A crash after logging past the checkpoint: the run goes on to step 41 and logs, then its
+# directory is put back as it was at the step-23 checkpoint (the events of steps 25..41 stay in
+# tb/), and it resumes from 23: TensorBoard must show each step once, with the resumed values.
+cp -r run run23
+if "$DEMP" train --resume --out run --progress none --stop-after 41 > b.txt 2>&1; then ok; else bad "resume 1: $(cat b.txt)"; fi
+rm -rf run && mv run23 run
+if "$DEMP" train --resume --out run --progress none > b.txt 2>&1; then ok; else bad "resume 2: $(cat b.txt)"; fi
+check "three events files (one per process)" [ "$(ls tb | grep -c '^events\.out\.tfevents\.')" -eq 3 ]
 if "$PY" "$SRC/tests/check_tensorboard.py" tb run --expect-tag train/loss --expect-tag eval/test_acc \
      --expect-tag prune/lambda --expect-tag prune/sigma --expect-tag units/total --expect-tag size/params \
      --expect-tag size/flops --expect-tag train/lr --expect-tag time/step_seconds > check.txt 2>&1; then

@@ -118,7 +118,7 @@ std::string event_session_start(double wall_time, int64_t step) {
   key(log, 1, 0);  // status = START
   varint(log, 1);
   std::string e = event_head(wall_time, step);
-  bytes_field(e, 6, log);
+  bytes_field(e, 7, log);
   return e;
 }
 
@@ -207,7 +207,9 @@ EventWriter::EventWriter(const std::string& dir, int64_t resume_step) {
                 "check that --tensorboard names a writable directory");
   }
   write(event_file_version(now_seconds()));
-  if (resume_step >= 0) write(event_session_start(now_seconds(), resume_step));
+  // TensorBoard's reader drops the events it has seen at steps >= a START's step: at
+  // resume_step + 1, what the checkpoint's own step logged stays and what came after it goes.
+  if (resume_step >= 0) write(event_session_start(now_seconds(), resume_step + 1));
 }
 
 EventWriter::~EventWriter() {

@@ -6,7 +6,7 @@
 // uint32 masked CRC32C of the data. The data is a serialized tensorflow.Event:
 //   wall_time = 1 (double), step = 2 (int64), file_version = 3 (string, first record only),
 //   summary = 5 { value = 1 { tag = 1 (string), simple_value = 2 (float) } },
-//   session_log = 6 { status = 1 (enum, START = 1) } (marks a resume: TensorBoard then drops the
+//   session_log = 7 { status = 1 (enum, START = 1) } (marks a resume: TensorBoard then drops the
 //   events a killed run wrote past its checkpoint).
 #include <nlohmann/json.hpp>
 
@@ -46,7 +46,8 @@ Scalars tensorboard_scalars(const nlohmann::json& row, double step_seconds);
 class EventWriter {
  public:
   /// Creates `dir` if needed and a new events file in it. `resume_step` >= 0 writes a
-  /// SessionLog START at that step (TensorBoard then discards older events at later steps).
+  /// SessionLog START at resume_step + 1 (TensorBoard then discards the older events past
+  /// resume_step: what a killed run logged after its checkpoint).
   /// Throws demp::Error naming the file when it cannot be created.
   EventWriter(const std::string& dir, int64_t resume_step = -1);
   ~EventWriter();
