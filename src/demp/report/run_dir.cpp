@@ -155,7 +155,24 @@ void RunDir::truncate_metrics_after(int64_t step) const {
 void RunDir::open_tensorboard(const std::string& dir, int64_t resume_step, bool replace) {
   if (!writer_) return;
   if (replace) remove_event_files(dir);
+  // A run resumed with --tensorboard into a directory without events (it ran without it, or the
+  // events went elsewhere): its rows so far (already cut back to the resume step) come first.
+  const bool backfill = resume_step >= 0 && !has_event_files(dir) && has("metrics.jsonl");
   tb_ = std::make_shared<EventWriter>(dir, resume_step);
+  if (!backfill) return;
+  std::istringstream in(read_file(file("metrics.jsonl")));
+  std::string line;
+  const int64_t step0 = prev_step_;
+  const double elapsed0 = prev_elapsed_;
+  prev_step_ = 0;
+  prev_elapsed_ = 0;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.contains("step")) continue;
+    tb_->scalars(j["step"].get<int64_t>(), tensorboard_scalars(j, step_seconds(j)));
+  }
+  prev_step_ = step0;
+  prev_elapsed_ = elapsed0;
 }
 
 void RunDir::write_json(const std::string& name, const nlohmann::json& j) const {

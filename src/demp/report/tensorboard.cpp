@@ -228,16 +228,24 @@ void EventWriter::write(const std::string& event) {
   }
 }
 
-void remove_event_files(const std::string& dir) {
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) return;
+namespace {
+std::vector<std::string> event_file_names(const std::string& dir) {
   std::vector<std::string> names;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return names;
   while (const dirent* e = ::readdir(d)) {
     const std::string n = e->d_name;
     if (n.rfind("events.out.tfevents.", 0) == 0) names.push_back(n);
   }
   ::closedir(d);
-  for (const auto& n : names) remove_file(dir + "/" + n);
+  return names;
 }
+}  // namespace
+
+void remove_event_files(const std::string& dir) {
+  for (const auto& n : event_file_names(dir)) remove_file(dir + "/" + n);
+}
+
+bool has_event_files(const std::string& dir) { return !event_file_names(dir).empty(); }
 
 }  // namespace demp::report

@@ -65,5 +65,7 @@ class EventWriter {
 
 /// Removes the TensorBoard events files (events.out.tfevents.*) in `dir` (an --overwrite).
 void remove_event_files(const std::string& dir);
+/// Whether `dir` holds TensorBoard events files.
+bool has_event_files(const std::string& dir);
 
 }  // namespace demp::report

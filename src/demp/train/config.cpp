@@ -354,7 +354,7 @@ void validate(const TrainConfig& c) {
 const std::vector<std::string>& resume_changeable() {
   static const std::vector<std::string> names = {"stop-after", "progress",     "threads",
                                                  "device",     "nproc",        "dist-timeout",
-                                                 "checkpoint-every"};
+                                                 "checkpoint-every", "tensorboard"};
   return names;
 }
 

@@ -452,6 +452,8 @@ json run_training(TrainConfig cfg, const TrainHooks& hooks) {
     c.out = cfg.out;
     c.given = cfg.given;
     for (const std::string& name : changeable) {
+      // The run's own --tensorboard goes on unless another directory is given.
+      if (name == "tensorboard" && std::find(cfg.given.begin(), cfg.given.end(), name) == cfg.given.end()) continue;
       auto cfs = fields(c);
       auto nfs = fields(now);
       for (size_t i = 0; i < cfs.size(); ++i) {
