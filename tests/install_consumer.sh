@@ -3,7 +3,7 @@
 # prefix, then examples/consumer configured as a separate CMake project against that prefix (and
 # LibTorch's, as any LibTorch consumer), built, and run: it trains an MLP with DemP through the
 # callbacks, prunes it by keep sets, saves, loads back and exports. About a minute (it compiles
-# one LibTorch translation unit).
+# one LibTorch translation unit; up to three on busy cores).
 #   install_consumer.sh BUILD_DIR TORCH_CMAKE_PREFIX
 . "$(dirname "$0")/smoke_lib.sh"
 BUILD=$(cd "${1:?build dir}" && pwd)

@@ -5,6 +5,9 @@
 
 #include <dirent.h>
 
+#include <algorithm>
+#include <map>
+
 #include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
