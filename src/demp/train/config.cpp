@@ -150,6 +150,9 @@ std::vector<Field> fields(TrainConfig& c) {
       {"eval-batch-size", "batch size of evaluation and scans", &c.eval_batch_size, "run"},
       {"progress", "auto (bar on a terminal, lines otherwise), bar, plain, none", &c.progress,
        "run"},
+      {"tensorboard",
+       "also write the metrics as TensorBoard events files into this directory (\"\": none)",
+       &c.tensorboard, "run"},
       {"nproc", "start N local ranks of a data-parallel run (0: one process, or the ranks "
                 "torchrun's RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT describe)",
        &c.nproc, "data-parallel"},
@@ -388,7 +391,7 @@ void validate(const TrainConfig& c) {
 const std::vector<std::string>& resume_changeable() {
   static const std::vector<std::string> names = {"stop-after", "progress",     "threads",
                                                  "device",     "nproc",        "dist-timeout",
-                                                 "checkpoint-every"};
+                                                 "checkpoint-every", "tensorboard"};
   return names;
 }
 

@@ -76,6 +76,7 @@ struct TrainConfig {
   int64_t log_every = 50;
   int64_t eval_batch_size = 1000;
   std::string progress = "auto";
+  std::string tensorboard;  ///< directory of TensorBoard events files ("": none)
   /// Not an option: the names of the fields set explicitly (on the command line or in a config
   /// file). --resume refuses changes to those it cannot apply; warnings name no-op options.
   std::vector<std::string> given;

@@ -9,6 +9,7 @@
 
 #include "demp/common/error.h"
 #include "demp/common/files.h"
+#include "demp/train/tensorboard.h"
 
 namespace demp::train {
 
@@ -47,22 +48,131 @@ void RunDir::log(const std::string& text, bool echo) const {
   }
 }
 
+// ---- metrics: metrics.jsonl, metrics.csv, TensorBoard -------------------------------------------
+
+const std::vector<std::string>& metrics_csv_columns() {
+  static const std::vector<std::string> cols = {
+      "step",          "epoch",           "lr",           "train_loss",     "train_accuracy",
+      "test_loss",     "test_accuracy",   "val_loss",     "val_accuracy",   "live_units",
+      "params",        "flops",           "elapsed_seconds", "step_seconds", "reg_lambda",
+      "noise_std",     "dead_units",      "target",       "target_planned", "target_projected",
+      "live_units_per_group"};
+  return cols;
+}
+
+namespace {
+
+std::string csv_number(const nlohmann::json& v) {
+  if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
+  if (v.is_number()) return fmt::format("{}", v.get<double>());
+  if (v.is_boolean()) return v.get<bool>() ? "1" : "0";
+  return "";
+}
+
+// RFC 4180: a field with a comma, quote or line break is quoted, its quotes doubled.
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (const char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+}  // namespace
+
+std::string metrics_csv_row(const nlohmann::json& row, double step_seconds) {
+  std::string line;
+  bool first = true;
+  for (const auto& c : metrics_csv_columns()) {
+    std::string v;
+    if (c == "step_seconds") {
+      if (step_seconds >= 0) v = fmt::format("{}", step_seconds);
+    } else if (c == "dead_units") {
+      if (row.contains("last_scan")) v = csv_number(row["last_scan"].value("dead_units", nlohmann::json()));
+    } else if (c == "target") {
+      for (const char* k : {"target_params", "target_flops", "target_units"}) {
+        if (row.contains(k)) v = csv_number(row[k]);
+      }
+    } else if (c == "live_units_per_group") {
+      if (row.contains(c) && row[c].is_object()) {
+        for (auto it = row[c].begin(); it != row[c].end(); ++it) {
+          v += (v.empty() ? "" : ";") + it.key() + "=" + csv_number(it.value());
+        }
+      }
+    } else if (row.contains(c)) {
+      v = csv_number(row[c]);
+    }
+    line += (first ? "" : ",") + csv_field(v);
+    first = false;
+  }
+  return line;
+}
+
+double RunDir::step_seconds(const nlohmann::json& row) const {
+  if (!row.contains("step") || !row.contains("elapsed_seconds")) return -1;
+  const int64_t step = row["step"].get<int64_t>();
+  const double el = row["elapsed_seconds"].get<double>();
+  const double s = step > prev_step_ ? (el - prev_elapsed_) / static_cast<double>(step - prev_step_) : -1;
+  prev_step_ = step;
+  prev_elapsed_ = el;
+  return s;
+}
+
 void RunDir::metrics(const nlohmann::json& row) const {
-  if (writer_) append_line(file("metrics.jsonl"), row.dump());
+  if (!writer_) return;
+  append_line(file("metrics.jsonl"), row.dump());
+  const double ss = step_seconds(row);
+  if (!has("metrics.csv")) {
+    std::string header;
+    for (const auto& c : metrics_csv_columns()) header += (header.empty() ? "" : ",") + c;
+    append_line(file("metrics.csv"), header);
+  }
+  append_line(file("metrics.csv"), metrics_csv_row(row, ss));
+  if (tb_ && row.contains("step")) tb_->scalars(row["step"].get<int64_t>(), tensorboard_scalars(row, ss));
 }
 
 void RunDir::truncate_metrics_after(int64_t step) const {
   if (!writer_ || !has("metrics.jsonl")) return;
   std::istringstream in(read_file(file("metrics.jsonl")));
-  std::string line, kept;
+  std::string line, kept, csv;
+  for (const auto& c : metrics_csv_columns()) csv += (csv.empty() ? "" : ",") + c;
+  csv += "\n";
+  prev_step_ = 0;
+  prev_elapsed_ = 0;
   while (std::getline(in, line)) {
     if (line.empty()) continue;
     const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded()) continue;  // a line torn by a crash
     if (j.contains("step") && j["step"].get<int64_t>() > step) continue;
     kept += line + "\n";
+    csv += metrics_csv_row(j, step_seconds(j)) + "\n";
   }
   write_file_atomic(file("metrics.jsonl"), kept);
+  // metrics.csv is a view of metrics.jsonl: rebuilt from the rows kept, so that it holds each of
+  // them once whatever a crash left in it (or if the run started before it existed).
+  write_file_atomic(file("metrics.csv"), csv);
+}
+
+void RunDir::open_tensorboard(const std::string& dir, int64_t resume_step, bool replace) {
+  if (!writer_) return;
+  if (replace) remove_event_files(dir);
+  // A run resumed with --tensorboard into a directory without events (it ran without it, or the
+  // events went elsewhere): its rows so far (already cut back to the resume step) come first.
+  const bool backfill = resume_step >= 0 && !has_event_files(dir) && has("metrics.jsonl");
+  tb_ = std::make_shared<EventWriter>(dir, resume_step);
+  if (!backfill) return;
+  std::istringstream in(read_file(file("metrics.jsonl")));
+  std::string line;
+  const int64_t step0 = prev_step_;
+  const double elapsed0 = prev_elapsed_;
+  prev_step_ = 0;
+  prev_elapsed_ = 0;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.contains("step")) continue;
+    tb_->scalars(j["step"].get<int64_t>(), tensorboard_scalars(j, step_seconds(j)));
+  }
+  prev_step_ = step0;
+  prev_elapsed_ = elapsed0;
 }
 
 void RunDir::write_json(const std::string& name, const nlohmann::json& j) const {

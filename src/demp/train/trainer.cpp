@@ -206,6 +206,8 @@ TrainConfig merge_resume(const TrainConfig& now, TrainConfig saved, bool writer)
   saved.out = now.out;
   saved.given = now.given;
   for (const std::string& name : changeable) {
+    // The run's own --tensorboard goes on unless another directory is given.
+    if (name == "tensorboard" && std::find(now.given.begin(), now.given.end(), name) == now.given.end()) continue;
     auto cfs = fields(saved);
     auto nfs = fields(given);
     for (size_t i = 0; i < cfs.size(); ++i) {
@@ -272,7 +274,8 @@ TrainConfig plan_run_directory(TrainConfig cfg, bool writer) {
 /// them, or one part of a step of the loop.
 class Trainer {
  public:
-  Trainer(TrainConfig cfg, const MethodFactory& make_method) : cfg_(std::move(cfg)), make_method_(make_method) {}
+  Trainer(TrainConfig cfg, const MethodFactory& make_method, const TrainHooks& hooks)
+      : cfg_(std::move(cfg)), make_method_(make_method), hooks_(hooks) {}
   json run();
 
  private:
@@ -296,9 +299,13 @@ class Trainer {
   json finish(StepRunner& runner, double lr);
   json summary(const StepRunner& runner, bool replicas_identical) const;
   void log_start(int64_t spe) const;
+  void metrics(const json& row) const;
+  void report_prunes();
 
   TrainConfig cfg_;
   MethodFactory make_method_;
+  TrainHooks hooks_;
+  size_t prunes_reported_ = 0;  ///< prune events already given to hooks_.on_prune
   // The process.
   torch::Device device_{torch::kCPU};
   std::unique_ptr<dist::Comm> comm_;
@@ -436,8 +443,8 @@ void Trainer::take_run_directory() {
       throw Error(cfg_.out + " holds another run (started while this one was loading its data)", "use another --out");
     }
     if (!cfg_.resume && cfg_.overwrite) {
-      for (const char* f : {"config.json", "metrics.jsonl", "log.txt", "summary.json", "model.ckpt", "model.ckpt.tmp",
-                            "arch.json"}) {
+      for (const char* f : {"config.json", "metrics.jsonl", "metrics.csv", "log.txt", "summary.json", "model.ckpt",
+                            "model.ckpt.tmp", "arch.json"}) {
         remove_file(cfg_.out + "/" + f);
       }
     }
@@ -456,6 +463,9 @@ void Trainer::restore_or_initialise() {
     log_start(spe_);
   }
   stats_ = RunStats::from_meta(resumed_meta_, start_);
+  if (!cfg_.tensorboard.empty()) {
+    run_->open_tensorboard(cfg_.tensorboard, cfg_.resume ? start_ : -1, cfg_.overwrite && !cfg_.resume);
+  }
 }
 
 void Trainer::restore(const Checkpoint& ck) {
@@ -534,6 +544,20 @@ void Trainer::replicate() {
   ctx_->total_steps = total_;
   ctx_->steps_per_epoch = spe_;
   ctx_->prune_events = resumed_meta_.value("prune_events", json::array());
+  prunes_reported_ = ctx_->prune_events.size();
+}
+
+// Every metrics row goes to the run directory (metrics.jsonl, metrics.csv, TensorBoard) and to
+// the caller's hook.
+void Trainer::metrics(const json& row) const {
+  run_->metrics(row);
+  if (hooks_.on_metrics) hooks_.on_metrics(row);
+}
+
+void Trainer::report_prunes() {
+  while (hooks_.on_prune && prunes_reported_ < ctx_->prune_events.size()) {
+    hooks_.on_prune(ctx_->prune_events[prunes_reported_++]);
+  }
 }
 
 // The loop. Training loss and accuracy since the last metrics row are summed on the device by
@@ -567,6 +591,8 @@ json Trainer::loop() {
     check_loss(runner, progress, interrupted);
     ++ctx.step;
     stats_.train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (hooks_.on_step) hooks_.on_step({ctx.step, total_, lr, runner.last_loss().item<double>()});
+    report_prunes();
     after_step(runner, progress, lr, interrupted);
   }
   progress.finish();
@@ -636,7 +662,7 @@ void Trainer::after_step(StepRunner& runner, Progress& progress, double lr, bool
       evaluate_now(r);
       stats_.evaluated = true;
     }
-    run_->metrics(r);
+    metrics(r);
     const auto& a = model_->arch();
     progress.update(step,
                     fmt::format("epoch {}/{} | loss {:.4f} | acc {:.2f}%{} | live {:.1f}% | params {:.1f}%", epoch,
@@ -754,6 +780,7 @@ json Trainer::stopped(bool interrupted) {
 // model (parameters bit for bit on every rank), the final evaluation, checkpoint and summary.
 json Trainer::finish(StepRunner& runner, double lr) {
   method_->prune_point(*ctx_);
+  report_prunes();
   json r = row(runner, lr);
   bool replicas_identical = true;
   if (comm_) {
@@ -774,7 +801,7 @@ json Trainer::finish(StepRunner& runner, double lr) {
     }
   }
   evaluate_now(r);
-  run_->metrics(r);
+  metrics(r);
   checkpoint(true);
   const json s = summary(runner, replicas_identical);
   run_->write_json("summary.json", s);
@@ -834,8 +861,8 @@ json Trainer::summary(const StepRunner& runner, bool replicas_identical) const {
 
 }  // namespace
 
-json run_training(TrainConfig cfg, const MethodFactory& make_method) {
-  Trainer t(std::move(cfg), make_method);
+json run_training(TrainConfig cfg, const MethodFactory& make_method, const TrainHooks& hooks) {
+  Trainer t(std::move(cfg), make_method, hooks);
   return t.run();
 }
 
