@@ -171,8 +171,9 @@ EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, int64_t bat
   torch::Tensor loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
   for (int64_t s = 0; s < n; s += batch) {
     const int64_t e = std::min(n, s + batch);
-    const auto x = ds.images.slice(0, s, e).to(device, /*non_blocking=*/true);
-    const auto y = ds.labels.slice(0, s, e).to(device, true);
+    const auto [xs, ys] = data::eval_slice(ds, s, e);
+    const auto x = xs.to(device, /*non_blocking=*/true);
+    const auto y = ys.to(device, true);
     const auto logits = model.forward(x, false);
     correct += logits.argmax(1).eq(y).sum();
     loss += at::cross_entropy_loss(logits.to(torch::kFloat), y, {}, at::Reduction::Sum).to(torch::kDouble);
@@ -501,19 +502,22 @@ json run_training(TrainConfig cfg) {
 
   const Precision precision = parse_precision(cfg.precision, device);
   const bool graph = parse_graph(cfg.graph, device);
-  data::DataBundle data = data::load(
-      cfg.data, {cfg.val_size, static_cast<uint64_t>(cfg.seed), cfg.train_limit, cfg.test_limit});
+  data::LoadOptions lo{cfg.val_size, static_cast<uint64_t>(cfg.seed), cfg.train_limit, cfg.test_limit, {}};
+  image_options(cfg, at::get_num_threads(), &lo.image);  // image folders: streamed from disk
+  lo.image.pin_memory = device.is_cuda();
+  data::DataBundle data = data::load(cfg.data, lo);
   if (device.is_cuda()) {
     // The whole data set lives on the GPU: a batch is an index_select and the augmentation runs
     // batch-wise there, so no step waits for a host-to-device copy of images.
     at::globalContext().setBenchmarkCuDNN(true);
     for (data::Dataset* d : {&data.train, &data.val, &data.test}) {
-      if (d->size() == 0) continue;
+      if (d->size() == 0 || d->stream) continue;
       d->images = d->images.to(device);
       d->labels = d->labels.to(device);
     }
   }
-  const auto aug = parse_augment(cfg.augment, data.name);
+  auto aug = parse_augment(cfg.augment, data.name);
+  if (data.train.stream) aug = {};  // image folders: the loader's crop and flip (image_options)
   auto method = methods::make_method(cfg);
   const nn::Arch fresh = nn::build_arch(model_options(cfg, data));
   OptimOptions oo;
@@ -608,6 +612,7 @@ json run_training(TrainConfig cfg) {
     method->load_state(meta.value("method", json::object()));
     run.truncate_metrics_after(start);
     run.log(fmt::format("resume step {} | from {}", start, run.file("model.ckpt")), true);
+    for (const auto& n : data.notes) run.log(n);
     for (const auto& w : warnings) run.log("warning | " + w);
   } else {
     model = std::make_unique<nn::Model>(fresh, static_cast<uint64_t>(cfg.seed));
@@ -617,6 +622,7 @@ json run_training(TrainConfig cfg) {
                         cfg.model, cfg.width, data.name, data.train.size(), data.val.size(),
                         data.test.size(), cfg.method, total, spe, device.str(),
                         precision_name(precision), graph ? "on" : "off"));
+    for (const auto& n : data.notes) run.log(n, cfg.progress != "none");
     for (const auto& w : warnings) run.log("warning | " + w);
     if (comm) {
       run.log(fmt::format("data-parallel | {} ranks ({}) | {} images per rank per step | timeout {} s | "
@@ -915,6 +921,7 @@ json run_training(TrainConfig cfg) {
   if (method->state().contains("collapsed_groups")) {
     summary["warning"] = "some unit groups died entirely (the network collapsed there); see log.txt";
   }
+  if (data.train.stream) summary["bad_images_skipped"] = data.train.stream->skipped();
   if (data.val.size() > 0) {
     summary["best_val_accuracy"] = best_val;
     summary["test_accuracy_at_best_val"] = test_at_best_val;
