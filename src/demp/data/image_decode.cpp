@@ -36,6 +36,11 @@ tjhandle thread_decompressor() {
   return tj.h;
 }
 
+// ITU-R 601 luma in PIL's fixed point (convert("L")).
+uint8_t luma(const uint8_t* rgb) {
+  return static_cast<uint8_t>((rgb[0] * 19595 + rgb[1] * 38470 + rgb[2] * 7471 + 0x8000) >> 16);
+}
+
 // ---- JPEG ----------------------------------------------------------------------------------
 
 struct JpegHeader {
@@ -75,7 +80,10 @@ Image decode_jpeg(const std::string& bytes, const std::string& path, int channel
   Image img;
   img.width = TJSCALED(hd.width, sf);
   img.height = TJSCALED(hd.height, sf);
-  const int pf = cmyk ? TJPF_CMYK : channels == 1 ? TJPF_GRAY : TJPF_RGB;
+  // A colour JPEG wanted in grey is decoded to RGB and reduced as PIL's convert("L") does (its
+  // Y plane alone differs from that by up to ~6 levels: the chroma round trip is not exact).
+  const bool to_grey = channels == 1 && hd.colorspace != TJCS_GRAY;
+  const int pf = cmyk ? TJPF_CMYK : channels == 1 && !to_grey ? TJPF_GRAY : TJPF_RGB;
   const int px = tjPixelSize[pf];
   std::vector<uint8_t> buf(static_cast<size_t>(img.width) * img.height * px);
   if (tjDecompress2(tj.h, reinterpret_cast<const unsigned char*>(bytes.data()),
@@ -86,21 +94,26 @@ Image decode_jpeg(const std::string& bytes, const std::string& path, int channel
     bad(path, std::string("corrupt or truncated JPEG (") + tjGetErrorStr2(tj.h) + ")");
   }
   img.channels = channels;
-  if (!cmyk) {
+  const size_t npx = static_cast<size_t>(img.width) * img.height;
+  if (!cmyk && !to_grey) {
     img.pixels = std::move(buf);
     return img;
   }
+  if (!cmyk) {
+    img.pixels.resize(npx);
+    for (size_t i = 0; i < npx; ++i) img.pixels[i] = luma(&buf[3 * i]);
+    return img;
+  }
   // Adobe CMYK JPEGs store inverted values (255 = no ink); RGB = (inverted C) * (inverted K).
-  const size_t n = static_cast<size_t>(img.width) * img.height;
-  img.pixels.resize(n * channels);
-  for (size_t i = 0; i < n; ++i) {
+  img.pixels.resize(npx * channels);
+  for (size_t i = 0; i < npx; ++i) {
     const uint8_t* s = &buf[4 * i];
     uint8_t rgb[3];
     for (int c = 0; c < 3; ++c) rgb[c] = static_cast<uint8_t>((s[c] * s[3] + 127) / 255);
     if (channels == 3) {
       std::memcpy(&img.pixels[3 * i], rgb, 3);
     } else {
-      img.pixels[i] = static_cast<uint8_t>((rgb[0] * 299 + rgb[1] * 587 + rgb[2] * 114 + 500) / 1000);
+      img.pixels[i] = luma(rgb);
     }
   }
   return img;
