@@ -110,6 +110,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--images", type=int, default=512, help="distinct generated JPEGs")
     ap.add_argument("--tmp", default=tempfile.gettempdir())
+    ap.add_argument("--memory-only", action="store_true", help="skip the throughput rounds")
     args = ap.parse_args()
     root = tempfile.mkdtemp(prefix="demp-bench-images-", dir=args.tmp)
     try:
@@ -119,7 +120,7 @@ def main():
               f"({sum(os.path.getsize(p) for p in sources) / len(sources) / 1024:.0f} KiB each)")
         base = os.path.join(root, "base")
         print(f"cores: {os.cpu_count()} (shared machine)")
-        for w in [int(x) for x in args.workers.split(",")]:
+        for w in [] if args.memory_only else [int(x) for x in args.workers.split(",")]:
             ratios, d_all, t_all = [], [], []
             for r in range(args.rounds):
                 d = run_demp(args.demp, base, w, args.batch, args.batches)["images_per_s"]

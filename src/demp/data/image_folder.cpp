@@ -457,11 +457,23 @@ DataBundle load_image_folder(const std::string& kind, const std::string& dir, co
     const int64_t m = std::min<int64_t>(512, train.size());
     std::vector<int64_t> idx;
     for (int64_t k = 0; k < m; ++k) idx.push_back(k * train.size() / m);
-    const auto x = train_stream->submit(idx, false, 0, 0).get().first.to(torch::kFloat64);
-    const auto [sd, mu] = torch::std_mean(x, std::vector<int64_t>{0, 2, 3}, /*unbiased=*/false);
+    // In chunks (memory stays that of one batch), sums in double.
+    std::vector<double> sum(C, 0.0), sq(C, 0.0);
+    double count = 0;
+    for (int64_t k = 0; k < m; k += 64) {
+      const std::vector<int64_t> chunk(idx.begin() + k, idx.begin() + std::min<int64_t>(m, k + 64));
+      const auto x = train_stream->submit(chunk, false, 0, 0).get().first.to(torch::kFloat64);
+      const auto s1 = x.sum(std::vector<int64_t>{0, 2, 3}), s2 = x.square().sum(std::vector<int64_t>{0, 2, 3});
+      for (int c = 0; c < C; ++c) {
+        sum[c] += s1[c].item<double>();
+        sq[c] += s2[c].item<double>();
+      }
+      count += static_cast<double>(x.numel() / C);
+    }
     for (int c = 0; c < C; ++c) {
-      b.mean.push_back(mu[c].item<double>());
-      const double s = sd[c].item<double>();
+      const double mu = sum[c] / count;
+      const double s = std::sqrt(std::max(0.0, sq[c] / count - mu * mu));
+      b.mean.push_back(mu);
       b.std.push_back(s < 1e-8 ? 1.0 : s);
     }
   }
