@@ -34,7 +34,7 @@ done
 
 expect_error "unknown model 'alexnet'" train --model alexnet --out "$TMP/a" --progress none
 expect_error "does not exist" train --data mnist:/nonexistent --out "$TMP/b" --progress none
-expect_error "unknown data" train --data imagenet --out "$TMP/c" --progress none
+expect_error "names no directory" train --data imagenet --out "$TMP/c" --progress none
 expect_error "no CUDA device" train --device cuda --out "$TMP/d" --progress none
 expect_error "unknown optimizer" train --optimizer lion --out "$TMP/e" --progress none
 expect_error "unknown schedule" train --lr-schedule wave --out "$TMP/f" --progress none

@@ -475,7 +475,7 @@ TEST(Load, FashionMnistMissingHintsAtPackage) {
 
 TEST(Load, UnknownSpec) {
   for (const std::string spec :
-       {"imagenet:/data", "cifar10", "mnist", "mnist:", "", "cifar-10:/x"}) {
+       {"imagenette:/data", "cifar10", "mnist", "mnist:", "", "cifar-10:/x"}) {
     try {
       load(spec);
       ADD_FAILURE() << "expected an error for '" << spec << "'";

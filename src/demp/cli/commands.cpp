@@ -14,6 +14,7 @@
 
 #include "demp/cli/bench.h"
 #include "demp/cli/report_cmds.h"
+#include "demp/cli/data_cmds.h"
 #include "demp/common/error.h"
 #include "demp/common/files.h"
 #include "demp/data/dataset.h"
@@ -215,8 +216,10 @@ int cmd_eval(const std::string& path, std::string data_spec, const std::string& 
   const auto device = train::resolve_device(device_spec);
   // The training split options matter: the normalisation statistics come from the training
   // images that training used (after the validation carve-out and --train-limit).
-  auto data = data::load(data_spec, {cfg.val_size, static_cast<uint64_t>(cfg.seed),
-                                     cfg.train_limit, 0});
+  data::LoadOptions lo{cfg.val_size, static_cast<uint64_t>(cfg.seed), cfg.train_limit, 0, {}};
+  train::image_options(cfg, at::get_num_threads(), &lo.image);  // image folders: as trained
+  lo.image.pin_memory = device.is_cuda();
+  auto data = data::load(data_spec, lo);
   nn::Model model(src.arch, src.layers);
   if (data.channels != src.arch.in_channels || data.height != src.arch.in_height ||
       data.width != src.arch.in_width || data.classes != src.arch.classes) {
@@ -530,6 +533,8 @@ int run(int argc, char** argv) {
   // sweep, study, report
   ReportCommands rc;
   add_report_commands(app, rc);
+  DataCommands dc;
+  add_data_commands(app, dc);
 
   try {
     app.parse(argc, argv);
@@ -546,6 +551,7 @@ int run(int argc, char** argv) {
   }
 
   if (const int code = run_report_commands(rc); code >= 0) return code;
+  if (const int code = run_data_commands(dc); code >= 0) return code;
   if (*train_cmd) {
     if (cfg.nproc > 1 && std::getenv("RANK") != nullptr && std::getenv("DEMP_LOCAL_LAUNCH") == nullptr) {
       throw Error(fmt::format("--nproc {} and torchrun's RANK/WORLD_SIZE both start ranks", cfg.nproc),

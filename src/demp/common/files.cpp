@@ -19,7 +19,7 @@
 
 namespace demp {
 
-void write_file_atomic(const std::string& path, const std::string& content) {
+void write_file_atomic(const std::string& path, const std::string& content, bool durable) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) {
@@ -27,7 +27,7 @@ void write_file_atomic(const std::string& path, const std::string& content) {
                 "check that the directory exists and is writable");
   }
   const size_t n = std::fwrite(content.data(), 1, content.size(), f);
-  const bool ok = n == content.size() && std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
+  const bool ok = n == content.size() && std::fflush(f) == 0 && (!durable || ::fsync(fileno(f)) == 0);
   const int err = errno;
   std::fclose(f);
   if (!ok) {

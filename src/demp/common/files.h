@@ -9,7 +9,9 @@ namespace demp {
 
 /// Writes `content` to `path` atomically: a temp file beside it, flushed, then renamed over it.
 /// Throws demp::Error (naming the path) when the directory is missing or the disk is full.
-void write_file_atomic(const std::string& path, const std::string& content);
+/// `durable` false skips the fsync (many small files written in a row, synced once at the end:
+/// still never a half-written file under `path`).
+void write_file_atomic(const std::string& path, const std::string& content, bool durable = true);
 
 /// Appends one line (a '\n' is added) with one write(2); on failure (a full disk) the file is
 /// cut back to its old length, so that it never ends in half a line, and demp::Error is thrown.

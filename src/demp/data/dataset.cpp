@@ -13,6 +13,7 @@
 
 #include "demp/common/error.h"
 #include "demp/common/files.h"
+#include "demp/data/image_folder.h"
 
 namespace demp::data {
 namespace {
@@ -25,7 +26,8 @@ constexpr const char* kFashionMnistDefaultDir = "/usr/share/datasets/fashion-mni
 constexpr const char* kFashionMnistInstallHint =
     "install it with: apt-get install dataset-fashion-mnist";
 constexpr const char* kSpecHint =
-    "use one of: fashion-mnist, fashion-mnist:DIR, mnist:DIR, cifar10:DIR, cifar100:DIR";
+    "use one of: fashion-mnist, fashion-mnist:DIR, mnist:DIR, cifar10:DIR, cifar100:DIR, "
+    "imagefolder:DIR, imagenet:DIR";
 constexpr const char* kCifarHint =
     "download the binary version from https://www.cs.toronto.edu/~kriz/cifar.html and extract it";
 
@@ -256,7 +258,15 @@ Dataset read_cifar(const std::vector<std::string>& files, int64_t classes) {
   return Dataset{torch::cat(images), torch::cat(labels)};
 }
 
-DataBundle load(const std::string& spec, const LoadOptions& opt) {
+namespace {
+
+struct RawSplits {
+  std::string kind, dir;
+  int64_t classes = 10;
+  Dataset train, test;
+};
+
+RawSplits read_raw(const std::string& spec) {
   std::string kind, dir;
   std::string missing_hint;
   if (spec == "fashion-mnist") {
@@ -272,6 +282,10 @@ DataBundle load(const std::string& spec, const LoadOptions& opt) {
       kind = spec.substr(0, colon);
       dir = spec.substr(colon + 1);
     }
+    if (kind == "imagefolder" || kind == "imagenet") {
+      throw Error("'" + spec + "' is an image folder, not an in-memory data set",
+                  "export works from fashion-mnist, mnist, cifar10 or cifar100");
+    }
     const bool known =
         kind == "mnist" || kind == "fashion-mnist" || kind == "cifar10" || kind == "cifar100";
     if (!known || dir.empty()) {
@@ -285,33 +299,64 @@ DataBundle load(const std::string& spec, const LoadOptions& opt) {
   }
   require_dir(dir, spec, missing_hint);
 
-  DataBundle b;
-  b.name = kind;
-  Dataset train, test;
+  RawSplits r;
+  r.kind = kind;
+  r.dir = dir;
+  int64_t& classes = r.classes;
+  Dataset& train = r.train;
+  Dataset& test = r.test;
   if (kind == "mnist" || kind == "fashion-mnist") {
-    b.classes = 10;
+    classes = 10;
     train = read_idx(find_idx_file(dir, "train-images-idx3-ubyte", missing_hint),
-                     find_idx_file(dir, "train-labels-idx1-ubyte", missing_hint), b.classes);
+                     find_idx_file(dir, "train-labels-idx1-ubyte", missing_hint), classes);
     test = read_idx(find_idx_file(dir, "t10k-images-idx3-ubyte", missing_hint),
-                    find_idx_file(dir, "t10k-labels-idx1-ubyte", missing_hint), b.classes);
+                    find_idx_file(dir, "t10k-labels-idx1-ubyte", missing_hint), classes);
   } else if (kind == "cifar10") {
-    b.classes = 10;
+    classes = 10;
     const std::string d = cifar_dir(dir, "cifar-10-batches-bin");
     std::vector<std::string> files;
     for (int i = 1; i <= 5; ++i) {
       files.push_back(cifar_file(d, "data_batch_" + std::to_string(i) + ".bin"));
     }
     const std::string test_file = cifar_file(d, "test_batch.bin");
-    train = read_cifar(files, b.classes);
-    test = read_cifar({test_file}, b.classes);
+    train = read_cifar(files, classes);
+    test = read_cifar({test_file}, classes);
   } else {
-    b.classes = 100;
+    classes = 100;
     const std::string d = cifar_dir(dir, "cifar-100-binary");
     const std::string train_file = cifar_file(d, "train.bin");
     const std::string test_file = cifar_file(d, "test.bin");
-    train = read_cifar({train_file}, b.classes);
-    test = read_cifar({test_file}, b.classes);
+    train = read_cifar({train_file}, classes);
+    test = read_cifar({test_file}, classes);
   }
+  return r;
+}
+
+}  // namespace
+
+std::pair<Dataset, Dataset> load_raw(const std::string& spec) {
+  RawSplits r = read_raw(spec);
+  return {r.train, r.test};
+}
+
+DataBundle load(const std::string& spec, const LoadOptions& opt) {
+  {
+    const auto colon = spec.find(':');
+    const std::string kind = colon == std::string::npos ? spec : spec.substr(0, colon);
+    if (kind == "imagefolder" || kind == "imagenet") {
+      if (colon == std::string::npos || colon + 1 == spec.size()) {
+        throw Error("'" + spec + "' names no directory",
+                    "use " + kind + ":DIR, DIR holding train/<class>/ and val/<class>/ folders");
+      }
+      return load_image_folder(kind, spec.substr(colon + 1), opt);
+    }
+  }
+  RawSplits raw = read_raw(spec);
+  const std::string dir = raw.dir;
+  Dataset train = std::move(raw.train), test = std::move(raw.test);
+  DataBundle b;
+  b.name = raw.kind;
+  b.classes = raw.classes;
   if (train.images.size(2) != test.images.size(2) || train.images.size(3) != test.images.size(3)) {
     throw Error("training and test images in " + dir + " have different sizes",
                 "the files must come from the same dataset");
@@ -430,10 +475,39 @@ Batcher::Batcher(const Dataset& train, int64_t batch_size, uint64_t seed, Augmen
                 "lower the batch size, or raise the training limit / lower the validation size");
   }
   steps_per_epoch_ = train.size() / batch_size;
+  if (train.stream && aug.enabled()) {
+    throw Error("--augment pad/crop applies to in-memory data sets, not to image folders",
+                "image folders: --augment auto or crop-flip (random-resized crop + flip), crop, "
+                "flip or none");
+  }
+}
+
+std::vector<int64_t> Batcher::indices(int64_t step) {
+  const int64_t epoch = step / steps_per_epoch_;
+  const int64_t pos = step % steps_per_epoch_;
+  if (epoch != cached_epoch_) {
+    order_ = epoch_order(train_.size(), seed_, epoch);
+    cached_epoch_ = epoch;
+  }
+  const int64_t* o = order_.data_ptr<int64_t>() + pos * batch_size_;
+  return std::vector<int64_t>(o, o + batch_size_);
 }
 
 std::pair<torch::Tensor, torch::Tensor> Batcher::batch(int64_t step) {
   TORCH_CHECK(step >= 0, "Batcher::batch: negative step ", step);
+  if (train_.stream) {
+    // The bounded prefetch queue: steps step, step+1, ... step+prefetch-1 in flight.
+    while (!queue_.empty() && queue_.front().first != step) queue_.pop_front();
+    const int64_t depth = std::max<int64_t>(1, train_.stream->prefetch());
+    int64_t next = queue_.empty() ? step : queue_.back().first + 1;
+    while (static_cast<int64_t>(queue_.size()) < depth) {
+      queue_.emplace_back(next, train_.stream->submit(indices(next), true, seed_, next));
+      ++next;
+    }
+    auto fut = queue_.front().second;
+    queue_.pop_front();
+    return fut.get();
+  }
   const int64_t epoch = step / steps_per_epoch_;
   const int64_t pos = step % steps_per_epoch_;
   if (epoch != cached_epoch_) {
@@ -457,7 +531,20 @@ torch::Tensor check_set(const Dataset& train, int64_t n, uint64_t seed, int64_t 
   const auto perm =
       torch::randperm(size, make_generator(seed, kCheckSet, static_cast<uint64_t>(index)),
                       torch::TensorOptions().dtype(torch::kInt64));
+  if (train.stream) {
+    const int64_t* p = perm.data_ptr<int64_t>();
+    return train.stream->submit(std::vector<int64_t>(p, p + n), false, seed, 0).get().first;
+  }
   return train.images.index_select(0, perm.narrow(0, 0, n).to(train.images.device()));
+}
+
+std::pair<torch::Tensor, torch::Tensor> eval_slice(const Dataset& ds, int64_t begin, int64_t end) {
+  if (ds.stream) {
+    std::vector<int64_t> idx(static_cast<size_t>(end - begin));
+    for (int64_t i = begin; i < end; ++i) idx[static_cast<size_t>(i - begin)] = i;
+    return ds.stream->submit(std::move(idx), false, 0, 0).get();
+  }
+  return {ds.images.slice(0, begin, end), ds.labels.slice(0, begin, end)};
 }
 
 }  // namespace demp::data

@@ -285,8 +285,9 @@ Normalization training_normalization(const ModelSource& src, const std::string& 
   const std::string spec = data_spec.empty() ? cfg.data : data_spec;
   // Exactly the options training loaded the data with: the statistics come from the training
   // split after the validation carve-out and --train-limit. The test split is not needed.
-  const data::DataBundle b = data::load(
-      spec, {cfg.val_size, static_cast<uint64_t>(cfg.seed), cfg.train_limit, /*test_limit=*/1});
+  data::LoadOptions lo{cfg.val_size, static_cast<uint64_t>(cfg.seed), cfg.train_limit, /*test_limit=*/1, {}};
+  train::image_options(cfg, 1, &lo.image);
+  const data::DataBundle b = data::load(spec, lo);
   if (b.channels != src.arch.in_channels) {
     throw Error(fmt::format("data {} has {} channels but the model takes {}", spec, b.channels,
                             src.arch.in_channels),

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "demp/common/error.h"
+#include "demp/data/dataset.h"
 #include "demp/train/schedule.h"
 
 namespace demp::train {
@@ -29,14 +30,34 @@ std::vector<Field> fields(TrainConfig& c) {
       {"init", "start from this checkpoint's network and weights (e.g. from demp import) instead of "
                "a fresh --model or --arch",
        &c.init, "model"},
-      {"data", "data set: fashion-mnist, fashion-mnist:DIR, mnist:DIR, cifar10:DIR, cifar100:DIR",
+      {"data", "data set: fashion-mnist, fashion-mnist:DIR, mnist:DIR, cifar10:DIR, cifar100:DIR, "
+               "imagefolder:DIR or imagenet:DIR (DIR/train/<class>/*.jpg|png and DIR/val/<class>/; "
+               "streamed from disk)",
        &c.data, "data"},
-      {"augment", "augmentation: auto (crop+flip on CIFAR, none otherwise), none, flip, crop, "
-                  "crop-flip",
+      {"augment", "augmentation: auto (crop+flip on CIFAR and image folders, none otherwise), none, "
+                  "flip, crop, crop-flip (image folders: crop is the random-resized crop; without "
+                  "it training uses the evaluation transform)",
        &c.augment, "data"},
       {"val-size", "training images held out for validation (0: none)", &c.val_size, "data"},
       {"train-limit", "use only the first N training images (0: all)", &c.train_limit, "data"},
       {"test-limit", "use only the first N test images (0: all)", &c.test_limit, "data"},
+      {"image-size", "image folders: training and evaluation crops are N x N pixels", &c.image_size,
+       "images"},
+      {"crop-scale", "image folders: the random-resized crop's area fraction range MIN,MAX (aspect "
+                     "ratio 3/4 to 4/3, torchvision's algorithm)",
+       &c.crop_scale, "images"},
+      {"eval-crop", "image folders: evaluation resizes the shorter side to image-size/eval-crop "
+                    "(224/0.875 = 256), then centre-crops image-size",
+       &c.eval_crop, "images"},
+      {"bad-images", "image folders: a corrupt, truncated, empty or non-JPEG/PNG file is an error "
+                     "naming it (error), or left out and counted in the summary (skip: the next "
+                     "good image of the list takes its place)",
+       &c.bad_images, "images"},
+      {"decode-threads", "image folders: decode threads (0: the cores --threads leaves free, at "
+                         "least 1)",
+       &c.decode_threads, "images"},
+      {"prefetch", "image folders: training batches decoded ahead (the bounded prefetch queue)",
+       &c.prefetch, "images"},
       {"epochs", "training length in epochs (ignored when --steps > 0)", &c.epochs, "training"},
       {"steps", "training length in optimizer steps (0: use --epochs)", &c.steps, "training"},
       {"batch-size", "training batch size", &c.batch_size, "training"},
@@ -249,6 +270,12 @@ void validate(const TrainConfig& c) {
   if (!(c.label_smoothing >= 0) || c.label_smoothing >= 1) {
     throw Error("--label-smoothing must be in [0, 1)", "e.g. --label-smoothing 0.1 (0: none)");
   }
+  if (c.decode_threads < 0 || c.prefetch < 1) {
+    throw Error("--decode-threads must be >= 0 and --prefetch >= 1", "e.g. --decode-threads 0 (auto) --prefetch 4");
+  }
+  if (c.bad_images != "error" && c.bad_images != "skip") {
+    throw Error("unknown --bad-images '" + c.bad_images + "'", "use error or skip");
+  }
   if (c.val_size < 0 || c.train_limit < 0 || c.test_limit < 0 || c.threads < 0 ||
       c.stop_after < 0) {
     throw Error("--val-size, --train-limit, --test-limit, --threads and --stop-after must be >= 0",
@@ -391,7 +418,8 @@ void validate(const TrainConfig& c) {
 const std::vector<std::string>& resume_changeable() {
   static const std::vector<std::string> names = {"stop-after", "progress",     "threads",
                                                  "device",     "nproc",        "dist-timeout",
-                                                 "checkpoint-every", "tensorboard"};
+                                                 "checkpoint-every", "tensorboard", "decode-threads",
+                                                 "prefetch"};
   return names;
 }
 
@@ -445,6 +473,27 @@ std::vector<std::string> config_warnings(const TrainConfig& c, int64_t total) {
     }
   }
   return w;
+}
+
+void image_options(const TrainConfig& c, int64_t training_threads, data::ImageOptions* out) {
+  data::ImageOptions& o = *out;
+  o.image_size = c.image_size;
+  const auto comma = c.crop_scale.find(',');
+  try {
+    if (comma == std::string::npos) throw std::invalid_argument("");
+    size_t used = 0;
+    o.scale_min = std::stod(c.crop_scale.substr(0, comma), &used);
+    o.scale_max = std::stod(c.crop_scale.substr(comma + 1));
+  } catch (const std::exception&) {
+    throw Error("bad --crop-scale '" + c.crop_scale + "'", "give MIN,MAX, e.g. 0.08,1");
+  }
+  o.eval_crop = c.eval_crop;
+  o.bad_images = c.bad_images;
+  const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  o.threads = c.decode_threads > 0 ? c.decode_threads : std::max<int64_t>(1, cores - training_threads);
+  o.prefetch = c.prefetch;
+  o.train_crop = c.augment == "auto" || c.augment == "crop" || c.augment == "crop-flip";
+  o.train_flip = c.augment == "auto" || c.augment == "flip" || c.augment == "crop-flip";
 }
 
 }  // namespace demp::train

@@ -8,6 +8,8 @@
 #include <variant>
 #include <vector>
 
+namespace demp::data { struct ImageOptions; }
+
 namespace demp::train {
 
 struct TrainConfig {
@@ -24,6 +26,13 @@ struct TrainConfig {
   int64_t val_size = 0;
   int64_t train_limit = 0;
   int64_t test_limit = 0;
+  // image folders (imagefolder:DIR, imagenet:DIR)
+  int64_t image_size = 224;
+  std::string crop_scale = "0.08,1";
+  double eval_crop = 0.875;
+  std::string bad_images = "error";
+  int64_t decode_threads = 0;
+  int64_t prefetch = 4;
   // method
   std::string method = "dense";
   // DemP (and the scan every method shares)
@@ -109,6 +118,11 @@ void validate(const TrainConfig& c);
 /// mildly (e.g. --lambda with --method dense): one line each, for a warning. `total_steps` is the
 /// run's length (0: unknown yet).
 std::vector<std::string> config_warnings(const TrainConfig& c, int64_t total_steps);
+
+/// The image-folder options of `c` (--image-size, --crop-scale, --eval-crop, --bad-images,
+/// --decode-threads: 0 gives the cores `training_threads` leaves free, at least 1; --prefetch;
+/// --augment: auto/crop-flip, crop, flip, none). Throws demp::Error on a malformed value.
+void image_options(const TrainConfig& c, int64_t training_threads, data::ImageOptions* out);
 
 /// The options --resume may change (how the run is run, not what it computes).
 const std::vector<std::string>& resume_changeable();

@@ -20,8 +20,9 @@ EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, int64_t bat
   torch::Tensor loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
   for (int64_t s = 0; s < n; s += batch) {
     const int64_t e = std::min(n, s + batch);
-    const auto x = ds.images.slice(0, s, e).to(device, /*non_blocking=*/true);
-    const auto y = ds.labels.slice(0, s, e).to(device, true);
+    const auto [xs, ys] = data::eval_slice(ds, s, e);
+    const auto x = xs.to(device, /*non_blocking=*/true);
+    const auto y = ys.to(device, true);
     const auto logits = model.forward(x, false);
     correct += logits.argmax(1).eq(y).sum();
     loss += at::cross_entropy_loss(logits.to(torch::kFloat), y, {}, at::Reduction::Sum).to(torch::kDouble);

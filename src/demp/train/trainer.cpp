@@ -383,18 +383,22 @@ void Trainer::set_up_process() {
 void Trainer::prepare() {
   precision_ = parse_precision(cfg_.precision, device_);
   graph_ = parse_graph(cfg_.graph, device_);
-  data_ = data::load(cfg_.data, {cfg_.val_size, static_cast<uint64_t>(cfg_.seed), cfg_.train_limit, cfg_.test_limit});
+  data::LoadOptions lo{cfg_.val_size, static_cast<uint64_t>(cfg_.seed), cfg_.train_limit, cfg_.test_limit, {}};
+  image_options(cfg_, at::get_num_threads(), &lo.image);  // image folders: streamed from disk
+  lo.image.pin_memory = device_.is_cuda();
+  data_ = data::load(cfg_.data, lo);
   if (device_.is_cuda()) {
     // The whole data set lives on the GPU: a batch is an index_select and the augmentation runs
     // batch-wise there, so no step waits for a host-to-device copy of images.
     at::globalContext().setBenchmarkCuDNN(true);
     for (data::Dataset* d : {&data_.train, &data_.val, &data_.test}) {
-      if (d->size() == 0) continue;
+      if (d->size() == 0 || d->stream) continue;
       d->images = d->images.to(device_);
       d->labels = d->labels.to(device_);
     }
   }
-  const auto aug = parse_augment(cfg_.augment, data_.name);
+  auto aug = parse_augment(cfg_.augment, data_.name);
+  if (data_.train.stream) aug = {};  // image folders: the loader's crop and flip (image_options)
   method_ = make_method_(cfg_);
   fresh_ = initial_arch(cfg_, data_, init_);
   OptimOptions oo;
@@ -501,6 +505,7 @@ void Trainer::restore(const Checkpoint& ck) {
   method_->load_state(resumed_meta_.value("method", json::object()));
   run_->truncate_metrics_after(start_);
   run_->log(fmt::format("resume step {} | from {}", start_, path), true);
+  for (const auto& n : data_.notes) run_->log(n);
   for (const auto& w : warnings_) run_->log("warning | " + w);
 }
 
@@ -513,6 +518,7 @@ void Trainer::log_start(int64_t spe) const {
                         network, data_.name, data_.train.size(), data_.val.size(),
                         data_.test.size(), cfg_.method, total_, spe, device_.str(),
                         precision_name(precision_), graph_ ? "on" : "off"));
+  for (const auto& n : data_.notes) run_->log(n, cfg_.progress != "none");
   for (const auto& w : warnings_) run_->log("warning | " + w);
   if (comm_) {
     run_->log(fmt::format("data-parallel | {} ranks ({}) | {} images per rank per step | timeout {} s | "
@@ -846,6 +852,7 @@ json Trainer::summary(const StepRunner& runner, bool replicas_identical) const {
   if (method_->state().contains("collapsed_groups")) {
     s["warning"] = "some unit groups died entirely (the network collapsed there); see log.txt";
   }
+  if (data_.train.stream) s["bad_images_skipped"] = data_.train.stream->skipped();
   if (data_.val.size() > 0) {
     s["best_val_accuracy"] = stats_.best_val;
     s["test_accuracy_at_best_val"] = stats_.test_at_best_val;
