@@ -6,7 +6,10 @@
 #include <nlohmann/json.hpp>
 
 #include <numeric>
+#include <set>
 
+#include "demp/common/error.h"
+#include "demp/methods/method.h"
 #include "demp/methods/selection.h"
 #include "demp/nn/model.h"
 #include "demp/train/trainer.h"
@@ -160,7 +163,8 @@ TEST_P(Baseline, ReachesItsDensityAndLeavesAWorkingNetwork) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Methods, Baseline,
-                         ::testing::Values("slimming", "snap", "crop", "earlycrop", "l1norm", "random", "gradual"));
+                         ::testing::Values("slimming", "snap", "crop", "earlycrop", "l1norm", "random",
+                                           "gradual"));
 
 TEST(Selection, SizeGoalsPickTheClosestGlobalAndPerLayerCut) {
   nn::ModelOptions o;
@@ -202,7 +206,8 @@ TEST(Selection, SizeGoalsPickTheClosestGlobalAndPerLayerCut) {
   }
   // a density goal is the paper's form, unchanged
   const methods::SizeGoal dens{methods::SizeGoal::Measure::Units, 0.4, true};
-  EXPECT_EQ(methods::keep_global_goal(m, s, dens), methods::keep_global_top(m, s, methods::target_units(m, 0.4)));
+  EXPECT_EQ(methods::keep_global_goal(m, s, dens),
+            methods::keep_global_top(m, s, methods::target_units(m, 0.4)));
   EXPECT_DOUBLE_EQ(methods::per_layer_density(m, dens), 0.4);
   // with a width multiple every count is a multiple of it (or the whole group), and the cut is
   // still the closest among such cuts
@@ -219,13 +224,16 @@ TEST(Selection, SizeGoalsPickTheClosestGlobalAndPerLayerCut) {
     }
     double best = 1e9;
     for (int64_t k = 1; k <= a.units(); ++k) {
-      best = std::min(best, std::abs(fraction(methods::round_up_keep(m, s, methods::keep_global_top(m, s, k), 4),
-                                              methods::SizeGoal::Measure::Params) - f));
+      best =
+          std::min(best, std::abs(fraction(methods::round_up_keep(m, s, methods::keep_global_top(m, s, k), 4),
+                                           methods::SizeGoal::Measure::Params) -
+                                  f));
     }
     EXPECT_NEAR(std::abs(fraction(k4, methods::SizeGoal::Measure::Params) - f), best, 1e-12);
   }
   // partial goals interpolate the kept fraction from 1 to the goal
-  EXPECT_DOUBLE_EQ(methods::partial_goal({methods::SizeGoal::Measure::Params, 0.2, false}, 0.5).fraction, 0.6);
+  EXPECT_DOUBLE_EQ(methods::partial_goal({methods::SizeGoal::Measure::Params, 0.2, false}, 0.5).fraction,
+                   0.6);
 }
 
 namespace {
@@ -263,7 +271,8 @@ TEST_P(BaselineTarget, ReachesAParameterTarget) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Methods, BaselineTarget,
-                         ::testing::Values("slimming", "snap", "crop", "earlycrop", "l1norm", "random", "gradual"));
+                         ::testing::Values("slimming", "snap", "crop", "earlycrop", "l1norm", "random",
+                                           "gradual"));
 
 namespace {
 // gradual to 20% of the parameters over 60 steps, a cut every 5 steps from step 5; the target is
@@ -298,4 +307,29 @@ TEST(Gradual, PrunesAlongItsScheduleThenTrains) {
   test::write_synthetic_idx(tmp2.path, 384, 100);
   const auto s2 = test::run_training(gradual_config(tmp2.path, "magnitude"));
   EXPECT_NEAR(s2["params_final"].get<double>() / s2["params_initial"].get<double>(), 0.2, 0.035);
+}
+
+TEST(Methods, TheRegistryBuildsEveryMethodUnderItsNameAndNamesThemAllWhenRefusing) {
+  std::set<std::string> seen;
+  for (const auto& m : methods::registry()) {
+    EXPECT_TRUE(seen.insert(m.name).second) << m.name << " is registered twice";
+    EXPECT_FALSE(m.help.empty()) << m.name;
+    train::TrainConfig c;
+    c.method = m.name;
+    c.density = 0.5;
+    const auto built = methods::make_method(c);
+    ASSERT_NE(built, nullptr) << m.name;
+    EXPECT_EQ(built->name(), m.name);
+    EXPECT_NE(methods::method_help().find("\n  " + m.name + ": "), std::string::npos) << m.name;
+  }
+  EXPECT_GE(seen.size(), 10u);
+  train::TrainConfig c;
+  c.method = "slimmming";
+  try {
+    methods::make_method(c);
+    FAIL() << "an unknown method was built";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("slimmming"), std::string::npos);
+    for (const auto& name : seen) EXPECT_NE(e.hint().find(name), std::string::npos) << name;
+  }
 }

@@ -1,9 +1,9 @@
 #include "demp/cli/commands.h"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/torch.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <cerrno>
@@ -13,8 +13,8 @@
 #include <nlohmann/json.hpp>
 
 #include "demp/cli/bench.h"
-#include "demp/cli/report_cmds.h"
 #include "demp/cli/data_cmds.h"
+#include "demp/cli/report_cmds.h"
 #include "demp/common/error.h"
 #include "demp/common/files.h"
 #include "demp/data/dataset.h"
@@ -74,21 +74,22 @@ json parse_config_file(const std::string& path) {
     // number overflow parsing '1e999'" -> their substance, without the library's prefix.
     std::string detail = e.what();
     const auto close = detail.find("] ");
-    if (detail.rfind("[json.exception", 0) == 0 && close != std::string::npos) detail = detail.substr(close + 2);
+    if (detail.rfind("[json.exception", 0) == 0 && close != std::string::npos)
+      detail = detail.substr(close + 2);
     const auto dash = detail.find(" - ");
     if (dash != std::string::npos) detail = detail.substr(dash + 3);
     const auto semi = detail.find("; last read");
     if (semi != std::string::npos) detail.resize(semi);
     const bool overflow = detail.find("number overflow") != std::string::npos;
     std::string where;
-    if (const auto* pe = dynamic_cast<const json::parse_error*>(&e)) where = fmt::format(" (byte {})", pe->byte);
-    throw Error(fmt::format("config file {} is not valid JSON{}: {}", path, where, detail),
-                overflow ? "the number is too large for a double; give a finite value"
-                         : "see recipes/ for examples");
+    if (const auto* pe = dynamic_cast<const json::parse_error*>(&e))
+      where = fmt::format(" (byte {})", pe->byte);
+    throw Error(
+        fmt::format("config file {} is not valid JSON{}: {}", path, where, detail),
+        overflow ? "the number is too large for a double; give a finite value" : "see recipes/ for examples");
   }
   if (!duplicate.empty()) {
-    throw Error("config file " + path + " gives the key '" + duplicate + "' twice",
-                "give each option once");
+    throw Error("config file " + path + " gives the key '" + duplicate + "' twice", "give each option once");
   }
   return j;
 }
@@ -127,13 +128,14 @@ Error explain_parse_error(CLI::App& app, const CLI::ParseError& e, int argc, cha
   for (CLI::App* sc : app.get_subcommands([](CLI::App*) { return true; })) subs.push_back(sc->get_name());
   const std::string first = argc > 1 ? argv[1] : "";
   if (first.empty()) {
-    return Error("no subcommand given", "use one of: " + fmt::format("{}", fmt::join(subs, ", ")) +
-                                            " (see 'demp --help')");
+    return Error("no subcommand given",
+                 "use one of: " + fmt::format("{}", fmt::join(subs, ", ")) + " (see 'demp --help')");
   }
   if (first[0] != '-' && std::find(subs.begin(), subs.end(), first) == subs.end()) {
     const std::string near = nearest(first, subs);
-    return Error("unknown subcommand '" + first + "'" + (near.empty() ? "" : " (did you mean '" + near + "'?)"),
-                 "use one of: " + fmt::format("{}", fmt::join(subs, ", ")) + " (see 'demp --help')");
+    return Error(
+        "unknown subcommand '" + first + "'" + (near.empty() ? "" : " (did you mean '" + near + "'?)"),
+        "use one of: " + fmt::format("{}", fmt::join(subs, ", ")) + " (see 'demp --help')");
   }
   CLI::App* sub = first[0] != '-' ? app.get_subcommand(first) : &app;
   std::vector<std::string> longs;
@@ -184,7 +186,8 @@ void bind_fields(CLI::App* app, train::TrainConfig& cfg) {
           if constexpr (std::is_same_v<T, bool>) {
             app->add_flag(flag, *p, f.help)->group(f.group);
           } else {
-            auto* o = app->add_option(flag, *p, f.help)->default_str(train::value_string(dfs[i]))->group(f.group);
+            auto* o =
+                app->add_option(flag, *p, f.help)->default_str(train::value_string(dfs[i]))->group(f.group);
             if constexpr (std::is_same_v<T, int64_t>) o->transform(CLI::Validator(check_integer, ""));
           }
         },
@@ -197,16 +200,17 @@ void bind_fields(CLI::App* app, train::TrainConfig& cfg) {
 export_::ModelSource load_runnable(const std::string& path) {
   export_::ModelSource src = export_::load_source(path);
   if (src.kind == export_::SourceKind::Onnx) {
-    throw Error(src.path + " is an ONNX model: demp eval runs run directories, checkpoints and "
-                           "torch exports",
+    throw Error(src.path +
+                    " is an ONNX model: demp eval runs run directories, checkpoints and "
+                    "torch exports",
                 "evaluate ONNX models with onnxruntime (README: 'The pruned network outside "
                 "demp'), or give the run's model.ckpt");
   }
   return src;
 }
 
-int cmd_eval(const std::string& path, std::string data_spec, const std::string& device_spec,
-             int64_t batch, bool as_json) {
+int cmd_eval(const std::string& path, std::string data_spec, const std::string& device_spec, int64_t batch,
+             bool as_json) {
   if (batch <= 0) {
     throw Error(fmt::format("--batch-size must be positive, got {}", batch), "e.g. --batch-size 1000");
   }
@@ -225,20 +229,20 @@ int cmd_eval(const std::string& path, std::string data_spec, const std::string& 
       data.width != src.arch.in_width || data.classes != src.arch.classes) {
     throw Error(fmt::format("data {} ({}x{}x{}, {} classes) does not fit the model ({}x{}x{}, {} classes)",
                             data_spec, data.channels, data.height, data.width, data.classes,
-                            src.arch.in_channels, src.arch.in_height, src.arch.in_width,
-                            src.arch.classes),
+                            src.arch.in_channels, src.arch.in_height, src.arch.in_width, src.arch.classes),
                 "evaluate on the data the model was trained on");
   }
   if (src.norm.known()) {
     double diff = 0;
     for (size_t c = 0; c < src.norm.mean.size() && c < data.mean.size(); ++c) {
-      diff = std::max({diff, std::abs(src.norm.mean[c] - data.mean[c]),
-                       std::abs(src.norm.std[c] - data.std[c])});
+      diff = std::max(
+          {diff, std::abs(src.norm.mean[c] - data.mean[c]), std::abs(src.norm.std[c] - data.std[c])});
     }
     if (diff > 1e-6) {
-      std::cerr << fmt::format("demp: warning: {} normalises with mean {} std {}, the model was "
-                               "trained with mean {} std {}\n",
-                               data_spec, data.mean, data.std, src.norm.mean, src.norm.std);
+      std::cerr << fmt::format(
+          "demp: warning: {} normalises with mean {} std {}, the model was "
+          "trained with mean {} std {}\n",
+          data_spec, data.mean, data.std, src.norm.mean, src.norm.std);
     }
   }
   model.to(device);
@@ -246,16 +250,17 @@ int cmd_eval(const std::string& path, std::string data_spec, const std::string& 
   const auto& a = model.arch();
   if (as_json) {
     std::cout << json{{"checkpoint", src.path}, {"kind", export_::kind_name(src.kind)},
-                      {"data", data_spec}, {"test_accuracy", r.accuracy},
-                      {"test_loss", r.loss}, {"images", r.n}, {"units", a.units()},
-                      {"params", a.params()}, {"flops", a.flops()}}
+                      {"data", data_spec},      {"test_accuracy", r.accuracy},
+                      {"test_loss", r.loss},    {"images", r.n},
+                      {"units", a.units()},     {"params", a.params()},
+                      {"flops", a.flops()}}
                      .dump(2)
               << "\n";
   } else {
-    std::cout << fmt::format("{} on {}: test accuracy {:.2f}% | loss {:.4f} | {} images | {} units | "
-                             "{} params | {} FLOPs/image\n",
-                             src.path, data_spec, 100 * r.accuracy, r.loss, r.n, a.units(),
-                             a.params(), a.flops());
+    std::cout << fmt::format(
+        "{} on {}: test accuracy {:.2f}% | loss {:.4f} | {} images | {} units | "
+        "{} params | {} FLOPs/image\n",
+        src.path, data_spec, 100 * r.accuracy, r.loss, r.n, a.units(), a.params(), a.flops());
   }
   return 0;
 }
@@ -270,8 +275,8 @@ std::string format_from_name(const std::string& out) {
   return {};
 }
 
-int cmd_export(const std::string& path, std::string format, const std::string& out,
-               int64_t opset, int64_t pad_channels, const std::string& data_spec) {
+int cmd_export(const std::string& path, std::string format, const std::string& out, int64_t opset,
+               int64_t pad_channels, const std::string& data_spec) {
   if (format.empty()) format = format_from_name(out);
   if (format.empty()) {
     throw Error("cannot tell the export format from '" + out + "'",
@@ -285,7 +290,8 @@ int cmd_export(const std::string& path, std::string format, const std::string& o
                 "the torch export keeps the pruned widths; pad at ONNX export");
   }
   if (out.empty()) throw Error("--out is empty", "give the file to write, e.g. --out model.onnx");
-  if (is_directory(out)) throw Error("--out " + out + " is a directory", "give a file name, e.g. --out model.onnx");
+  if (is_directory(out))
+    throw Error("--out " + out + " is a directory", "give a file name, e.g. --out model.onnx");
   const auto src = export_::load_source(path);
   // Never over a file of a run directory (its checkpoint, config, metrics...), nor over the
   // network being exported: an export must not destroy what it reads.
@@ -298,8 +304,8 @@ int cmd_export(const std::string& path, std::string format, const std::string& o
       run_dir = run_dir || file_exists(parent + "/" + f);
     }
     if (!target.empty() && (target == canonical_path(src.path) || run_dir)) {
-      throw Error("refusing to write over " + out + (run_dir ? ", a file of the run directory " + parent
-                                                            : ", the network being exported"),
+      throw Error("refusing to write over " + out +
+                      (run_dir ? ", a file of the run directory " + parent : ", the network being exported"),
                   "write the export to a new file, e.g. --out " +
                       std::string(format == "onnx" ? "model.onnx" : "model.pt"));
     }
@@ -321,14 +327,13 @@ int cmd_export(const std::string& path, std::string format, const std::string& o
       "  input: N x {} x {} x {} float32, pixel / 255 then (x - mean) / std with mean {} std {}\n"
       "  output: N x {} logits\n",
       a.model, a.units(), a.initial_units(), a.params(), a.flops(), out, format,
-      format == "onnx" ? fmt::format(", opset {}{}", opset,
-                                     pad_channels > 1
-                                         ? fmt::format(", hidden widths padded to multiples of {}",
-                                                       pad_channels)
-                                         : std::string())
-                       : std::string(),
-      a.in_channels,
-      a.in_height, a.in_width, info.norm.mean, info.norm.std, a.classes);
+      format == "onnx"
+          ? fmt::format(", opset {}{}", opset,
+                        pad_channels > 1
+                            ? fmt::format(", hidden widths padded to multiples of {}", pad_channels)
+                            : std::string())
+          : std::string(),
+      a.in_channels, a.in_height, a.in_width, info.norm.mean, info.norm.std, a.classes);
   return 0;
 }
 
@@ -343,32 +348,38 @@ struct ImportOptions {
 int cmd_import(const ImportOptions& o, const std::vector<std::string>& given) {
   auto has = [&](const char* n) { return std::find(given.begin(), given.end(), n) != given.end(); };
   if (o.model.empty() == o.arch.empty()) {
-    throw Error(o.model.empty() ? "demp import needs --model or --arch" : "--model and --arch both give the network",
-                "--model resnet18|resnet50 for torchvision's names, --arch FILE.json for an architecture file's");
+    throw Error(
+        o.model.empty() ? "demp import needs --model or --arch" : "--model and --arch both give the network",
+        "--model resnet18|resnet50 for torchvision's names, --arch FILE.json for an architecture file's");
   }
   if (!o.arch.empty()) {
     for (const char* n : {"width", "stem"}) {
-      if (has(n)) throw Error(fmt::format("--{} and --arch both give the network", n), "the architecture file sets it");
+      if (has(n))
+        throw Error(fmt::format("--{} and --arch both give the network", n), "the architecture file sets it");
     }
   }
   if (o.out.empty()) throw Error("--out is empty", "give the checkpoint to write, e.g. --out resnet18.ckpt");
-  if (is_directory(o.out)) throw Error("--out " + o.out + " is a directory", "give a file name, e.g. --out resnet18.ckpt");
-  if (file_exists(o.out) && !o.overwrite) throw Error(o.out + " exists", "use --overwrite to replace it, or another --out");
+  if (is_directory(o.out))
+    throw Error("--out " + o.out + " is a directory", "give a file name, e.g. --out resnet18.ckpt");
+  if (file_exists(o.out) && !o.overwrite)
+    throw Error(o.out + " exists", "use --overwrite to replace it, or another --out");
   const nn::StateDict sd = nn::read_state_dict(o.from);
   nn::Arch arch;
   nn::Naming naming = nn::Naming::Demp;
   int64_t classes = o.classes;
   if (!o.model.empty()) {
     if (o.model != "resnet18" && o.model != "resnet50") {
-      throw Error("demp import --model takes resnet18 or resnet50 (torchvision's names), not '" + o.model + "'",
-                  "for another network write an architecture file and use --arch (docs/architecture.md)");
+      throw Error(
+          "demp import --model takes resnet18 or resnet50 (torchvision's names), not '" + o.model + "'",
+          "for another network write an architecture file and use --arch (docs/architecture.md)");
     }
     naming = nn::Naming::Torchvision;
     if (classes == 0) {  // from the classifier's weight, as torchvision's num_classes
       for (const auto& [k, t] : sd) {
         if (k == "fc.weight" && t.dim() == 2) classes = t.size(0);
       }
-      if (classes == 0) throw Error(o.from + " has no fc.weight to take the number of classes from", "give --classes");
+      if (classes == 0)
+        throw Error(o.from + " has no fc.weight to take the number of classes from", "give --classes");
     }
     nn::ModelOptions mo;
     mo.model = o.model;
@@ -386,13 +397,16 @@ int cmd_import(const ImportOptions& o, const std::vector<std::string>& given) {
     arch = nn::load_arch_file(o.arch, shape);
   }
   nn::Model model(arch, nn::layers_from_state_dict(arch, sd, naming));
-  json meta{{"step", 0}, {"finished", false}, {"imported_from", o.from},
+  json meta{{"step", 0},
+            {"finished", false},
+            {"imported_from", o.from},
             {"naming", naming == nn::Naming::Torchvision ? "torchvision" : "demp"}};
   train::save_checkpoint(o.out, model, nullptr, meta);
-  std::cout << fmt::format("imported {} tensors from {} into {} ({} units, {} params, input {}x{}x{}, {} classes): {}\n"
-                           "  continue with: demp train --init {} --data ...\n",
-                           sd.size(), o.from, arch.model, arch.units(), arch.params(), arch.in_channels,
-                           arch.in_height, arch.in_width, arch.classes, o.out, o.out);
+  std::cout << fmt::format(
+      "imported {} tensors from {} into {} ({} units, {} params, input {}x{}x{}, {} classes): {}\n"
+      "  continue with: demp train --init {} --data ...\n",
+      sd.size(), o.from, arch.model, arch.units(), arch.params(), arch.in_channels, arch.in_height,
+      arch.in_width, arch.classes, o.out, o.out);
   return 0;
 }
 
@@ -408,9 +422,10 @@ int cmd_info(const std::string& path, const nn::Arch& zoo, bool as_json) {
   }
   std::cout << fmt::format("{} ({})\n", src.path, export_::kind_name(src.kind)) << src.arch.table();
   if (src.norm.known()) {
-    std::cout << fmt::format("input normalisation: pixel / 255, then (x - mean) / std with mean {} "
-                             "std {}\n",
-                             src.norm.mean, src.norm.std);
+    std::cout << fmt::format(
+        "input normalisation: pixel / 255, then (x - mean) / std with mean {} "
+        "std {}\n",
+        src.norm.mean, src.norm.std);
   }
   if (src.meta.contains("test_accuracy") && src.meta["test_accuracy"].is_number()) {
     std::cout << fmt::format("test accuracy at export: {:.2f}% (step {})\n",
@@ -438,19 +453,20 @@ int run(int argc, char** argv) {
   }
   auto* train_cmd = app.add_subcommand("train", "train a network (dense or with a pruning method)");
   bind_fields(train_cmd, cfg);
+  // The methods' list comes from their registry (config.cpp's Field table sits below methods/).
+  train_cmd->get_option("--method")->description("training/pruning method:" + methods::method_help());
   std::string config_unused;
-  train_cmd->add_option("--config", config_unused,
-                        "JSON file whose keys are these flags' names; flags override it")
+  train_cmd
+      ->add_option("--config", config_unused,
+                   "JSON file whose keys are these flags' names; flags override it")
       ->group("run");
 
   // eval
-  auto* eval_cmd =
-      app.add_subcommand("eval", "evaluate a run, checkpoint or torch export on its test set");
+  auto* eval_cmd = app.add_subcommand("eval", "evaluate a run, checkpoint or torch export on its test set");
   std::string ckpt, eval_data, eval_device = "cpu";
   int64_t eval_batch = 1000;
   bool eval_json = false;
-  eval_cmd->add_option("model", ckpt, "a run directory, its model.ckpt, or a torch export")
-      ->required();
+  eval_cmd->add_option("model", ckpt, "a run directory, its model.ckpt, or a torch export")->required();
   eval_cmd->add_option("--data", eval_data, "data set (default: the one it was trained on)");
   eval_cmd->add_option("--device", eval_device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   eval_cmd->add_option("--batch-size", eval_batch, "evaluation batch size")->capture_default_str();
@@ -493,9 +509,10 @@ int run(int argc, char** argv) {
   export_cmd->add_option("--format", export_format,
                          "onnx or torch (default: from --out's extension, .onnx or .pt)");
   export_cmd->add_option("--opset", export_opset, "ONNX opset (13 to 17)")->capture_default_str();
-  export_cmd->add_option("--pad-channels", export_pad,
-                         "ONNX: pad hidden widths with zero units to multiples of this (e.g. 16: "
-                         "same outputs, faster blocked kernels in ONNX Runtime)")
+  export_cmd
+      ->add_option("--pad-channels", export_pad,
+                   "ONNX: pad hidden widths with zero units to multiples of this (e.g. 16: "
+                   "same outputs, faster blocked kernels in ONNX Runtime)")
       ->capture_default_str();
   export_cmd->add_option("--data", export_data,
                          "data set whose training split gives the input normalisation (default: "
@@ -505,20 +522,25 @@ int run(int argc, char** argv) {
   auto* import_cmd = app.add_subcommand(
       "import", "turn a PyTorch state_dict (torch.save) into a demp checkpoint for train --init");
   ImportOptions io;
-  import_cmd->add_option("--from", io.from, "file written by torch.save(model.state_dict(), path)")->required();
+  import_cmd->add_option("--from", io.from, "file written by torch.save(model.state_dict(), path)")
+      ->required();
   import_cmd->add_option("--out", io.out, "checkpoint to write")->required();
   import_cmd->add_option("--model", io.model, "resnet18 or resnet50, with torchvision's parameter names");
-  import_cmd->add_option("--arch", io.arch, "architecture file, with its parameter names (<layer>.weight, ...)");
+  import_cmd->add_option("--arch", io.arch,
+                         "architecture file, with its parameter names (<layer>.weight, ...)");
   import_cmd->add_option("--width", io.width, "width multiplier (--model)")->capture_default_str();
-  import_cmd->add_option("--stem", io.stem, "ResNet stem (--model): imagenet (torchvision's) or cifar")->capture_default_str();
+  import_cmd->add_option("--stem", io.stem, "ResNet stem (--model): imagenet (torchvision's) or cifar")
+      ->capture_default_str();
   import_cmd->add_option("--in-channels", io.in_channels, "input channels")->capture_default_str();
-  import_cmd->add_option("--input-size", io.input_size, "input height and width (the data's)")->capture_default_str();
+  import_cmd->add_option("--input-size", io.input_size, "input height and width (the data's)")
+      ->capture_default_str();
   import_cmd->add_option("--classes", io.classes, "number of classes (0: from fc.weight, or from the file)")
       ->capture_default_str();
   import_cmd->add_flag("--overwrite", io.overwrite, "replace an existing --out");
 
   // compare
-  auto* compare_cmd = app.add_subcommand("compare", "one table over finished runs (accuracy, size, speed-up)");
+  auto* compare_cmd =
+      app.add_subcommand("compare", "one table over finished runs (accuracy, size, speed-up)");
   std::vector<std::string> compare_dirs;
   std::string compare_base;
   compare_cmd->add_option("runs", compare_dirs, "run directories")->required();
@@ -568,18 +590,19 @@ int run(int argc, char** argv) {
     const json s = train::run_training(cfg, methods::make_method);
     if (s.value("status", "") == "interrupted") {
       if (s.contains("run_dir")) {
-        std::cout << fmt::format("interrupted at step {}; checkpoint and summary written. Continue with:\n"
-                                 "  demp train --resume --out {}\n",
-                                 s.value("interrupted_at_step", int64_t{0}), s["run_dir"].get<std::string>());
+        std::cout << fmt::format(
+            "interrupted at step {}; checkpoint and summary written. Continue with:\n"
+            "  demp train --resume --out {}\n",
+            s.value("interrupted_at_step", int64_t{0}), s["run_dir"].get<std::string>());
       }
       return 130;
     }
     if (s.value("status", "") == "replica") {  // a data-parallel rank other than 0
-      std::cout << fmt::format("rank {} | finished | units {} | params {} | prune steps {} | replicas "
-                               "identical {}\n",
-                               s["rank"].get<int64_t>(), s["units_final"].get<int64_t>(),
-                               s["params_final"].get<int64_t>(), s["prune_steps"].dump(),
-                               s["replicas_identical"].get<bool>() ? "yes" : "NO");
+      std::cout << fmt::format(
+          "rank {} | finished | units {} | params {} | prune steps {} | replicas "
+          "identical {}\n",
+          s["rank"].get<int64_t>(), s["units_final"].get<int64_t>(), s["params_final"].get<int64_t>(),
+          s["prune_steps"].dump(), s["replicas_identical"].get<bool>() ? "yes" : "NO");
       return s["replicas_identical"].get<bool>() ? 0 : 4;
     }
     if (s.value("status", "") == "finished") {
@@ -620,7 +643,8 @@ int run(int argc, char** argv) {
     nn::Arch a;
     auto count = [&](const char* n) { return info_cmd->get_option(n)->count() > 0; };
     if (!info_arch.empty()) {
-      if (!info_ckpt.empty() || count("--model") || count("--width") || count("--mlp-widths") || count("--stem")) {
+      if (!info_ckpt.empty() || count("--model") || count("--width") || count("--mlp-widths") ||
+          count("--stem")) {
         throw Error("--arch and a model or checkpoint both given", "give one network to describe");
       }
       // What the file leaves open comes from the options (or their defaults); what it gives, the
@@ -653,7 +677,9 @@ int run(int argc, char** argv) {
       a = nn::build_arch(train::model_options(c, shape));
     }
     if (!info_write.empty()) {
-      if (is_directory(info_write)) throw Error("--write-arch " + info_write + " is a directory", "give a file name, e.g. --write-arch resnet18.json");
+      if (is_directory(info_write))
+        throw Error("--write-arch " + info_write + " is a directory",
+                    "give a file name, e.g. --write-arch resnet18.json");
       write_file_atomic(info_write, nn::arch_file_text(a));
       std::cout << fmt::format("wrote {} ({} layers, {} units, {} params) to {}\n", a.model, a.layers.size(),
                                a.units(), a.params(), info_write);

@@ -21,48 +21,55 @@ std::vector<Field> fields(TrainConfig& c) {
   return {
       {"model", "network: mlp, vgg16, resnet18, resnet50", &c.model, "model"},
       {"width", "width multiplier on every hidden layer", &c.width, "model"},
-      {"mlp-widths", "MLP hidden widths before the multiplier, comma-separated", &c.mlp_widths,
-       "model"},
-      {"stem", "ResNet stem: auto (resnet18: cifar, resnet50: imagenet), cifar (3x3, no max-pool) "
-               "or imagenet (torchvision's 7x7 stride 2 + max-pool)",
+      {"mlp-widths", "MLP hidden widths before the multiplier, comma-separated", &c.mlp_widths, "model"},
+      {"stem",
+       "ResNet stem: auto (resnet18: cifar, resnet50: imagenet), cifar (3x3, no max-pool) "
+       "or imagenet (torchvision's 7x7 stride 2 + max-pool)",
        &c.stem, "model"},
       {"arch", "architecture file (JSON, docs/architecture.md) instead of --model", &c.arch, "model"},
-      {"init", "start from this checkpoint's network and weights (e.g. from demp import) instead of "
-               "a fresh --model or --arch",
+      {"init",
+       "start from this checkpoint's network and weights (e.g. from demp import) instead of "
+       "a fresh --model or --arch",
        &c.init, "model"},
-      {"data", "data set: fashion-mnist, fashion-mnist:DIR, mnist:DIR, cifar10:DIR, cifar100:DIR, "
-               "imagefolder:DIR or imagenet:DIR (DIR/train/<class>/*.jpg|png and DIR/val/<class>/; "
-               "streamed from disk)",
+      {"data",
+       "data set: fashion-mnist, fashion-mnist:DIR, mnist:DIR, cifar10:DIR, cifar100:DIR, "
+       "imagefolder:DIR or imagenet:DIR (DIR/train/<class>/*.jpg|png and DIR/val/<class>/; "
+       "streamed from disk)",
        &c.data, "data"},
-      {"augment", "augmentation: auto (crop+flip on CIFAR and image folders, none otherwise), none, "
-                  "flip, crop, crop-flip (image folders: crop is the random-resized crop; without "
-                  "it training uses the evaluation transform)",
+      {"augment",
+       "augmentation: auto (crop+flip on CIFAR and image folders, none otherwise), none, "
+       "flip, crop, crop-flip (image folders: crop is the random-resized crop; without "
+       "it training uses the evaluation transform)",
        &c.augment, "data"},
       {"val-size", "training images held out for validation (0: none)", &c.val_size, "data"},
       {"train-limit", "use only the first N training images (0: all)", &c.train_limit, "data"},
       {"test-limit", "use only the first N test images (0: all)", &c.test_limit, "data"},
       {"image-size", "image folders: training and evaluation crops are N x N pixels", &c.image_size,
        "images"},
-      {"crop-scale", "image folders: the random-resized crop's area fraction range MIN,MAX (aspect "
-                     "ratio 3/4 to 4/3, torchvision's algorithm)",
+      {"crop-scale",
+       "image folders: the random-resized crop's area fraction range MIN,MAX (aspect "
+       "ratio 3/4 to 4/3, torchvision's algorithm)",
        &c.crop_scale, "images"},
-      {"eval-crop", "image folders: evaluation resizes the shorter side to image-size/eval-crop "
-                    "(224/0.875 = 256), then centre-crops image-size",
+      {"eval-crop",
+       "image folders: evaluation resizes the shorter side to image-size/eval-crop "
+       "(224/0.875 = 256), then centre-crops image-size",
        &c.eval_crop, "images"},
-      {"bad-images", "image folders: a corrupt, truncated, empty or non-JPEG/PNG file is an error "
-                     "naming it (error), or left out and counted in the summary (skip: the next "
-                     "good image of the list takes its place)",
+      {"bad-images",
+       "image folders: a corrupt, truncated, empty or non-JPEG/PNG file is an error "
+       "naming it (error), or left out and counted in the summary (skip: the next "
+       "good image of the list takes its place)",
        &c.bad_images, "images"},
-      {"decode-threads", "image folders: decode threads (0: the cores --threads leaves free, at "
-                         "least 1)",
+      {"decode-threads",
+       "image folders: decode threads (0: the cores --threads leaves free, at "
+       "least 1)",
        &c.decode_threads, "images"},
-      {"prefetch", "image folders: training batches decoded ahead (the bounded prefetch queue)",
-       &c.prefetch, "images"},
+      {"prefetch", "image folders: training batches decoded ahead (the bounded prefetch queue)", &c.prefetch,
+       "images"},
       {"epochs", "training length in epochs (ignored when --steps > 0)", &c.epochs, "training"},
       {"steps", "training length in optimizer steps (0: use --epochs)", &c.steps, "training"},
       {"batch-size", "training batch size", &c.batch_size, "training"},
-      {"optimizer", "sgd (PyTorch-style, decay in the gradient), sgdw (decoupled decay), adamw",
-       &c.optimizer, "training"},
+      {"optimizer", "sgd (PyTorch-style, decay in the gradient), sgdw (decoupled decay), adamw", &c.optimizer,
+       "training"},
       {"lr", "peak learning rate", &c.lr, "training"},
       {"lr-schedule",
        "constant | onecycle | cosine | linear-warmup:W | step:E1,E2:F | warmup-step:W:E1,E2:F "
@@ -72,11 +79,12 @@ std::vector<Field> fields(TrainConfig& c) {
       {"momentum", "momentum of sgd and sgdw", &c.momentum, "training"},
       {"label-smoothing", "label smoothing of the cross-entropy", &c.label_smoothing, "training"},
       {"method",
-       "training/pruning method: dense, demp, scan (dense + dead-unit scans, no removal), "
-       "slimming, snap, crop, earlycrop, l1norm, random, gradual",
+       "training/pruning method: dense, demp or a baseline (`demp train --help` lists them with a "
+       "line each)",
        &c.method, "method"},
-      {"lambda", "DemP: peak λ* of the regulariser's strength λ(t) (with a size target: the "
-                 "controller's starting value)",
+      {"lambda",
+       "DemP: peak λ* of the regulariser's strength λ(t) (with a size target: the "
+       "controller's starting value)",
        &c.lambda, "demp"},
       {"l1-step",
        "DemP: how the L1 on norm scales acts: prox (ours: a proximal soft-threshold step on γ after "
@@ -94,8 +102,7 @@ std::vector<Field> fields(TrainConfig& c) {
        &c.target_params, "demp"},
       {"target-flops", "fraction of the FLOPs per image to keep, as --target-params (0: off)",
        &c.target_flops, "demp"},
-      {"target-units", "fraction of the units to keep, as --target-params (0: off)",
-       &c.target_units, "demp"},
+      {"target-units", "fraction of the units to keep, as --target-params (0: off)", &c.target_units, "demp"},
       {"target-by",
        "DemP: fraction of the run by which a size target is to be reached (the planned size falls "
        "along a cosine from 1 to the target until then, and is held after); gradual: the default "
@@ -116,8 +123,7 @@ std::vector<Field> fields(TrainConfig& c) {
        "fast (ours: a ziggurat on splitmix64, the same N(0, σ²), several times cheaper, other "
        "numbers)",
        &c.noise_rng, "demp"},
-      {"prune-every", "steps K between dead-unit removals (0: 5% of the run)", &c.prune_every,
-       "demp"},
+      {"prune-every", "steps K between dead-unit removals (0: 5% of the run)", &c.prune_every, "demp"},
       {"prune-after",
        "first step at which dead-unit scans remove units (not before BatchNorm's running "
        "statistics describe the network: at step 0 they are (0, 1) and the eval-mode test flags "
@@ -125,15 +131,16 @@ std::vector<Field> fields(TrainConfig& c) {
        &c.prune_after, "demp"},
       {"check-size", "training images in each dead-unit scan", &c.check_size, "demp"},
       {"check-batch", "batch size of the dead-unit scan", &c.check_batch, "demp"},
-      {"dead-eps", "a unit is dead when its summed output is <= this in every scan batch",
-       &c.dead_eps, "demp"},
+      {"dead-eps", "a unit is dead when its summed output is <= this in every scan batch", &c.dead_eps,
+       "demp"},
       {"width-multiple",
        "keep each layer's width a multiple of this — DemP: the most active dead units fill up (the "
        "output is unchanged); baselines: their best-scored units beyond the cut fill up (counted "
        "in a size target). 8 makes pruned networks fast on CPUs; 1: exact counts",
        &c.width_multiple, "demp"},
-      {"density", "baselines: fraction of the units kept at the end (global for slimming, snap, "
-                  "crop, earlycrop; per layer for l1norm, random)",
+      {"density",
+       "baselines: fraction of the units kept at the end (global for slimming, snap, "
+       "crop, earlycrop; per layer for l1norm, random)",
        &c.density, "baselines"},
       {"prune-at",
        "baselines: the step by which the method has reached --density, the same for every "
@@ -142,10 +149,10 @@ std::vector<Field> fields(TrainConfig& c) {
        "--target-by of the run), or the latest step of its trigger (earlycrop, default 50%); -1: "
        "the method's default",
        &c.prune_at, "baselines"},
-      {"score-batches", "baselines: training batches summed into SNAP/CroP scores",
-       &c.score_batches, "baselines"},
-      {"crop-steps", "baselines: sub-steps of the iterative CroP-it/EarlyCroP pruning",
-       &c.crop_steps, "baselines"},
+      {"score-batches", "baselines: training batches summed into SNAP/CroP scores", &c.score_batches,
+       "baselines"},
+      {"crop-steps", "baselines: sub-steps of the iterative CroP-it/EarlyCroP pruning", &c.crop_steps,
+       "baselines"},
       {"gradual-score",
        "gradual: the global ranking: gamma (BatchNorm |γ|) or magnitude (each unit's filter L1 "
        "norm over its layer's mean); it prunes every --prune-every steps (default 2% of the run) "
@@ -153,35 +160,37 @@ std::vector<Field> fields(TrainConfig& c) {
        &c.gradual_score, "baselines"},
       {"seed", "seed of initialisation, data order, augmentation and noise", &c.seed, "run"},
       {"device", "cpu, cuda, cuda:N or auto", &c.device, "run"},
-      {"precision", "auto (bf16 on CUDA, fp32 on CPU), bf16 (autocast) or fp32", &c.precision,
-       "run"},
-      {"graph", "auto (on for CUDA), on, off: capture the training step as a CUDA graph, "
-                "re-captured after every prune event", &c.graph, "run"},
+      {"precision", "auto (bf16 on CUDA, fp32 on CPU), bf16 (autocast) or fp32", &c.precision, "run"},
+      {"graph",
+       "auto (on for CUDA), on, off: capture the training step as a CUDA graph, "
+       "re-captured after every prune event",
+       &c.graph, "run"},
       {"threads", "CPU threads for LibTorch (0: all cores)", &c.threads, "run"},
       {"out", "run directory (default: runs/<date>-<model>-<method>)", &c.out, "run"},
       {"resume", "continue the run in --out from its checkpoint", &c.resume, "run"},
       {"overwrite", "replace a finished or different run in --out", &c.overwrite, "run"},
-      {"stop-after", "stop (with a checkpoint) after this global step; --resume continues",
-       &c.stop_after, "run"},
+      {"stop-after", "stop (with a checkpoint) after this global step; --resume continues", &c.stop_after,
+       "run"},
       {"checkpoint-every",
        "also write the checkpoint every N steps (0: only at epoch ends, --stop-after, an "
        "interruption and the end)",
        &c.checkpoint_every, "run"},
       {"log-every", "steps between metrics lines", &c.log_every, "run"},
       {"eval-batch-size", "batch size of evaluation and scans", &c.eval_batch_size, "run"},
-      {"progress", "auto (bar on a terminal, lines otherwise), bar, plain, none", &c.progress,
-       "run"},
-      {"tensorboard",
-       "also write the metrics as TensorBoard events files into this directory (\"\": none)",
+      {"progress", "auto (bar on a terminal, lines otherwise), bar, plain, none", &c.progress, "run"},
+      {"tensorboard", "also write the metrics as TensorBoard events files into this directory (\"\": none)",
        &c.tensorboard, "run"},
-      {"nproc", "start N local ranks of a data-parallel run (0: one process, or the ranks "
-                "torchrun's RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT describe)",
+      {"nproc",
+       "start N local ranks of a data-parallel run (0: one process, or the ranks "
+       "torchrun's RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT describe)",
        &c.nproc, "data-parallel"},
-      {"dist-timeout", "seconds a rank waits for its peers (rendezvous, every collective) before "
-                       "the run ends with an error",
+      {"dist-timeout",
+       "seconds a rank waits for its peers (rendezvous, every collective) before "
+       "the run ends with an error",
        &c.dist_timeout, "data-parallel"},
-      {"sync-bn", "data-parallel: BatchNorm statistics over the whole global batch (all ranks) "
-                  "instead of each rank's slice",
+      {"sync-bn",
+       "data-parallel: BatchNorm statistics over the whole global batch (all ranks) "
+       "instead of each rank's slice",
        &c.sync_bn, "data-parallel"},
   };
 }
@@ -271,20 +280,19 @@ void validate(const TrainConfig& c) {
     throw Error("--label-smoothing must be in [0, 1)", "e.g. --label-smoothing 0.1 (0: none)");
   }
   if (c.decode_threads < 0 || c.prefetch < 1) {
-    throw Error("--decode-threads must be >= 0 and --prefetch >= 1", "e.g. --decode-threads 0 (auto) --prefetch 4");
+    throw Error("--decode-threads must be >= 0 and --prefetch >= 1",
+                "e.g. --decode-threads 0 (auto) --prefetch 4");
   }
   if (c.bad_images != "error" && c.bad_images != "skip") {
     throw Error("unknown --bad-images '" + c.bad_images + "'", "use error or skip");
   }
-  if (c.val_size < 0 || c.train_limit < 0 || c.test_limit < 0 || c.threads < 0 ||
-      c.stop_after < 0) {
+  if (c.val_size < 0 || c.train_limit < 0 || c.test_limit < 0 || c.threads < 0 || c.stop_after < 0) {
     throw Error("--val-size, --train-limit, --test-limit, --threads and --stop-after must be >= 0",
                 "0 means: none / all / off");
   }
-  for (const auto& [name, value, allowed] :
-       {std::tuple<const char*, std::string, std::vector<std::string>>{
-            "precision", c.precision, {"auto", "bf16", "fp32"}},
-        {"graph", c.graph, {"auto", "on", "off"}}}) {
+  for (const auto& [name, value, allowed] : {std::tuple<const char*, std::string, std::vector<std::string>>{
+                                                 "precision", c.precision, {"auto", "bf16", "fp32"}},
+                                             {"graph", c.graph, {"auto", "on", "off"}}}) {
     if (std::find(allowed.begin(), allowed.end(), value) == allowed.end()) {
       throw Error(std::string("unknown --") + name + " '" + value + "'",
                   "use " + allowed[0] + ", " + allowed[1] + " or " + allowed[2]);
@@ -340,7 +348,8 @@ void validate(const TrainConfig& c) {
     throw Error(fmt::format("--density must be in (0, 1], got {}", c.density),
                 "the fraction of units kept, e.g. --density 0.25");
   }
-  if (c.prune_at < -1) throw Error("--prune-at must be >= 0, or -1 for the default", "a step number, e.g. --prune-at 500");
+  if (c.prune_at < -1)
+    throw Error("--prune-at must be >= 0, or -1 for the default", "a step number, e.g. --prune-at 500");
   if (c.noise_rng != "torch" && c.noise_rng != "fast") {
     throw Error("unknown --noise-rng '" + c.noise_rng + "'", "use torch or fast");
   }
@@ -401,8 +410,9 @@ void validate(const TrainConfig& c) {
       const char* n = names[k];
       if (given(n) && changed[k]) {
         throw Error(fmt::format("--{} and {} both give the network", n, source),
-                    std::string(source) == "--arch" ? "leave --" + std::string(n) + " out: the architecture file sets the network"
-                                                     : "leave --" + std::string(n) + " out: the checkpoint sets the network");
+                    std::string(source) == "--arch"
+                        ? "leave --" + std::string(n) + " out: the architecture file sets the network"
+                        : "leave --" + std::string(n) + " out: the checkpoint sets the network");
       }
     }
   }
@@ -416,10 +426,9 @@ void validate(const TrainConfig& c) {
 }
 
 const std::vector<std::string>& resume_changeable() {
-  static const std::vector<std::string> names = {"stop-after", "progress",     "threads",
-                                                 "device",     "nproc",        "dist-timeout",
-                                                 "checkpoint-every", "tensorboard", "decode-threads",
-                                                 "prefetch"};
+  static const std::vector<std::string> names = {
+      "stop-after",   "progress",         "threads",     "device",         "nproc",
+      "dist-timeout", "checkpoint-every", "tensorboard", "decode-threads", "prefetch"};
   return names;
 }
 
@@ -432,13 +441,15 @@ std::vector<std::string> config_warnings(const TrainConfig& c, int64_t total) {
   if (given("lambda") && !demp && !scan && c.method != "slimming") {
     w.push_back(fmt::format("--lambda has no effect with --method {}", c.method));
   }
-  for (const char* n : {"l1-step", "constant-units", "lambda-span", "lambda-schedule",
-                        "regularizer", "noise", "noise-mask", "noise-rng"}) {
-    if (given(n) && !demp && !scan) w.push_back(fmt::format("--{} has no effect with --method {}", n, c.method));
+  for (const char* n : {"l1-step", "constant-units", "lambda-span", "lambda-schedule", "regularizer", "noise",
+                        "noise-mask", "noise-rng"}) {
+    if (given(n) && !demp && !scan)
+      w.push_back(fmt::format("--{} has no effect with --method {}", n, c.method));
   }
   // Size targets and width multiples drive DemP and every baseline; --target-by DemP and gradual.
   for (const char* n : {"target-params", "target-flops", "target-units", "width-multiple"}) {
-    if (given(n) && !demp && !baseline) w.push_back(fmt::format("--{} has no effect with --method {}", n, c.method));
+    if (given(n) && !demp && !baseline)
+      w.push_back(fmt::format("--{} has no effect with --method {}", n, c.method));
   }
   if (given("target-by") && !demp && c.method != "gradual") {
     w.push_back(fmt::format("--target-by has no effect with --method {}", c.method));
@@ -460,16 +471,20 @@ std::vector<std::string> config_warnings(const TrainConfig& c, int64_t total) {
                               c.prune_at, total));
     }
     if (given("prune-after") && (demp || scan) && c.prune_after >= total) {
-      w.push_back(fmt::format("--prune-after {} is beyond the run's {} steps: only the final scan "
-                              "runs", c.prune_after, total));
+      w.push_back(
+          fmt::format("--prune-after {} is beyond the run's {} steps: only the final scan "
+                      "runs",
+                      c.prune_after, total));
     }
     if (c.stop_after > 0 && c.stop_after >= total) {
-      w.push_back(fmt::format("--stop-after {} is not before the run's end ({} steps): the run "
-                              "finishes", c.stop_after, total));
+      w.push_back(
+          fmt::format("--stop-after {} is not before the run's end ({} steps): the run "
+                      "finishes",
+                      c.stop_after, total));
     }
     if (c.checkpoint_every > 0 && c.checkpoint_every >= total) {
-      w.push_back(fmt::format("--checkpoint-every {} is not within the run's {} steps",
-                              c.checkpoint_every, total));
+      w.push_back(
+          fmt::format("--checkpoint-every {} is not within the run's {} steps", c.checkpoint_every, total));
     }
   }
   return w;
