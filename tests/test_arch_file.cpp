@@ -94,7 +94,8 @@ TEST(ArchFile, APrunedResNetRoundTripsWithItsSkipMaps) {
   prune::remove_units(m, nullptr, keep);
   bool partial = false;
   for (const auto& k : m.arch().skips) partial = partial || !k.identity() || k.src.size() != k.dst.size();
-  for (const auto& k : m.arch().skips) partial = partial || static_cast<int64_t>(k.src.size()) != m.arch().groups[k.out_group].width;
+  for (const auto& k : m.arch().skips)
+    partial = partial || static_cast<int64_t>(k.src.size()) != m.arch().groups[k.out_group].width;
   ASSERT_TRUE(partial) << "the pruning did not make a non-identity skip map";
   EXPECT_EQ(internal(through_file(m.arch())).dump(), internal(m.arch()).dump());
   // and the network it describes computes the same
@@ -123,9 +124,13 @@ TEST(ArchFile, ShippedExamplesCompileAndRunOnTheDataShape) {
     EXPECT_EQ(internal(through_file(*a)).dump(), internal(*a).dump());
   }
   // The file's shape against the data's: taken when left out, checked when given.
-  EXPECT_NE(error_of([&] { nn::arch_from_file_json(json::parse(kVgg), {3, 8, 8, 3}); }).find("input channels is 1 but the data's is 3"),
+  EXPECT_NE(error_of([&] {
+              nn::arch_from_file_json(json::parse(kVgg), {3, 8, 8, 3});
+            }).find("input channels is 1 but the data's is 3"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { nn::load_arch_file(examples_dir() + "/small_vgg.json"); }).find("no input channels"), std::string::npos);
+  EXPECT_NE(
+      error_of([&] { nn::load_arch_file(examples_dir() + "/small_vgg.json"); }).find("no input channels"),
+      std::string::npos);
 }
 
 TEST(ArchFile, EveryMistakeNamesTheLayerOrOpAndTheField) {
@@ -142,32 +147,50 @@ TEST(ArchFile, EveryMistakeNamesTheLayerOrOpAndTheField) {
        "layer 'conv2' (#1): field \"kind\": unknown kind 'lstm'"},
       {"JSON type", [](json& j) { j["layers"][0]["kernel"] = "3"; },
        "layer 'conv1' (#0): field \"kernel\": expected an integer, got a string \"3\""},
-      {"range", [](json& j) { j["layers"][0]["stride"] = 0; }, "layer 'conv1' (#0): field \"stride\": 0 is out of range"},
-      {"unknown field", [](json& j) { j["layers"][0]["padd"] = 1; }, "layer 'conv1' (#0): unknown field \"padd\""},
+      {"range", [](json& j) { j["layers"][0]["stride"] = 0; },
+       "layer 'conv1' (#0): field \"stride\": 0 is out of range"},
+      {"unknown field", [](json& j) { j["layers"][0]["padd"] = 1; },
+       "layer 'conv1' (#0): unknown field \"padd\""},
       {"declared input", [](json& j) { j["layers"][1]["in"] = "c2"; },
        "layer 'conv2' (#1): field \"in\": says group 'c2' but the program feeds it group 'c1'"},
-      {"no producer", [](json& j) { j["groups"].push_back({{"name", "c3"}, {"width", 5}}); },
+      {"no producer",
+       [](json& j) {
+         j["groups"].push_back({{"name", "c3"}, {"width", 5}});
+       },
        "group 'c3' (#2): no layer produces it"},
       {"read before written",
-       [](json& j) { j["program"][2] = {{"op", "layer"}, {"layer", "conv2"}, {"from", "skip"}}; },
+       [](json& j) {
+         j["program"][2] = {{"op", "layer"}, {"layer", "conv2"}, {"from", "skip"}};
+       },
        "program op #2 (layer 'conv2'): field \"from\": value 'skip' is read before it is written"},
       {"a layer twice (a cycle)", [](json& j) { j["program"].insert(j["program"].begin() + 2, "conv1"); },
        "program op #2 (layer 'conv1'): layer 'conv1' (#0) already runs at op #0"},
-      {"unknown op", [](json& j) { j["program"][1] = {{"op", "gelu"}}; }, "program op #1 (gelu): field \"op\": unknown op 'gelu'"},
+      {"unknown op",
+       [](json& j) {
+         j["program"][1] = {{"op", "gelu"}};
+       },
+       "program op #1 (gelu): field \"op\": unknown op 'gelu'"},
       {"unknown layer", [](json& j) { j["program"][2] = "conv7"; },
        "program op #2 (layer 'conv7'): field \"layer\": no layer named 'conv7'"},
       {"width mismatch in an add",
        [](json& j) {
-         j["program"] = json::array({"conv1", "relu", json{{"op", "copy"}, {"from", "x"}, {"to", "skip"}}, "conv2",
-                                     json{{"op", "add"}, {"from", "skip"}, {"to", "x"}}, "relu", "flatten", "classifier"});
+         j["program"] = json::array({"conv1", "relu", json{{"op", "copy"}, {"from", "x"}, {"to", "skip"}},
+                                     "conv2", json{{"op", "add"}, {"from", "skip"}, {"to", "x"}}, "relu",
+                                     "flatten", "classifier"});
        },
        "program op #4 (add): adds group 'c1' (4 units) to group 'c2' (6 units): the widths differ"},
       {"linear on a feature map", [](json& j) { j["program"].erase(5); },
        "layer 'classifier' (#2): a linear layer on a 4x4 feature map (program op #5"},
-      {"never runs", [](json& j) { j["layers"].push_back({{"name", "extra"}, {"kind", "linear"}, {"out", "c2"}}); },
+      {"never runs",
+       [](json& j) {
+         j["layers"].push_back({{"name", "extra"}, {"kind", "linear"}, {"out", "c2"}});
+       },
        "layer 'extra' (#3): never runs"},
       {"no relu", [](json& j) { j["program"].erase(3); }, "group 'c2' (#1): no relu follows it"},
-      {"does not end in the logits", [](json& j) { j["program"][6] = {{"op", "layer"}, {"layer", "classifier"}, {"to", "y"}}; },
+      {"does not end in the logits",
+       [](json& j) {
+         j["program"][6] = {{"op", "layer"}, {"layer", "classifier"}, {"to", "y"}};
+       },
        "program: value 'x' ends as group 'c2'"},
       {"version", [](json& j) { j["version"] = 2; }, "version 2 is not one this demp reads"},
       {"group width type", [](json& j) { j["groups"][0]["width"] = 4.5; },
@@ -186,7 +209,7 @@ TEST(ArchFile, EveryMistakeNamesTheLayerOrOpAndTheField) {
 TEST(ArchFile, CheckpointsKeepTheInternalFormAndReadBoth) {
   const nn::Arch a = test::tiny_arch("resnet18", 3, 16);
   const json j = a;
-  EXPECT_FALSE(j.contains("format"));  // what save_checkpoint stores is unchanged
+  EXPECT_FALSE(j.contains("format"));                   // what save_checkpoint stores is unchanged
   EXPECT_EQ(json(j.get<nn::Arch>()).dump(), j.dump());  // the internal form, exactly
   EXPECT_EQ(internal(nn::arch_to_file_json(a).get<nn::Arch>()).dump(), internal(a).dump());
 }

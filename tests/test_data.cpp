@@ -40,9 +40,8 @@ class TempDir {
   TempDir() {
     static int counter = 0;
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ =
-        fs::temp_directory_path() / ("demp_test_data_" + std::to_string(::getpid()) + "_" +
-                                     std::to_string(counter++) + "_" + (info ? info->name() : "x"));
+    path_ = fs::temp_directory_path() / ("demp_test_data_" + std::to_string(::getpid()) + "_" +
+                                         std::to_string(counter++) + "_" + (info ? info->name() : "x"));
     remove_tree(path_);
     fs::create_directories(path_);
   }
@@ -65,13 +64,11 @@ void write_bytes(const std::string& path, const Bytes& data) {
 void write_gzip(const std::string& path, const Bytes& data) {
   gzFile f = gzopen(path.c_str(), "wb");
   ASSERT_NE(f, nullptr) << path;
-  ASSERT_EQ(gzwrite(f, data.data(), static_cast<unsigned>(data.size())),
-            static_cast<int>(data.size()));
+  ASSERT_EQ(gzwrite(f, data.data(), static_cast<unsigned>(data.size())), static_cast<int>(data.size()));
   ASSERT_EQ(gzclose(f), Z_OK);
 }
 
-Bytes idx_images(uint32_t n, uint32_t h, uint32_t w, const Bytes& pixels,
-                 uint32_t magic = 0x00000803) {
+Bytes idx_images(uint32_t n, uint32_t h, uint32_t w, const Bytes& pixels, uint32_t magic = 0x00000803) {
   Bytes out;
   put_be32(out, magic);
   put_be32(out, n);
@@ -135,8 +132,7 @@ void expect_error(const std::function<void()>& fn, const std::string& needle) {
 // that tests can identify them after loading.
 void write_mnist_dir(const std::string& dir, uint32_t n_train, uint32_t n_test, bool gzip) {
   const uint32_t h = 4, w = 4;
-  Bytes train_px = pattern(size_t{n_train} * h * w, 1),
-        test_px = pattern(size_t{n_test} * h * w, 2);
+  Bytes train_px = pattern(size_t{n_train} * h * w, 1), test_px = pattern(size_t{n_test} * h * w, 2);
   for (uint32_t i = 0; i < n_train; ++i) {
     train_px[i * h * w] = static_cast<uint8_t>(i % 256);
     train_px[i * h * w + 1] = static_cast<uint8_t>(i / 256);
@@ -323,11 +319,7 @@ TEST(ReadCifar, LabelOutOfRange) {
   TempDir tmp;
   write_bytes(tmp.file("ok.bin"), cifar_records({1}, pattern(3072, 1), false));
   write_bytes(tmp.file("bad.bin"), cifar_records({1, 12}, pattern(2 * 3072, 6), false));
-  expect_error(
-      [&] {
-        read_cifar({tmp.file("ok.bin"), tmp.file("bad.bin")}, 10);
-      },
-      tmp.file("bad.bin"));
+  expect_error([&] { read_cifar({tmp.file("ok.bin"), tmp.file("bad.bin")}, 10); }, tmp.file("bad.bin"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -404,8 +396,7 @@ TEST(Load, Cifar10AcceptsDirOrParent) {
     write_bytes((inner / ("data_batch_" + std::to_string(i) + ".bin")).string(),
                 cifar_records({static_cast<uint8_t>(i), 0, 9}, pattern(3 * 3072, i), false));
   }
-  write_bytes((inner / "test_batch.bin").string(),
-              cifar_records({4, 2}, pattern(2 * 3072, 9), false));
+  write_bytes((inner / "test_batch.bin").string(), cifar_records({4, 2}, pattern(2 * 3072, 9), false));
   LoadOptions opt;
   opt.val_size = 5;
   for (const std::string& dir : {tmp.str(), inner.string()}) {
@@ -429,8 +420,7 @@ TEST(Load, Cifar100) {
   TempDir tmp;
   const fs::path inner = fs::path(tmp.str()) / "cifar-100-binary";
   fs::create_directories(inner);
-  write_bytes((inner / "train.bin").string(),
-              cifar_records({99, 0, 50, 7}, pattern(4 * 3072, 1), true));
+  write_bytes((inner / "train.bin").string(), cifar_records({99, 0, 50, 7}, pattern(4 * 3072, 1), true));
   write_bytes((inner / "test.bin").string(), cifar_records({3}, pattern(3072, 2), true));
   const DataBundle b = load("cifar100:" + tmp.str());
   EXPECT_EQ(b.name, "cifar100");
@@ -463,8 +453,7 @@ TEST(Load, FashionMnistMissingHintsAtPackage) {
     ADD_FAILURE() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find(missing), std::string::npos) << e.what();
-    EXPECT_NE(e.hint().find("apt-get install dataset-fashion-mnist"), std::string::npos)
-        << e.hint();
+    EXPECT_NE(e.hint().find("apt-get install dataset-fashion-mnist"), std::string::npos) << e.hint();
   }
   if (old) {
     ::setenv("DEMP_FASHION_MNIST_DIR", saved.c_str(), 1);
@@ -474,8 +463,7 @@ TEST(Load, FashionMnistMissingHintsAtPackage) {
 }
 
 TEST(Load, UnknownSpec) {
-  for (const std::string spec :
-       {"imagenette:/data", "cifar10", "mnist", "mnist:", "", "cifar-10:/x"}) {
+  for (const std::string spec : {"imagenette:/data", "cifar10", "mnist", "mnist:", "", "cifar-10:/x"}) {
     try {
       load(spec);
       ADD_FAILURE() << "expected an error for '" << spec << "'";

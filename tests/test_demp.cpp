@@ -6,8 +6,8 @@
 #include <nlohmann/json.hpp>
 
 #include "demp/common/error.h"
-#include "demp/common/normal.h"
 #include "demp/common/files.h"
+#include "demp/common/normal.h"
 #include "demp/data/dataset.h"
 #include "demp/methods/demp.h"
 #include "demp/nn/model.h"
@@ -254,7 +254,8 @@ TEST(DempMethod, ACollapsedGroupIsReportedAndKeepsOneUnit) {
   // the network still runs and trains
   auto params = model.parameters();
   at::cross_entropy_loss(model.forward(data.train.images.slice(0, 0, 32), true),
-                         data.train.labels.slice(0, 0, 32)).backward();
+                         data.train.labels.slice(0, 0, 32))
+      .backward();
   opt->step(params, 1e-3);
 }
 
@@ -339,8 +340,8 @@ TEST(ProximalL1, SgdIsTheSoftThresholdAtLrTimesLambda) {
   EXPECT_FLOAT_EQ(l.beta[5].item<float>(), -0.2f);  // already dead: untouched
   // the tensor-op form (what a GPU graph captures) computes the same
   ProxCase t("sgdw");
-  methods::proximal_l1_step(t.model, *t.opt, torch::full({}, lr, torch::kDouble), scalar(lam), scalar(2 * lam),
-                            scalar(1), true, {}, /*cpu_loop=*/false);
+  methods::proximal_l1_step(t.model, *t.opt, torch::full({}, lr, torch::kDouble), scalar(lam),
+                            scalar(2 * lam), scalar(1), true, {}, /*cpu_loop=*/false);
   EXPECT_TRUE(torch::allclose(t.model.layers()[0].gamma, l.gamma, 1e-6, 1e-8));
   EXPECT_TRUE(torch::allclose(t.model.layers()[0].beta, l.beta, 1e-6, 1e-8));
   // without the shrink, β is left alone
@@ -378,8 +379,8 @@ TEST(ProximalL1, AdamWThresholdIsInAdamsMetric) {
   std::vector<torch::Tensor> was_zero = methods::zero_scale_masks(a.model);
   was_zero[0][1] = true;
   for (auto* c : {&a, &b}) {
-    methods::proximal_l1_step(c->model, *c->opt, torch::full({}, lr, torch::kDouble), scalar(lam), scalar(3 * lam),
-                              scalar(corr), true, was_zero, /*cpu_loop=*/c == &a);
+    methods::proximal_l1_step(c->model, *c->opt, torch::full({}, lr, torch::kDouble), scalar(lam),
+                              scalar(3 * lam), scalar(corr), true, was_zero, /*cpu_loop=*/c == &a);
   }
   for (size_t i = 0; i < a.model.layers().size(); ++i) {
     if (!a.model.layers()[i].gamma.defined()) continue;

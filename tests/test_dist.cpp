@@ -8,8 +8,8 @@
 #include <cstdlib>
 #include <exception>
 #include <functional>
-#include <iostream>
 #include <future>
+#include <iostream>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -78,7 +78,7 @@ void run_ranks(int64_t world, const std::function<void(Comm&)>& body) {
   }
 }
 
-#define SKIP_WITHOUT_GLOO()                                                              \
+#define SKIP_WITHOUT_GLOO() \
   if (!demp::dist::gloo_available()) GTEST_SKIP() << "built without Gloo headers (libgloo-dev)"
 
 // Sets environment variables for one test and restores the previous values afterwards.
@@ -86,8 +86,10 @@ class ScopedEnv {
  public:
   ~ScopedEnv() {
     for (auto& [name, old] : saved_) {
-      if (old) ::setenv(name.c_str(), old->c_str(), 1);
-      else ::unsetenv(name.c_str());
+      if (old)
+        ::setenv(name.c_str(), old->c_str(), 1);
+      else
+        ::unsetenv(name.c_str());
     }
   }
   void set(const std::string& name, const char* value) {
@@ -97,8 +99,10 @@ class ScopedEnv {
       const char* old = std::getenv(name.c_str());
       saved_.emplace_back(name, old ? std::optional<std::string>(old) : std::nullopt);
     }
-    if (value) ::setenv(name.c_str(), value, 1);
-    else ::unsetenv(name.c_str());
+    if (value)
+      ::setenv(name.c_str(), value, 1);
+    else
+      ::unsetenv(name.c_str());
   }
 
  private:
@@ -118,7 +122,8 @@ std::string error_of(const std::function<void()>& f) {
 
 TEST(DistEnv, ReadsTorchrunVariablesWithDefaults) {
   ScopedEnv env;
-  for (const char* n : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}) env.set(n, nullptr);
+  for (const char* n : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"})
+    env.set(n, nullptr);
   auto e = demp::dist::env_from_environment();
   EXPECT_EQ(e.rank, 0);
   EXPECT_EQ(e.world_size, 1);
@@ -143,7 +148,8 @@ TEST(DistEnv, ReadsTorchrunVariablesWithDefaults) {
 
 TEST(DistEnv, RejectsMalformedAndInconsistentValues) {
   ScopedEnv env;
-  for (const char* n : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}) env.set(n, nullptr);
+  for (const char* n : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"})
+    env.set(n, nullptr);
   auto expect_error = [](const std::string& needle) {
     const std::string msg = error_of([] { demp::dist::env_from_environment(); });
     EXPECT_NE(msg.find(needle), std::string::npos) << msg;
@@ -200,11 +206,12 @@ TEST(DistComm, SingleRankIsLocalAndCountsBytes) {
 // division shows. Parameter 2 has a gradient only on rank 0 (the others count as zeros);
 // parameter 3 has none anywhere; parameter 4 is double (its own bucket).
 std::vector<torch::Tensor> make_params(int64_t rank) {
-  std::vector<torch::Tensor> ps = {
-      torch::zeros({3, 4}, torch::requires_grad()), torch::zeros({5}, torch::requires_grad()),
-      torch::zeros({2, 2, 2}, torch::requires_grad()), torch::zeros({7}, torch::requires_grad()),
-      torch::zeros({6}, torch::dtype(torch::kFloat64).requires_grad(true)),
-      torch::zeros({1, 9}, torch::requires_grad())};
+  std::vector<torch::Tensor> ps = {torch::zeros({3, 4}, torch::requires_grad()),
+                                   torch::zeros({5}, torch::requires_grad()),
+                                   torch::zeros({2, 2, 2}, torch::requires_grad()),
+                                   torch::zeros({7}, torch::requires_grad()),
+                                   torch::zeros({6}, torch::dtype(torch::kFloat64).requires_grad(true)),
+                                   torch::zeros({1, 9}, torch::requires_grad())};
   for (size_t i = 0; i < ps.size(); ++i) {
     if (i == 3 || (i == 2 && rank != 0)) continue;
     auto g = torch::arange(ps[i].numel(), torch::TensorOptions().dtype(ps[i].dtype())).reshape(ps[i].sizes());
@@ -238,8 +245,10 @@ void check_average(int64_t world, int64_t bucket_bytes) {
     for (size_t i = 0; i < ps.size(); ++i) {
       ASSERT_TRUE(ps[i].grad().defined()) << "param " << i;
       EXPECT_EQ(ps[i].grad().sizes(), ps[i].sizes());
-      EXPECT_TRUE(torch::allclose(ps[i].grad(), expected[i])) << "rank " << comm.rank() << " param " << i << "\n"
-                                                              << ps[i].grad() << "\n" << expected[i];
+      EXPECT_TRUE(torch::allclose(ps[i].grad(), expected[i]))
+          << "rank " << comm.rank() << " param " << i << "\n"
+          << ps[i].grad() << "\n"
+          << expected[i];
     }
     EXPECT_EQ(comm.last_gradient_bytes(), total);
     EXPECT_EQ(comm.bytes_all_reduced(), total);
@@ -268,9 +277,10 @@ TEST(DistComm, OverlappedAveragingEqualsAveragingAfterBackward) {
   run_ranks(2, [](Comm& comm) {
     torch::manual_seed(0);  // the same initial weights on both ranks...
     auto make = [](int64_t in) {
-      return std::vector<torch::Tensor>{torch::randn({3}).requires_grad_(),  // unused
-                                        torch::randn({16, in}).requires_grad_(), torch::randn({16}).requires_grad_(),
-                                        torch::randn({4, 16}).requires_grad_(), torch::randn({4}).requires_grad_()};
+      return std::vector<torch::Tensor>{
+          torch::randn({3}).requires_grad_(),  // unused
+          torch::randn({16, in}).requires_grad_(), torch::randn({16}).requires_grad_(),
+          torch::randn({4, 16}).requires_grad_(), torch::randn({4}).requires_grad_()};
     };
     auto loss_of = [](const std::vector<torch::Tensor>& p, const torch::Tensor& x) {
       return torch::relu(x.matmul(p[1].t()) + p[2]).matmul(p[3].t()).add(p[4]).square().sum();
@@ -281,7 +291,9 @@ TEST(DistComm, OverlappedAveragingEqualsAveragingAfterBackward) {
       for (const auto& t : a) b.push_back(t.detach().clone().requires_grad_());
       for (int step = 0; step < 3; ++step) {
         // ...and different data on each rank
-        auto x = torch::randn({5, in}, demp::data::make_generator(static_cast<uint64_t>(comm.rank()) + 1, demp::data::kMisc, static_cast<uint64_t>(step)));
+        auto x =
+            torch::randn({5, in}, demp::data::make_generator(static_cast<uint64_t>(comm.rank()) + 1,
+                                                             demp::data::kMisc, static_cast<uint64_t>(step)));
         for (auto* ps : {&a, &b}) {
           for (auto& p : *ps) {
             if (p.grad().defined()) p.mutable_grad().zero_();
@@ -333,7 +345,8 @@ TEST(DistComm, SyncBatchNormIsTheFullBatchBatchNorm) {
     comm.average_gradients(m.parameters());
     const auto want = ref_logits.narrow(0, 8 * r, 8);
     EXPECT_LE((logits - want).abs().max().item<double>(), 1e-4) << "rank " << r;
-    EXPECT_GT((plain.forward(xs, true) - want).abs().max().item<double>(), 1e-2) << "per-rank BN should differ";
+    EXPECT_GT((plain.forward(xs, true) - want).abs().max().item<double>(), 1e-2)
+        << "per-rank BN should differ";
     const auto ps = m.parameters();
     for (size_t i = 0; i < ps.size(); ++i) {
       const double scale = ref_params[i].grad().abs().max().item<double>() + 1e-6;
@@ -443,8 +456,9 @@ TEST(DistComm, MissingPeerEndsWithErrorNotHang) {
   auto t0 = Clock::now();
   std::string msg = error_of([&] { Comm c(env_for(0, 2, port), torch::kCPU, milliseconds(2000)); });
   EXPECT_LT(seconds_since(t0), 8.0);
-  EXPECT_NE(msg.find("rank 0: only 1 of 2 ranks arrived at 127.0.0.1:" + std::to_string(port) + " within 2 s"),
-            std::string::npos)
+  EXPECT_NE(
+      msg.find("rank 0: only 1 of 2 ranks arrived at 127.0.0.1:" + std::to_string(port) + " within 2 s"),
+      std::string::npos)
       << msg;
   EXPECT_NE(msg.find("hint: "), std::string::npos);
 
@@ -512,8 +526,8 @@ TEST(DistComm, StoreHostThatLeavesFailsTheOthersCollective) {
 
 TEST(DistLaunch, StartsRanksWithTorchrunEnvironment) {
   demp::test::TempDir dir;
-  const std::string script = "echo \"$RANK $LOCAL_RANK $WORLD_SIZE $MASTER_ADDR $MASTER_PORT\" > " + dir.path +
-                             "/rank$RANK; echo hello from $RANK; echo to stderr >&2";
+  const std::string script = "echo \"$RANK $LOCAL_RANK $WORLD_SIZE $MASTER_ADDR $MASTER_PORT\" > " +
+                             dir.path + "/rank$RANK; echo hello from $RANK; echo to stderr >&2";
   testing::internal::CaptureStderr();
   const int rc = demp::dist::launch_local({"/bin/sh", "-c", script}, 2, 23456);
   const std::string err = testing::internal::GetCapturedStderr();

@@ -55,8 +55,7 @@ std::pair<int, std::string> run_python(const std::string& script, const std::str
   if (src.empty()) return {-1, "DEMP_SOURCE_DIR is not set"};
   const std::string python = src + "/.venv/bin/python";
   if (!file_exists(python)) return {-1, python + " is missing (scripts/setup installs it)"};
-  const std::string cmd =
-      "'" + python + "' '" + src + "/tests/" + script + "' " + args + " 2>&1";
+  const std::string cmd = "'" + python + "' '" + src + "/tests/" + script + "' " + args + " 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   std::string out;
   char buf[4096];
@@ -70,8 +69,7 @@ void write_npy(const std::string& path, const torch::Tensor& t) {
   const auto c = t.detach().to(torch::kCPU, torch::kFloat).contiguous();
   std::string shape;
   for (int64_t d : c.sizes()) shape += std::to_string(d) + ", ";
-  std::string header =
-      "{'descr': '<f4', 'fortran_order': False, 'shape': (" + shape + "), }";
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + shape + "), }";
   const size_t total = 10 + header.size() + 1;
   header += std::string((64 - total % 64) % 64, ' ') + "\n";
   std::string bytes = std::string("\x93NUMPY\x01\x00", 8);
@@ -130,20 +128,18 @@ torch::Tensor eval_logits(const nn::Model& m, const torch::Tensor& x) {
 
 // Exports `m` (hidden widths padded to `multiple`), runs it in ONNX Runtime on `x` and compares
 // with demp; reads the export back.
-void expect_onnx_matches(const nn::Model& m, const torch::Tensor& x,
-                         const export_::Normalization& norm, int64_t multiple = 1) {
+void expect_onnx_matches(const nn::Model& m, const torch::Tensor& x, const export_::Normalization& norm,
+                         int64_t multiple = 1) {
   test::TempDir dir;
   const std::string onnx = dir.path + "/m.onnx";
-  export_::write_onnx(onnx, m, {norm, json{{"test", m.arch().model}}}, export_::kMaxOpset,
-                      multiple);
+  export_::write_onnx(onnx, m, {norm, json{{"test", m.arch().model}}}, export_::kMaxOpset, multiple);
   write_npy(dir.path + "/x.npy", x);
   write_npy(dir.path + "/y.npy", eval_logits(m, x));
-  const auto [rc, out] = run_python(
-      "check_onnx.py", "--model '" + onnx + "' --input '" + dir.path + "/x.npy' --expected '" +
-                           dir.path + "/y.npy' --tol 1e-4");
+  const auto [rc, out] =
+      run_python("check_onnx.py", "--model '" + onnx + "' --input '" + dir.path + "/x.npy' --expected '" +
+                                      dir.path + "/y.npy' --tol 1e-4");
   EXPECT_EQ(rc, 0) << out;
-  std::cout << m.arch().model << " (channel multiple " << multiple
-            << "): " << out.substr(out.find('\n') + 1);
+  std::cout << m.arch().model << " (channel multiple " << multiple << "): " << out.substr(out.find('\n') + 1);
 
   // demp reads its own ONNX export back: architecture and normalisation from the metadata.
   const auto src = export_::load_source(onnx);
@@ -195,8 +191,8 @@ TEST(ExportOnnx, Resnet18MatchesDemp) { expect_fashion_mnist_onnx_matches("resne
 // (flattened blocks of padded channels included).
 TEST(ExportOnnx, OtherShapesMatchDemp) {
   auto gen = data::make_generator(0, data::kMisc, 9);
-  for (const auto& [name, size] : std::vector<std::pair<std::string, int64_t>>{
-           {"vgg16", 48}, {"mlp", 12}, {"resnet50", 40}}) {
+  for (const auto& [name, size] :
+       std::vector<std::pair<std::string, int64_t>>{{"vgg16", 48}, {"mlp", 12}, {"resnet50", 40}}) {
     nn::ModelOptions o;
     o.model = name;
     o.width = name == "resnet50" ? 0.0625 : 0.125;
@@ -273,10 +269,10 @@ TEST(ExportTorch, PythonReproducesAccuracyAndLogits) {
     logits.push_back(eval_logits(m, data.test.images.slice(0, s, s + 1000)));
   }
   write_npy(dir.path + "/y.npy", torch::cat(logits));
-  const auto [rc, out] = run_python(
-      "check_torch_export.py",
-      fmt::format("--export '{}' --data-dir '{}' --expected '{}' --accuracy {:.17g} --tol 1e-5",
-                  pt, fashion_mnist_dir(), dir.path + "/y.npy", r.accuracy));
+  const auto [rc, out] =
+      run_python("check_torch_export.py",
+                 fmt::format("--export '{}' --data-dir '{}' --expected '{}' --accuracy {:.17g} --tol 1e-5",
+                             pt, fashion_mnist_dir(), dir.path + "/y.npy", r.accuracy));
   EXPECT_EQ(rc, 0) << out;
   std::cout << out.substr(out.find('\n') + 1);
 }
@@ -357,7 +353,6 @@ TEST(ExportSources, DenseArchIsTheZooModelAtInitialWidths) {
     ASSERT_LT(m.arch().units(), fresh.units());
     // Without a recorded config (the MLP widths come from the groups) and with one.
     EXPECT_EQ(json(export_::dense_arch(m.arch())), json(fresh)) << name;
-    EXPECT_EQ(json(export_::dense_arch(m.arch(), json{{"mlp-widths", "40,24"}})), json(fresh))
-        << name;
+    EXPECT_EQ(json(export_::dense_arch(m.arch(), json{{"mlp-widths", "40,24"}})), json(fresh)) << name;
   }
 }

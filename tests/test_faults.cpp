@@ -19,10 +19,10 @@
 #include "demp/export/export.h"
 #include "demp/nn/arch.h"
 #include "demp/nn/model.h"
-#include "demp/train/run_dir.h"
 #include "demp/report/sweep.h"
 #include "demp/train/config.h"
 #include "demp/train/optim.h"
+#include "demp/train/run_dir.h"
 #include "demp/train/schedule.h"
 #include "demp/train/trainer.h"
 #include "test_util.h"
@@ -43,13 +43,13 @@ std::string error_of(const std::function<void()>& f, std::string* hint = nullptr
   return "";
 }
 
-#define EXPECT_REFUSED(stmt, needle)                                                  \
-  do {                                                                                \
-    std::string hint_;                                                                \
-    const std::string msg_ = error_of([&] { stmt; }, &hint_);                          \
-    EXPECT_NE(msg_.find(needle), std::string::npos) << "message: '" << msg_ << "'";   \
-    EXPECT_FALSE(hint_.empty()) << "no hint for: " << msg_;                           \
-    EXPECT_EQ(msg_.find('\n'), std::string::npos) << "not one line: " << msg_;        \
+#define EXPECT_REFUSED(stmt, needle)                                                \
+  do {                                                                              \
+    std::string hint_;                                                              \
+    const std::string msg_ = error_of([&] { stmt; }, &hint_);                       \
+    EXPECT_NE(msg_.find(needle), std::string::npos) << "message: '" << msg_ << "'"; \
+    EXPECT_FALSE(hint_.empty()) << "no hint for: " << msg_;                         \
+    EXPECT_EQ(msg_.find('\n'), std::string::npos) << "not one line: " << msg_;      \
   } while (0)
 
 train::TrainConfig tiny_run(const std::string& data_dir, const std::string& out) {
@@ -398,10 +398,12 @@ std::string be32(uint32_t v) {
 TEST(FaultData, GzipBombIsRefusedAtTheSizeTheHeaderPromises) {
   test::TempDir tmp;
   // A header for 10 images of 28x28 (7840 bytes), followed by 64 MiB of zeros (~64 KB gzip'd).
-  write_gzip(tmp.path + "/img.gz", be32(0x803) + be32(10) + be32(28) + be32(28) + std::string(64 << 20, '\0'));
+  write_gzip(tmp.path + "/img.gz",
+             be32(0x803) + be32(10) + be32(28) + be32(28) + std::string(64 << 20, '\0'));
   write_gzip(tmp.path + "/lbl.gz", be32(0x801) + be32(10) + std::string(10, '\1'));
   const auto t0 = std::chrono::steady_clock::now();
-  EXPECT_REFUSED(data::read_idx(tmp.path + "/img.gz", tmp.path + "/lbl.gz"), "inflates to more than the 7856 bytes");
+  EXPECT_REFUSED(data::read_idx(tmp.path + "/img.gz", tmp.path + "/lbl.gz"),
+                 "inflates to more than the 7856 bytes");
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2.0);
 }
 

@@ -21,7 +21,9 @@ using nlohmann::json;
 
 namespace {
 
-size_t lines_in(const std::string& text) { return static_cast<size_t>(std::count(text.begin(), text.end(), '\n')); }
+size_t lines_in(const std::string& text) {
+  return static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
+}
 
 std::string arg_after(const std::vector<std::string>& argv, const std::string& flag) {
   for (size_t i = 0; i + 1 < argv.size(); ++i) {
@@ -81,7 +83,8 @@ TEST(Frontier, PlansEverySeriesAtEveryLevelAndEverySeed) {
   EXPECT_EQ(arg_after(paper.argv, "--out"), "/tmp/f/demp-paper-p0.25-s0");
   EXPECT_EQ(arg_after(runs[0].argv, "--target-params"), "");  // dense is not sized
   // every run has the same base options: same steps, data and optimizer for every row
-  for (const auto& r : runs) EXPECT_EQ(arg_after(r.argv, "--config"), "recipes/frontier-fashion-mnist-mlp.json");
+  for (const auto& r : runs)
+    EXPECT_EQ(arg_after(r.argv, "--config"), "recipes/frontier-fashion-mnist-mlp.json");
 
   o.quick = true;
   o.methods = {"random", "dense"};  // given out of order: catalogue order is kept

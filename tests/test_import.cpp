@@ -107,8 +107,8 @@ Diffs logit_diffs(const std::string& model) {
   const auto y_nchw = m.forward(entry(io, "x"), false);
   Diffs d{(y - ref).abs().max().item<double>(), (y_nchw - ref).abs().max().item<double>(),
           ref.abs().max().item<double>()};
-  std::printf("%s: max |demp - torchvision| = %.3g (channels-last), %.3g (NCHW); max |logit| %.3g\n", model.c_str(),
-              d.channels_last, d.nchw, d.scale);
+  std::printf("%s: max |demp - torchvision| = %.3g (channels-last), %.3g (NCHW); max |logit| %.3g\n",
+              model.c_str(), d.channels_last, d.nchw, d.scale);
   EXPECT_GT(d.scale, 0.1);  // logits of substance, not all near zero
   return d;
 }
@@ -155,7 +155,8 @@ TEST(Import, TheReaderRefusesWhatWeightsOnlyLoadingRefuses) {
   EXPECT_NE(nested.find("key 'state_dict' holds a dict"), std::string::npos) << nested;
   // Not a torch.save file at all.
   write_file_atomic(dir + "/junk.pt", "not a zip");
-  EXPECT_NE(error_of([&] { nn::read_state_dict(dir + "/junk.pt"); }).find("is not a torch.save zip file"), std::string::npos);
+  EXPECT_NE(error_of([&] { nn::read_state_dict(dir + "/junk.pt"); }).find("is not a torch.save zip file"),
+            std::string::npos);
 }
 
 TEST(Import, ShapeMismatchesAndKeySetsAreErrorsNamingTheKeys) {
@@ -166,9 +167,11 @@ TEST(Import, ShapeMismatchesAndKeySetsAreErrorsNamingTheKeys) {
     if (k == "layer1.0.conv1.weight") t = torch::zeros({64, 64, 5, 5});
   }
   const std::string shape = error_of([&] { nn::layers_from_state_dict(arch, bad, nn::Naming::Torchvision); });
-  EXPECT_NE(shape.find("key 'layer1.0.conv1.weight' has shape [64, 64, 5, 5] in the file but layer 'layer1.0.conv1' (#1) "
-                       "needs [64, 64, 3, 3]"),
-            std::string::npos)
+  EXPECT_NE(
+      shape.find(
+          "key 'layer1.0.conv1.weight' has shape [64, 64, 5, 5] in the file but layer 'layer1.0.conv1' (#1) "
+          "needs [64, 64, 3, 3]"),
+      std::string::npos)
       << shape;
   nn::StateDict keys;
   for (const auto& [k, t] : sd) {
@@ -176,7 +179,9 @@ TEST(Import, ShapeMismatchesAndKeySetsAreErrorsNamingTheKeys) {
   }
   keys.emplace_back("head.weight", torch::zeros({3}));
   const std::string ks = error_of([&] { nn::layers_from_state_dict(arch, keys, nn::Naming::Torchvision); });
-  EXPECT_NE(ks.find("missing keys: layer2.0.downsample.0.weight; unexpected keys: head.weight"), std::string::npos) << ks;
+  EXPECT_NE(ks.find("missing keys: layer2.0.downsample.0.weight; unexpected keys: head.weight"),
+            std::string::npos)
+      << ks;
   // The CIFAR stem is another network: the stem's shape says so.
   nn::Arch cifar = arch;
   {
@@ -189,7 +194,8 @@ TEST(Import, ShapeMismatchesAndKeySetsAreErrorsNamingTheKeys) {
     cifar = nn::build_arch(o);
   }
   EXPECT_NE(error_of([&] { nn::layers_from_state_dict(cifar, sd, nn::Naming::Torchvision); })
-                .find("key 'conv1.weight' has shape [64, 3, 7, 7] in the file but layer 'stem' (#0) needs [64, 3, 3, 3]"),
+                .find("key 'conv1.weight' has shape [64, 3, 7, 7] in the file but layer 'stem' (#0) needs "
+                      "[64, 3, 3, 3]"),
             std::string::npos);
 }
 
@@ -240,7 +246,8 @@ TEST(Import, TrainInitStartsFromTheCheckpointsWeights) {
   const auto ck = train::load_checkpoint(tmp.path + "/run/model.ckpt");
   ASSERT_EQ(ck.layers.size(), init.layers().size());
   for (size_t i = 0; i < ck.layers.size(); ++i) {
-    EXPECT_TRUE(torch::allclose(ck.layers[i].weight, init.layers()[i].weight.detach(), 1e-6, 1e-20)) << a.layers[i].name;
+    EXPECT_TRUE(torch::allclose(ck.layers[i].weight, init.layers()[i].weight.detach(), 1e-6, 1e-20))
+        << a.layers[i].name;
   }
   // A fresh network of the same architecture (another seed) is not what the run trained.
   nn::Model other(a, 12);

@@ -117,10 +117,13 @@ TEST(TensorBoard, EventIsTheHandEncodedProtobuf) {
   // Event{wall_time: 1.5, step: 300, summary{value{tag: "a", simple_value: 2}}}, by hand.
   const std::string e = train::event_scalars(1.5, 300, {{"a", 2.0}});
   const std::string expect = std::string("\x09\x00\x00\x00\x00\x00\x00\xf8\x3f", 9) +  // 1: double 1.5
-                             std::string("\x10\xac\x02", 3) +                            // 2: varint 300
-                             std::string("\x2a\x0a\x0a\x08", 4) +                        // 5 { 1 {
-                             std::string("\x0a\x01" "a", 3) +                            //   tag "a"
-                             std::string("\x15\x00\x00\x00\x40", 5);                     //   2: float 2
+                             std::string("\x10\xac\x02", 3) +                          // 2: varint 300
+                             std::string("\x2a\x0a\x0a\x08", 4) +                      // 5 { 1 {
+                             std::string(
+                                 "\x0a\x01"
+                                 "a",
+                                 3) +                                 //   tag "a"
+                             std::string("\x15\x00\x00\x00\x40", 5);  //   2: float 2
   EXPECT_EQ(e, expect);
   const std::string v = train::event_file_version(0);
   EXPECT_NE(v.find("brain.Event:2"), std::string::npos);
@@ -159,7 +162,8 @@ TEST(TensorBoard, RowsBecomeReadableTags) {
 TEST(MetricsCsv, OneHeaderAndOneRowPerMetricsRow) {
   test::TempDir tmp;
   train::RunDir run(tmp.path + "/r");
-  run.metrics({{"step", 10}, {"lr", 0.5}, {"elapsed_seconds", 2.0}, {"live_units_per_group", {{"a", 3}, {"b", 4}}}});
+  run.metrics(
+      {{"step", 10}, {"lr", 0.5}, {"elapsed_seconds", 2.0}, {"live_units_per_group", {{"a", 3}, {"b", 4}}}});
   run.metrics({{"step", 20}, {"lr", 0.25}, {"elapsed_seconds", 3.0}, {"test_accuracy", 0.75}});
   const auto rows = lines_of(read_file(tmp.path + "/r/metrics.csv"));
   ASSERT_EQ(rows.size(), 3u);

@@ -17,9 +17,9 @@
 
 #include "demp/common/error.h"
 #include "demp/common/files.h"
+#include "demp/common/process.h"
 #include "demp/report/html.h"
 #include "demp/report/plots.h"
-#include "demp/common/process.h"
 #include "demp/report/study.h"
 #include "demp/report/sweep.h"
 
@@ -40,9 +40,7 @@ struct ReportTemp {
   ~ReportTemp() { demp::remove_tree(path); }
 };
 
-void write(const std::string& path, const std::string& text) {
-  demp::write_file_atomic(path, text);
-}
+void write(const std::string& path, const std::string& text) { demp::write_file_atomic(path, text); }
 
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> out;
@@ -112,8 +110,7 @@ TEST(ReportGrid, RunNames) {
   EXPECT_EQ(run_name(axes, {"0.01", "0"}), "lambda=0.01_seed=0");
   EXPECT_EQ(run_name(axes, {"0.01", "1"}, "l{lambda}-s{seed}"), "l0.01-s1");
   // a path in a value must not make nested directories
-  EXPECT_EQ(run_name({{"config", {"recipes/a b.json"}}}, {"recipes/a b.json"}),
-            "config=recipes_a_b.json");
+  EXPECT_EQ(run_name({{"config", {"recipes/a b.json"}}}, {"recipes/a b.json"}), "config=recipes_a_b.json");
   EXPECT_THROW(run_name(axes, {"0.01", "0"}, "{lamda}"), demp::Error);
   EXPECT_THROW(run_name(axes, {"0.01", "0"}, "{lambda"), demp::Error);
   EXPECT_EQ(run_names(axes, "").size(), 4u);
@@ -141,9 +138,8 @@ TEST(ReportTable, ColumnsRowsAndCsv) {
   EXPECT_EQ(cols[2], "seed");
   EXPECT_EQ(std::count(cols.begin(), cols.end(), "seed"), 1);  // not repeated as a summary column
   EXPECT_EQ(cols.back(), "status");
-  for (const char* c :
-       {"method", "model", "width", "dataset", "steps", "test_accuracy", "best_test_accuracy",
-        "units_fraction", "params_fraction", "flops_fraction", "train_seconds"}) {
+  for (const char* c : {"method", "model", "width", "dataset", "steps", "test_accuracy", "best_test_accuracy",
+                        "units_fraction", "params_fraction", "flops_fraction", "train_seconds"}) {
     EXPECT_NE(std::find(cols.begin(), cols.end(), c), cols.end()) << c;
   }
 
@@ -208,8 +204,7 @@ TEST(ReportStudy, ExpectationChecker) {
   }
   auto checks = check_expectations(axes, runs);
   auto find = [&](const std::string& f) {
-    return *std::find_if(checks.begin(), checks.end(),
-                         [&](const FactorCheck& c) { return c.factor == f; });
+    return *std::find_if(checks.begin(), checks.end(), [&](const FactorCheck& c) { return c.factor == f; });
   };
   EXPECT_EQ(find("lr").verdict, "agrees");
   EXPECT_EQ(find("lr").agree, 4);
@@ -245,10 +240,9 @@ TEST(ReportStudy, ArgsAndGrid) {
   o.optimizer = "sgd,adamw";
   o.grid = {"seed=0,1"};
   o.sweep.base_args = {"--model", "mlp"};
-  EXPECT_EQ(study_grid(o),
-            (std::vector<std::string>{"lr=0.1,0.01", "optimizer=sgd,adamw", "seed=0,1"}));
-  EXPECT_EQ(study_base_args(o), (std::vector<std::string>{"--method", "scan", "--model", "mlp",
-                                                          "--lambda", "0", "--noise", "0"}));
+  EXPECT_EQ(study_grid(o), (std::vector<std::string>{"lr=0.1,0.01", "optimizer=sgd,adamw", "seed=0,1"}));
+  EXPECT_EQ(study_base_args(o), (std::vector<std::string>{"--method", "scan", "--model", "mlp", "--lambda",
+                                                          "0", "--noise", "0"}));
   o.lambda = "0,0.01";
   o.sweep.base_args = {"--noise=1e-5"};
   EXPECT_EQ(study_base_args(o), (std::vector<std::string>{"--method", "scan", "--noise=1e-5"}));
@@ -262,10 +256,10 @@ TEST(ReportPlots, NaturalOrderOfGroups) {
   EXPECT_TRUE(natural_less("conv2", "conv10"));
   EXPECT_FALSE(natural_less("conv10", "conv2"));
   EXPECT_TRUE(natural_less("conv13", "fc1"));
-  EXPECT_EQ(group_order({"layer10.0.mid", "layer1.1.out", "layer2.0.mid", "layer1.0.out", "stem",
-                         "layer1.0.mid"}),
-            (std::vector<std::string>{"stem", "layer1.0.mid", "layer1.0.out", "layer1.1.out",
-                                      "layer2.0.mid", "layer10.0.mid"}));
+  EXPECT_EQ(
+      group_order({"layer10.0.mid", "layer1.1.out", "layer2.0.mid", "layer1.0.out", "stem", "layer1.0.mid"}),
+      (std::vector<std::string>{"stem", "layer1.0.mid", "layer1.0.out", "layer1.1.out", "layer2.0.mid",
+                                "layer10.0.mid"}));
   EXPECT_EQ(group_order({"layer1.0.out", "layer1.0.mid2", "layer1.0.mid1"}),
             (std::vector<std::string>{"layer1.0.mid1", "layer1.0.mid2", "layer1.0.out"}));
 }
@@ -388,8 +382,8 @@ ReportRun derived(const json& summary, const json& config) {
 
 // A finished run directory: summary.json, config.json and a few metrics rows with what the
 // trainer and DemP write (reg_lambda, noise_std, train_loss, test_accuracy, elapsed_seconds).
-void fake_run(const std::string& dir, const std::string& method, double acc, int params,
-              double seconds, int seed, const json& config = json::object()) {
+void fake_run(const std::string& dir, const std::string& method, double acc, int params, double seconds,
+              int seed, const json& config = json::object()) {
   demp::make_directories(dir);
   json c = config;
   c["method"] = method;
@@ -428,25 +422,18 @@ std::string fake_frontier(const std::string& root) {
   for (int seed = 0; seed < 2; ++seed) {
     const std::string d = "dense-s" + std::to_string(seed);
     fake_run(f + "/" + d, "dense", 0.90 + 0.02 * seed, 100, 4.0, seed);
-    runs.push_back({{"name", d},
-                    {"series", "dense"},
-                    {"method", "dense"},
-                    {"level", nullptr},
-                    {"seed", seed}});
+    runs.push_back(
+        {{"name", d}, {"series", "dense"}, {"method", "dense"}, {"level", nullptr}, {"seed", seed}});
     for (double level : {0.5, 0.25}) {
       const std::string n = fmt::format("demp-p{}-s{}", level, seed);
-      fake_run(f + "/" + n, "demp", 0.80 + 0.02 * seed + level / 10,
-               static_cast<int>(100 * level) + seed, 2.0, seed, {{"target-params", level}});
-      runs.push_back({{"name", n},
-                      {"series", "DemP (ours)"},
-                      {"method", "demp"},
-                      {"level", level},
-                      {"seed", seed}});
+      fake_run(f + "/" + n, "demp", 0.80 + 0.02 * seed + level / 10, static_cast<int>(100 * level) + seed,
+               2.0, seed, {{"target-params", level}});
+      runs.push_back(
+          {{"name", n}, {"series", "DemP (ours)"}, {"method", "demp"}, {"level", level}, {"seed", seed}});
     }
   }
   write(f + "/frontier.json",
-        json{{"kind", "frontier"}, {"levels", {0.5, 0.25}}, {"seeds", {0, 1}}, {"runs", runs}}
-            .dump());
+        json{{"kind", "frontier"}, {"levels", {0.5, 0.25}}, {"seeds", {0, 1}}, {"runs", runs}}.dump());
   return f;
 }
 
@@ -520,9 +507,8 @@ TEST(ReportGroups, FrontierDirectory) {
   const auto cells = summary_cells(runs, "", &base);
   EXPECT_EQ(base, "dense (mean of 2 runs)");
   ASSERT_EQ(cells.size(), 5u);
-  EXPECT_EQ(cells[0],
-            (std::vector<std::string>{"series", "setting", "seeds", "test acc %", "Δ acc",
-                                      "params %", "FLOPs %", "units %", "train s", "speed-up"}));
+  EXPECT_EQ(cells[0], (std::vector<std::string>{"series", "setting", "seeds", "test acc %", "Δ acc",
+                                                "params %", "FLOPs %", "units %", "train s", "speed-up"}));
   EXPECT_EQ(cells[1][0], "dense");
   EXPECT_EQ(cells[1][1], "-");
   EXPECT_EQ(cells[1][2], "2");
@@ -608,10 +594,8 @@ TEST(ReportPlots, AccuracyPlotScript) {
   EXPECT_NE(g.find("set arrow from 25, graph 0"), std::string::npos);
   // the padded range holds every point and error bar off the frame
   double x0, x1, y0, y1;
-  ASSERT_EQ(std::sscanf(g.substr(g.find("set xrange")).c_str(), "set xrange [%lf:%lf]", &x0, &x1),
-            2);
-  ASSERT_EQ(std::sscanf(g.substr(g.find("set yrange")).c_str(), "set yrange [%lf:%lf]", &y0, &y1),
-            2);
+  ASSERT_EQ(std::sscanf(g.substr(g.find("set xrange")).c_str(), "set xrange [%lf:%lf]", &x0, &x1), 2);
+  ASSERT_EQ(std::sscanf(g.substr(g.find("set yrange")).c_str(), "set yrange [%lf:%lf]", &y0, &y1), 2);
   EXPECT_LT(x0, 5);
   EXPECT_GT(x1, 25);
   EXPECT_LT(y0, 79);
@@ -629,10 +613,9 @@ TEST(ReportHtml, ReportOnAFrontier) {
   const std::string out = testing::internal::GetCapturedStdout();
   EXPECT_NE(out.find("DemP (ours)"), std::string::npos) << out;
   const std::string html = demp::read_file(o.out + "/index.html");
-  for (const char* name :
-       {"accuracy_vs_params", "accuracy_vs_flops", "accuracy_vs_units", "accuracy_vs_time",
-        "live_units", "lambda_schedule", "noise_schedule", "train_loss", "test_accuracy",
-        "accuracy_vs_wallclock", "layer_widths"}) {
+  for (const char* name : {"accuracy_vs_params", "accuracy_vs_flops", "accuracy_vs_units", "accuracy_vs_time",
+                           "live_units", "lambda_schedule", "noise_schedule", "train_loss", "test_accuracy",
+                           "accuracy_vs_wallclock", "layer_widths"}) {
     EXPECT_TRUE(demp::is_regular_file(o.out + "/" + std::string(name) + ".svg")) << name;
     EXPECT_TRUE(demp::is_regular_file(o.out + "/" + std::string(name) + ".png")) << name;
     EXPECT_NE(html.find("<figure id=\"" + std::string(name) + "\">"), std::string::npos) << name;
@@ -725,8 +708,7 @@ TEST(ReportSweep, SkipsResumesAndReportsFailures) {
   run_sweep(o);
   calls = lines_of(demp::read_file(o.out + "/calls.txt"));
   ASSERT_EQ(calls.size(), 6u);
-  EXPECT_NE(calls[4].find("--seed 1 --out " + o.out + "/seed=1 --progress plain --resume"),
-            std::string::npos)
+  EXPECT_NE(calls[4].find("--seed 1 --out " + o.out + "/seed=1 --progress plain --resume"), std::string::npos)
       << calls[4];
   EXPECT_NE(calls[5].find("--progress plain --overwrite"), std::string::npos) << calls[5];
 
@@ -752,9 +734,7 @@ TEST(ReportSweep, DryRunWritesNothing) {
   const auto r = run_sweep(o);
   const std::string out = testing::internal::GetCapturedStdout();
   EXPECT_EQ(r.runs.size(), 4u);
-  EXPECT_NE(out.find("[4/4] lambda=0.2_seed=1: demp train --lambda 0.2 --seed 1"),
-            std::string::npos)
-      << out;
+  EXPECT_NE(out.find("[4/4] lambda=0.2_seed=1: demp train --lambda 0.2 --seed 1"), std::string::npos) << out;
   EXPECT_FALSE(demp::file_exists(o.out));
 }
 

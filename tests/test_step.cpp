@@ -154,8 +154,8 @@ TEST(Step, EagerRunnerIsTheHandWrittenDempStep) {
                 methods::regularizer("l1-gamma", ref) * lambda.at(k);
     loss.backward();
     ref_opt->step(params, lr_at(k));
-    methods::add_noise_blocked(params, sigma.at(k), methods::NoiseMask::Live, static_cast<uint64_t>(s.cfg.seed),
-                               static_cast<uint64_t>(k));
+    methods::add_noise_blocked(params, sigma.at(k), methods::NoiseMask::Live,
+                               static_cast<uint64_t>(s.cfg.seed), static_cast<uint64_t>(k));
     s.step();
   }
   expect_same_parameters(s.model, ref, 1e-6, "runner vs hand-written");
@@ -196,8 +196,8 @@ TEST(Step, EagerRunnerIsTheHandWrittenProximalDempStep) {
       if (infos[i].field == nn::ParamInfo::Gamma) was_zero.push_back(params[i].eq(0));
     }
     ref_opt->step(params, lr_at(k));
-    methods::add_noise_blocked(params, sigma.at(k), methods::NoiseMask::Live, static_cast<uint64_t>(s.cfg.seed),
-                               static_cast<uint64_t>(k));
+    methods::add_noise_blocked(params, sigma.at(k), methods::NoiseMask::Live,
+                               static_cast<uint64_t>(s.cfg.seed), static_cast<uint64_t>(k));
     lambda_max = std::max(lambda_max, lambda.at(k));
     const double corr = 1 - std::pow(0.999, static_cast<double>(k + 1));
     {

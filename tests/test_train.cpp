@@ -197,13 +197,14 @@ TEST(Training, RunDirectoryHasEveryFileAndSummaryFields) {
   for (const char* f : {"config.json", "metrics.jsonl", "log.txt", "summary.json", "model.ckpt"}) {
     EXPECT_TRUE(file_exists(tmp.path + "/run/" + f)) << f;
   }
-  for (const char* k : {"method", "model", "dataset", "steps", "test_accuracy", "best_test_accuracy",
-                        "units_initial", "units_final", "params_initial", "params_final",
-                        "flops_initial", "flops_final", "train_seconds"}) {
+  for (const char* k :
+       {"method", "model", "dataset", "steps", "test_accuracy", "best_test_accuracy", "units_initial",
+        "units_final", "params_initial", "params_final", "flops_initial", "flops_final", "train_seconds"}) {
     EXPECT_TRUE(s.contains(k)) << k;
   }
   EXPECT_GT(s["test_accuracy"].get<double>(), 0.9);  // the synthetic classes are easy
-  const auto first = json::parse(read_file(tmp.path + "/run/metrics.jsonl").substr(0, read_file(tmp.path + "/run/metrics.jsonl").find('\n')));
+  const auto first = json::parse(read_file(tmp.path + "/run/metrics.jsonl")
+                                     .substr(0, read_file(tmp.path + "/run/metrics.jsonl").find('\n')));
   for (const char* k : {"step", "epoch", "lr", "train_loss", "train_accuracy", "live_units",
                         "live_units_per_group", "params", "flops", "elapsed_seconds"}) {
     EXPECT_TRUE(first.contains(k)) << k;

@@ -24,7 +24,8 @@ prune::KeepSets live_units(const nn::Model& model, const torch::Tensor& images, 
   return prune::keep_live(model, prune::scan_dead(model, images, batch, eps), multiple);
 }
 
-std::vector<prune::GroupChange> remove_units(nn::Model& model, const prune::KeepSets& keep, train::Optimizer* optimizer) {
+std::vector<prune::GroupChange> remove_units(nn::Model& model, const prune::KeepSets& keep,
+                                             train::Optimizer* optimizer) {
   return prune::remove_units(model, optimizer ? &optimizer->state() : nullptr, keep);
 }
 

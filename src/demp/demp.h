@@ -10,8 +10,8 @@
 // prune::KeepSets, train::TrainConfig, train::TrainHooks) are demp's own, and every header below
 // is installed with this one, for programs that need more (methods, schedules, the scan...).
 // Errors are demp::Error (a message and a hint).
-#include <nlohmann/json.hpp>
 #include <torch/types.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <string>
@@ -53,7 +53,7 @@ prune::KeepSets live_units(const nn::Model& model, const torch::Tensor& images, 
 /// entry leaves the group alone) from the network, its consumers, skip maps and, when given,
 /// the optimizer's state. Returns the groups that changed.
 std::vector<prune::GroupChange> remove_units(nn::Model& model, const prune::KeepSets& keep,
-                                      train::Optimizer* optimizer = nullptr);
+                                             train::Optimizer* optimizer = nullptr);
 
 /// Writes a demp checkpoint (architecture + weights + BatchNorm statistics + `meta`), atomically.
 void save(const std::string& path, const nn::Model& model,

@@ -1,25 +1,25 @@
 #include "demp/cli/bench.h"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <torch/torch.h>
+#include <CLI/CLI.hpp>
 
+#include <unistd.h>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <unistd.h>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
 #include "demp/common/error.h"
 #include "demp/common/files.h"
-#include "demp/export/export.h"
-#include "demp/nn/model.h"
 #include "demp/common/process.h"
+#include "demp/export/export.h"
+#include "demp/methods/method.h"
+#include "demp/nn/model.h"
 #include "demp/train/config.h"
 #include "demp/train/optim.h"
-#include "demp/methods/method.h"
 #include "demp/train/step.h"
 #include "demp/train/trainer.h"
 
@@ -52,7 +52,8 @@ void add_bench_options(CLI::App* app, BenchOptions& o) {
   app->add_option("--rounds", o.rounds, "alternating rounds (median reported)")->capture_default_str();
   app->add_option("--threads", o.threads, "CPU threads, both sides (0: all cores)")->capture_default_str();
   app->add_option("--python", o.python, "Python with torch for the reference (default: the project's .venv)");
-  app->add_option("--reference-script", o.reference_script, "the reference (default: bench/reference_step.py)");
+  app->add_option("--reference-script", o.reference_script,
+                  "the reference (default: bench/reference_step.py)");
   app->add_flag("--no-reference", o.no_reference, "time demp only");
   app->add_option("--json", o.json_out, "also write the results to this JSON file");
   app->add_flag("--inference", o.inference,
@@ -65,8 +66,7 @@ void add_bench_options(CLI::App* app, BenchOptions& o) {
   app->add_option("--inference-batch", o.inference_batch, "--inference: throughput batch size")
       ->capture_default_str()
       ->group("inference");
-  app->add_option("--latency-steps", o.latency_steps,
-                  "--inference: timed batch-1 forwards per round")
+  app->add_option("--latency-steps", o.latency_steps, "--inference: timed batch-1 forwards per round")
       ->capture_default_str()
       ->group("inference");
   app->add_option("--ort-script", o.ort_script,
@@ -162,10 +162,11 @@ int run_bench(const BenchOptions& o) {
       python_side(o, o.reference_script, "reference_step.py", "the PyTorch reference");
   const bool reference = !o.no_reference;
   const std::string prec = train::precision_name(precision);
-  fmt::print("bench | {} | input {}x{}x{} | {} | {} | {} | demp step {} | threads {} | {} rounds x {} "
-             "steps (after {} warm-up)\n",
-             o.model, o.in_channels, o.input_size, o.input_size, o.optimizer, device.str(), prec,
-             graph ? "CUDA graph" : "eager", threads, o.rounds, o.steps, o.warmup);
+  fmt::print(
+      "bench | {} | input {}x{}x{} | {} | {} | {} | demp step {} | threads {} | {} rounds x {} "
+      "steps (after {} warm-up)\n",
+      o.model, o.in_channels, o.input_size, o.input_size, o.optimizer, device.str(), prec,
+      graph ? "CUDA graph" : "eager", threads, o.rounds, o.steps, o.warmup);
   if (reference) {
     fmt::print("reference | PyTorch eager (Python), same network from demp's architecture, {}{}\n",
                device.is_cuda() ? "channels-last, cudnn.benchmark, fused optimizer, " : "", prec);
@@ -190,7 +191,8 @@ int run_bench(const BenchOptions& o) {
       oo.name = o.optimizer;
       auto opt = train::make_optimizer(oo);
       auto gen = data::make_generator(0, data::kMisc, 0);
-      const auto x = torch::randn({batch, o.in_channels, o.input_size, o.input_size}, gen, torch::kFloat).to(device);
+      const auto x =
+          torch::randn({batch, o.in_channels, o.input_size, o.input_size}, gen, torch::kFloat).to(device);
       const auto y = torch::randint(o.classes, {batch}, gen, torch::kLong).to(device);
       auto method = methods::make_method(c);
       train::TrainContext ctx{c, shape, model, *opt, nullptr, device};
@@ -215,14 +217,18 @@ int run_bench(const BenchOptions& o) {
       std::vector<double> ours, theirs;
       for (int64_t r = 0; r < o.rounds; ++r) {
         ours.push_back(time_demp());
-        std::string line = fmt::format("width {} batch {} | round {} | demp {:.1f} img/s", width, batch,
-                                       r + 1, ours.back());
+        std::string line =
+            fmt::format("width {} batch {} | round {} | demp {:.1f} img/s", width, batch, r + 1, ours.back());
         if (reference) {
-          const std::vector<std::string> cmd{
-              python, script, "--arch", arch_file, "--batch-size", std::to_string(batch),
-              "--optimizer", o.optimizer, "--steps", std::to_string(o.steps), "--warmup",
-              std::to_string(o.warmup), "--threads", std::to_string(threads), "--device",
-              device.str(), "--precision", prec};
+          const std::vector<std::string> cmd{python,         script,
+                                             "--arch",       arch_file,
+                                             "--batch-size", std::to_string(batch),
+                                             "--optimizer",  o.optimizer,
+                                             "--steps",      std::to_string(o.steps),
+                                             "--warmup",     std::to_string(o.warmup),
+                                             "--threads",    std::to_string(threads),
+                                             "--device",     device.str(),
+                                             "--precision",  prec};
           nlohmann::json out;
           try {
             out = run_helper(cmd);
@@ -231,16 +237,25 @@ int run_bench(const BenchOptions& o) {
             throw;
           }
           theirs.push_back(out.at("images_per_second").get<double>());
-          line += fmt::format(" | pytorch {:.1f} img/s | ratio {:.3f}", theirs.back(), ours.back() / theirs.back());
+          line += fmt::format(" | pytorch {:.1f} img/s | ratio {:.3f}", theirs.back(),
+                              ours.back() / theirs.back());
         }
         fmt::print("{}\n", line);
         std::fflush(stdout);
       }
       remove_file(arch_file);
-      nlohmann::json res{{"model", o.model}, {"width", width}, {"batch", batch}, {"device", device.str()},
-                         {"precision", prec}, {"graph", graph}, {"threads", threads},
-                         {"optimizer", o.optimizer}, {"params", arch.params()}, {"flops", arch.flops()},
-                         {"demp_images_per_second", median(ours)}, {"graph_captures", runner.captures()}};
+      nlohmann::json res{{"model", o.model},
+                         {"width", width},
+                         {"batch", batch},
+                         {"device", device.str()},
+                         {"precision", prec},
+                         {"graph", graph},
+                         {"threads", threads},
+                         {"optimizer", o.optimizer},
+                         {"params", arch.params()},
+                         {"flops", arch.flops()},
+                         {"demp_images_per_second", median(ours)},
+                         {"graph_captures", runner.captures()}};
       if (reference) {
         res["pytorch_images_per_second"] = median(theirs);
         res["ratio"] = median(ours) / median(theirs);
@@ -249,12 +264,13 @@ int run_bench(const BenchOptions& o) {
     }
   }
 
-  fmt::print("{:>6} {:>6} {:>14} {:>16} {:>14} {:>22}\n", "width", "batch", "demp img/s",
-             "pytorch img/s", "demp/pytorch", "vs first width (demp)");
+  fmt::print("{:>6} {:>6} {:>14} {:>16} {:>14} {:>22}\n", "width", "batch", "demp img/s", "pytorch img/s",
+             "demp/pytorch", "vs first width (demp)");
   for (const auto& r : results) {
     double base = 0;
     for (const auto& q : results) {
-      if (q["batch"] == r["batch"] && q["width"].get<double>() == widths[0]) base = q["demp_images_per_second"];
+      if (q["batch"] == r["batch"] && q["width"].get<double>() == widths[0])
+        base = q["demp_images_per_second"];
     }
     const double rel = r["demp_images_per_second"].get<double>() / base;
     fmt::print("{:>6} {:>6} {:>14.1f} {:>16} {:>14} {:>21.2f}x\n", r["width"].get<double>(),
@@ -277,9 +293,8 @@ int run_inference_bench(const BenchOptions& o) {
   if (o.inference_batch < 1 || o.latency_steps < 1 || o.steps < 1 || o.rounds < 1) {
     throw Error("--inference-batch, --latency-steps, --steps and --rounds must be positive");
   }
-  const int threads =
-      o.threads > 0 ? static_cast<int>(o.threads)
-                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = o.threads > 0 ? static_cast<int>(o.threads)
+                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(threads);
   const auto src = export_::load_source(o.checkpoint);
   if (src.kind == export_::SourceKind::Onnx) {
@@ -294,18 +309,18 @@ int run_inference_bench(const BenchOptions& o) {
   const nn::Arch& a = pruned.arch();
   auto gen = data::make_generator(0, data::kMisc, 1);
   const auto x1 = torch::randn({1, a.in_channels, a.in_height, a.in_width}, gen, torch::kFloat);
-  const auto xb = torch::randn({o.inference_batch, a.in_channels, a.in_height, a.in_width}, gen,
-                               torch::kFloat);
+  const auto xb =
+      torch::randn({o.inference_batch, a.in_channels, a.in_height, a.in_width}, gen, torch::kFloat);
 
   const auto [python, script] =
       python_side(o, o.ort_script, "inference_ort.py", "the ONNX Runtime side (with onnxruntime)");
   const bool ort = !o.no_reference;
-  fmt::print("bench --inference | {} | {} of {} units, {} vs {} FLOPs/image | input {}x{}x{} | "
-             "threads {} | {} rounds | latency: {} forwards at batch 1, throughput: {} at "
-             "batch {}\n",
-             src.path, a.units(), a.initial_units(), a.flops(), dense.arch().flops(), a.in_channels,
-             a.in_height, a.in_width, threads, o.rounds, o.latency_steps, o.steps,
-             o.inference_batch);
+  fmt::print(
+      "bench --inference | {} | {} of {} units, {} vs {} FLOPs/image | input {}x{}x{} | "
+      "threads {} | {} rounds | latency: {} forwards at batch 1, throughput: {} at "
+      "batch {}\n",
+      src.path, a.units(), a.initial_units(), a.flops(), dense.arch().flops(), a.in_channels, a.in_height,
+      a.in_width, threads, o.rounds, o.latency_steps, o.steps, o.inference_batch);
 
   // demp: rounds alternate dense and pruned so that drifts in machine load hit both alike.
   std::vector<double> lat[2], thr[2];  // [0] dense, [1] pruned
@@ -322,18 +337,22 @@ int run_inference_bench(const BenchOptions& o) {
       thr[k].push_back(static_cast<double>(o.inference_batch) /
                        time_forward(*nets[k], xb, o.warmup, o.steps));
     }
-    fmt::print("round {} | demp dense {:.3f} ms, {:.0f} img/s | pruned {:.3f} ms, {:.0f} img/s\n",
-               r + 1, 1e3 * lat[0].back(), thr[0].back(), 1e3 * lat[1].back(), thr[1].back());
+    fmt::print("round {} | demp dense {:.3f} ms, {:.0f} img/s | pruned {:.3f} ms, {:.0f} img/s\n", r + 1,
+               1e3 * lat[0].back(), thr[0].back(), 1e3 * lat[1].back(), thr[1].back());
   }
-  nlohmann::json res{{"checkpoint", src.path}, {"model", a.model}, {"threads", threads},
-                     {"units", a.units()}, {"units_dense", a.initial_units()},
-                     {"flops", a.flops()}, {"flops_dense", dense.arch().flops()},
-                     {"params", a.params()}, {"params_dense", dense.arch().params()},
+  nlohmann::json res{{"checkpoint", src.path},
+                     {"model", a.model},
+                     {"threads", threads},
+                     {"units", a.units()},
+                     {"units_dense", a.initial_units()},
+                     {"flops", a.flops()},
+                     {"flops_dense", dense.arch().flops()},
+                     {"params", a.params()},
+                     {"params_dense", dense.arch().params()},
                      {"throughput_batch", o.inference_batch}};
   const char* names[2] = {"dense", "pruned"};
   for (int k = 0; k < 2; ++k) {
-    res["demp"][names[k]] = {{"latency_ms", 1e3 * median(lat[k])},
-                             {"images_per_second", median(thr[k])}};
+    res["demp"][names[k]] = {{"latency_ms", 1e3 * median(lat[k])}, {"images_per_second", median(thr[k])}};
   }
 
   if (ort) {
@@ -344,13 +363,26 @@ int run_inference_bench(const BenchOptions& o) {
     export_::write_onnx(base + "-dense.onnx", dense, info);
     export_::write_onnx(base + "-pruned.onnx", pruned, info);
     export_::write_onnx(base + "-pruned16.onnx", pruned, info, export_::kMaxOpset, 16);
-    const std::vector<std::string> cmd{
-        python, script, "--model", "dense=" + base + "-dense.onnx", "--model",
-        "pruned=" + base + "-pruned.onnx", "--model", "pruned16=" + base + "-pruned16.onnx",
-        "--batch-sizes", "1," + std::to_string(o.inference_batch), "--latency-steps",
-        std::to_string(o.latency_steps), "--steps", std::to_string(o.steps), "--warmup",
-        std::to_string(o.warmup), "--rounds", std::to_string(o.rounds), "--threads",
-        std::to_string(threads)};
+    const std::vector<std::string> cmd{python,
+                                       script,
+                                       "--model",
+                                       "dense=" + base + "-dense.onnx",
+                                       "--model",
+                                       "pruned=" + base + "-pruned.onnx",
+                                       "--model",
+                                       "pruned16=" + base + "-pruned16.onnx",
+                                       "--batch-sizes",
+                                       "1," + std::to_string(o.inference_batch),
+                                       "--latency-steps",
+                                       std::to_string(o.latency_steps),
+                                       "--steps",
+                                       std::to_string(o.steps),
+                                       "--warmup",
+                                       std::to_string(o.warmup),
+                                       "--rounds",
+                                       std::to_string(o.rounds),
+                                       "--threads",
+                                       std::to_string(threads)};
     auto cleanup = [&] {
       for (const char* n : {"dense", "pruned", "pruned16"}) remove_file(base + "-" + n + ".onnx");
     };
@@ -378,18 +410,16 @@ int run_inference_bench(const BenchOptions& o) {
     if (!res.contains(engine)) continue;
     for (const char* n : {"dense", "pruned", "pruned16"}) {
       if (!res[engine].contains(n)) continue;
-      fmt::print("{:<12} {:<8} {:>18.3f} {:>24.0f}\n", engine, n,
-                 res[engine][n]["latency_ms"].get<double>(),
+      fmt::print("{:<12} {:<8} {:>18.3f} {:>24.0f}\n", engine, n, res[engine][n]["latency_ms"].get<double>(),
                  res[engine][n]["images_per_second"].get<double>());
     }
-    const double sl = res[engine]["dense"]["latency_ms"].get<double>() /
-                      res[engine]["pruned"]["latency_ms"].get<double>();
+    const double sl =
+        res[engine]["dense"]["latency_ms"].get<double>() / res[engine]["pruned"]["latency_ms"].get<double>();
     const double st = res[engine]["pruned"]["images_per_second"].get<double>() /
                       res[engine]["dense"]["images_per_second"].get<double>();
     res[engine]["speedup_latency"] = sl;
     res[engine]["speedup_throughput"] = st;
-    fmt::print("{:<12} pruned vs dense: latency {:.2f}x faster, throughput {:.2f}x\n", engine, sl,
-               st);
+    fmt::print("{:<12} pruned vs dense: latency {:.2f}x faster, throughput {:.2f}x\n", engine, sl, st);
     if (res[engine].contains("pruned16")) {
       const double pl = res[engine]["dense"]["latency_ms"].get<double>() /
                         res[engine]["pruned16"]["latency_ms"].get<double>();
@@ -397,8 +427,7 @@ int run_inference_bench(const BenchOptions& o) {
                         res[engine]["dense"]["images_per_second"].get<double>();
       res[engine]["speedup_latency_pruned16"] = pl;
       res[engine]["speedup_throughput_pruned16"] = pt;
-      fmt::print("{:<12} pruned16 vs dense: latency {:.2f}x faster, throughput {:.2f}x\n", engine,
-                 pl, pt);
+      fmt::print("{:<12} pruned16 vs dense: latency {:.2f}x faster, throughput {:.2f}x\n", engine, pl, pt);
     }
   }
   if (!o.json_out.empty()) write_file_atomic(o.json_out, res.dump(2) + "\n");

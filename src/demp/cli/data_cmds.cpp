@@ -1,8 +1,8 @@
 #include "demp/cli/data_cmds.h"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <torch/torch.h>
+#include <CLI/CLI.hpp>
 
 #include <chrono>
 #include <fstream>
@@ -31,9 +31,11 @@ void add_data_commands(CLI::App& app, DataCommands& s) {
   s.data_cmd = app.add_subcommand("data", "data-set utilities (export-folder, bench-loader)");
   s.data_cmd->require_subcommand(1);
   s.export_cmd = s.data_cmd->add_subcommand(
-      "export-folder", "write an in-memory data set as an image folder: OUT/train/<class>/ and "
-                       "OUT/val/<class>/ (val = its test split), one file per image, each written atomically");
-  s.export_cmd->add_option("--data", s.data, "fashion-mnist, fashion-mnist:DIR, mnist:DIR, cifar10:DIR, cifar100:DIR")
+      "export-folder",
+      "write an in-memory data set as an image folder: OUT/train/<class>/ and "
+      "OUT/val/<class>/ (val = its test split), one file per image, each written atomically");
+  s.export_cmd
+      ->add_option("--data", s.data, "fashion-mnist, fashion-mnist:DIR, mnist:DIR, cifar10:DIR, cifar100:DIR")
       ->capture_default_str();
   s.export_cmd->add_option("--out", s.out, "folder to write")->required();
   s.export_cmd->add_option("--format", s.format, "png (lossless) or jpeg")->capture_default_str();
@@ -58,8 +60,8 @@ int run_data_commands(const DataCommands& s) {
     const auto t0 = std::chrono::steady_clock::now();
     const int64_t n = data::export_image_folder(s.data, s.out, s.format, static_cast<int>(s.quality));
     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::cout << fmt::format("export-folder | {} | {} | {} files ({}) | {:.1f} s\n", s.data, s.out,
-                             n, s.format, sec);
+    std::cout << fmt::format("export-folder | {} | {} | {} files ({}) | {:.1f} s\n", s.data, s.out, n,
+                             s.format, sec);
     return 0;
   }
   // bench-loader
@@ -101,8 +103,8 @@ int run_data_commands(const DataCommands& s) {
       "\"images\": {}, \"seconds\": {:.3f}, \"images_per_s\": {:.1f}, "
       "\"images_per_s_per_thread\": {:.1f}, \"load_seconds\": {:.2f}, \"peak_rss_after_load_mib\": "
       "{:.1f}, \"peak_rss_mib\": {:.1f}}}\n",
-      s.bench_data, s.eval ? "eval" : "train", b.train.size(), s.threads, images, sec,
-      images / sec, images / sec / static_cast<double>(s.threads), load_s, rss_loaded, peak_rss_mib());
+      s.bench_data, s.eval ? "eval" : "train", b.train.size(), s.threads, images, sec, images / sec,
+      images / sec / static_cast<double>(s.threads), load_s, rss_loaded, peak_rss_mib());
   return 0;
 }
 

@@ -1,7 +1,7 @@
 // demp: the command-line front end (subcommands in commands.cpp and report_cmds.cpp).
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <torch/torch.h>
+#include <CLI/CLI.hpp>
 
 #include <c10/util/Logging.h>
 

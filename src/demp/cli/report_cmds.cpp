@@ -16,8 +16,7 @@ void add_train_options(CLI::App* cmd, std::vector<std::string>& args) {
   // A minimum of one value keeps a "--" inside this subcommand: CLI11 hands "--" back to the
   // parent app when the subcommand has no positional still waiting for a value. It is not
   // required: a sweep over train's defaults has nothing after "--".
-  cmd->add_option("train-options", args, "demp train options for every run (after '--')")
-      ->expected(1, -1);
+  cmd->add_option("train-options", args, "demp train options for every run (after '--')")->expected(1, -1);
   cmd->footer(kTrainOptionsFooter);
 }
 
@@ -25,8 +24,7 @@ void add_train_options(CLI::App* cmd, std::vector<std::string>& args) {
 
 void add_report_commands(CLI::App& app, ReportCommands& st) {
   // sweep
-  auto* sw =
-      app.add_subcommand("sweep", "train every point of a grid of train options (resumable)");
+  auto* sw = app.add_subcommand("sweep", "train every point of a grid of train options (resumable)");
   st.sweep_cmd = sw;
   auto& so = st.sweep;
   sw->add_option("--out", so.out, "sweep directory (runs go to DIR/<run-name>)")->required();
@@ -54,8 +52,7 @@ void add_report_commands(CLI::App& app, ReportCommands& st) {
   sd->add_option("--optimizer", to.optimizer, "optimizers (sgd, sgdw, adamw), comma-separated");
   sd->add_option("--lambda", to.lambda,
                  "regulariser strengths λ*, comma-separated (unswept: 0 unless given after --)");
-  sd->add_option("--noise", to.noise,
-                 "noise σ peaks, comma-separated (unswept: 0 unless given after --)");
+  sd->add_option("--noise", to.noise, "noise σ peaks, comma-separated (unswept: 0 unless given after --)");
   sd->add_option("--grid", to.grid, "further axes KEY=V1,V2,... as in demp sweep (e.g. seed=0,1)")
       ->expected(1)
       ->allow_extra_args(false)
@@ -94,8 +91,7 @@ void add_report_commands(CLI::App& app, ReportCommands& st) {
                  "runs side by side, each with cores/jobs LibTorch threads unless --threads is given "
                  "after '--'")
       ->capture_default_str();
-  fr->add_flag("--quick", fo.quick,
-               "a CI-sized smoke: 1 seed, level 0.25, 40 steps on 2048 training images");
+  fr->add_flag("--quick", fo.quick, "a CI-sized smoke: 1 seed, level 0.25, 40 steps on 2048 training images");
   fr->add_flag("--verbose", fo.verbose, "echo every run's output (always in DIR/<run>/output.log)");
   fr->add_flag("--dry-run", fo.dry_run, "print the runs and their commands; run nothing");
   add_train_options(fr, fo.base_args);
@@ -105,13 +101,12 @@ void add_report_commands(CLI::App& app, ReportCommands& st) {
       "--out and --progress on every run itself.");
 
   // report
-  auto* rp = app.add_subcommand(
-      "report", "plots and one self-contained HTML page over run and sweep directories");
+  auto* rp =
+      app.add_subcommand("report", "plots and one self-contained HTML page over run and sweep directories");
   st.report_cmd = rp;
   auto& ro = st.report;
   rp->add_option("dirs", ro.dirs, "run directories and/or sweep directories")->required();
-  rp->add_option("--out", ro.out,
-                 "report directory (default: DIR/report for one DIR, else ./report)");
+  rp->add_option("--out", ro.out, "report directory (default: DIR/report for one DIR, else ./report)");
   rp->add_option("--baseline", ro.baseline,
                  "a run (label or directory) whose setting is the reference: its seeds' mean training "
                  "time is 1.00x and Δ acc is against their mean accuracy (default: the dense runs)");

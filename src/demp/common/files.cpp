@@ -2,18 +2,18 @@
 
 #include <zlib.h>
 
-#include <cerrno>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <vector>
-#include <unistd.h>
 
 #include "demp/common/error.h"
 
@@ -165,8 +165,7 @@ std::string read_maybe_gzip(const std::string& path, uint64_t max_size,
     rc = inflate(&zs, Z_NO_FLUSH);
     if (rc != Z_OK && rc != Z_STREAM_END) {
       inflateEnd(&zs);
-      throw Error(path + " is not a valid gzip file (truncated or corrupt)",
-                  "download the file again");
+      throw Error(path + " is not a valid gzip file (truncated or corrupt)", "download the file again");
     }
     out.append(buf.data(), buf.size() - zs.avail_out);
     if (!asked && (out.size() >= 64 || rc == Z_STREAM_END)) {

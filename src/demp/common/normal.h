@@ -22,7 +22,8 @@ class FastNormal {
       const int i = static_cast<int>(u & 127);
       const int32_t hz = static_cast<int32_t>(static_cast<uint32_t>(u >> 32));
       const float x = static_cast<float>(hz) * t.w[i];
-      const uint32_t mag = hz < 0 ? static_cast<uint32_t>(-static_cast<int64_t>(hz)) : static_cast<uint32_t>(hz);
+      const uint32_t mag =
+          hz < 0 ? static_cast<uint32_t>(-static_cast<int64_t>(hz)) : static_cast<uint32_t>(hz);
       if (mag < t.k[i]) return x;  // inside the layer's rectangle: accepted at once
       if (i == 0) {                // the base layer's tail beyond r
         constexpr double r = 3.442619855899;

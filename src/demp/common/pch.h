@@ -1,5 +1,5 @@
 // Precompiled header: LibTorch is the heavy include of every translation unit.
 #pragma once
+#include <fmt/format.h>
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
-#include <fmt/format.h>

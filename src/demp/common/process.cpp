@@ -91,8 +91,8 @@ Spawned spawn_process(const std::vector<std::string>& argv, const SpawnOptions& 
     envp.push_back(nullptr);
   }
   Spawned child;
-  const int rc = ::posix_spawn(&child.pid, exe.c_str(), &actions, nullptr, args.data(),
-                               opt.env ? envp.data() : environ);
+  const int rc =
+      ::posix_spawn(&child.pid, exe.c_str(), &actions, nullptr, args.data(), opt.env ? envp.data() : environ);
   posix_spawn_file_actions_destroy(&actions);
   if (fds[1] >= 0) ::close(fds[1]);
   if (rc != 0) {

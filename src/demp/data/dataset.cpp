@@ -18,13 +18,11 @@
 namespace demp::data {
 namespace {
 
-
 constexpr uint32_t kIdxImagesMagic = 0x00000803;
 constexpr uint32_t kIdxLabelsMagic = 0x00000801;
 constexpr int64_t kCifarImageBytes = 3 * 32 * 32;
 constexpr const char* kFashionMnistDefaultDir = "/usr/share/datasets/fashion-mnist";
-constexpr const char* kFashionMnistInstallHint =
-    "install it with: apt-get install dataset-fashion-mnist";
+constexpr const char* kFashionMnistInstallHint = "install it with: apt-get install dataset-fashion-mnist";
 constexpr const char* kSpecHint =
     "use one of: fashion-mnist, fashion-mnist:DIR, mnist:DIR, cifar10:DIR, cifar100:DIR, "
     "imagefolder:DIR, imagenet:DIR";
@@ -65,8 +63,7 @@ void check_label(int64_t label, int64_t classes, int64_t index, const std::strin
 
 // Accepts either the gzip or the raw name of an IDX file, preferring the gzip one (that is how
 // the Debian package and the upstream downloads ship them).
-std::string find_idx_file(const std::string& dir, const std::string& base,
-                          const std::string& hint) {
+std::string find_idx_file(const std::string& dir, const std::string& base, const std::string& hint) {
   const std::string gz = dir + "/" + base + ".gz";
   if (is_regular_file(gz)) return gz;
   const std::string raw = dir + "/" + base;
@@ -100,9 +97,7 @@ std::string cifar_file(const std::string& dir, const std::string& name) {
   return path;
 }
 
-Dataset to_float(const Dataset& d) {
-  return Dataset{d.images.to(torch::kFloat32).div_(255.0), d.labels};
-}
+Dataset to_float(const Dataset& d) { return Dataset{d.images.to(torch::kFloat32).div_(255.0), d.labels}; }
 
 Dataset select(const Dataset& d, const torch::Tensor& idx) {
   return Dataset{d.images.index_select(0, idx), d.labels.index_select(0, idx)};
@@ -131,8 +126,8 @@ std::function<uint64_t(const std::string&)> idx_limit(int dims, uint32_t magic, 
     const size_t header = 4 + 4 * static_cast<size_t>(dims);
     if (head.size() < header) return 0;
     if (read_be32(head, 0) != magic) {
-      throw Error(path + ": bad magic number " + hex32(read_be32(head, 0)) + " (expected " +
-                      hex32(magic) + (dims == 1 ? " for IDX labels)" : " for IDX images)"),
+      throw Error(path + ": bad magic number " + hex32(read_be32(head, 0)) + " (expected " + hex32(magic) +
+                      (dims == 1 ? " for IDX labels)" : " for IDX images)"),
                   dims == 1 ? "is this an IDX label file such as train-labels-idx1-ubyte.gz?"
                             : "is this an IDX image file such as train-images-idx3-ubyte.gz?");
     }
@@ -161,8 +156,8 @@ Dataset read_idx(const std::string& images_path, const std::string& labels_path,
   }
   const uint64_t n = read_be32(img, 4), h = read_be32(img, 8), w = read_be32(img, 12);
   if (h == 0 || w == 0 || n == 0) {
-    throw Error(images_path + ": the header says " + std::to_string(n) + " images of " +
-                    std::to_string(h) + "x" + std::to_string(w) + " pixels",
+    throw Error(images_path + ": the header says " + std::to_string(n) + " images of " + std::to_string(h) +
+                    "x" + std::to_string(w) + " pixels",
                 "the file is corrupt or not an image set; download it again");
   }
   uint64_t pixels = 0;
@@ -197,13 +192,13 @@ Dataset read_idx(const std::string& images_path, const std::string& labels_path,
                 "download the file again");
   }
   if (lbl.size() - 8 > m) {
-    throw Error(labels_path + " has " + std::to_string(lbl.size() - 8 - m) +
-                    " bytes beyond its header's " + std::to_string(m) + " labels",
+    throw Error(labels_path + " has " + std::to_string(lbl.size() - 8 - m) + " bytes beyond its header's " +
+                    std::to_string(m) + " labels",
                 "the file is corrupt; download it again");
   }
   if (m != n) {
-    throw Error(images_path + " holds " + std::to_string(n) + " images but " + labels_path +
-                    " holds " + std::to_string(m) + " labels",
+    throw Error(images_path + " holds " + std::to_string(n) + " images but " + labels_path + " holds " +
+                    std::to_string(m) + " labels",
                 "the image and label files must come from the same split");
   }
 
@@ -286,8 +281,7 @@ RawSplits read_raw(const std::string& spec) {
       throw Error("'" + spec + "' is an image folder, not an in-memory data set",
                   "export works from fashion-mnist, mnist, cifar10 or cifar100");
     }
-    const bool known =
-        kind == "mnist" || kind == "fashion-mnist" || kind == "cifar10" || kind == "cifar100";
+    const bool known = kind == "mnist" || kind == "fashion-mnist" || kind == "cifar10" || kind == "cifar100";
     if (!known || dir.empty()) {
       throw Error("unknown data source '" + spec + "'", kSpecHint);
     }
@@ -366,8 +360,8 @@ DataBundle load(const std::string& spec, const LoadOptions& opt) {
   // validation images do not change when a quick run trims the training set.
   const int64_t n = train.size();
   if (opt.val_size < 0 || (opt.val_size > 0 && opt.val_size >= n)) {
-    throw Error("validation size " + std::to_string(opt.val_size) + " does not fit the " +
-                    std::to_string(n) + " training images in " + dir,
+    throw Error("validation size " + std::to_string(opt.val_size) + " does not fit the " + std::to_string(n) +
+                    " training images in " + dir,
                 "choose a validation size between 0 and the training set size minus 1");
   }
   if (opt.val_size > 0) {
@@ -411,8 +405,7 @@ Augment default_augment(const std::string& dataset_name) {
   return Augment{};
 }
 
-torch::Tensor augment_batch(const torch::Tensor& images, const Augment& aug,
-                            torch::Generator& gen) {
+torch::Tensor augment_batch(const torch::Tensor& images, const Augment& aug, torch::Generator& gen) {
   if (!aug.enabled()) return images;
   TORCH_CHECK(images.dim() == 4, "augment_batch expects N x C x H x W, got ", images.sizes());
   const int64_t n = images.size(0), c = images.size(1), h = images.size(2), w = images.size(3);
@@ -528,9 +521,8 @@ std::pair<torch::Tensor, torch::Tensor> Batcher::batch(int64_t step) {
 torch::Tensor check_set(const Dataset& train, int64_t n, uint64_t seed, int64_t index) {
   const int64_t size = train.size();
   n = std::max<int64_t>(0, std::min(n, size));
-  const auto perm =
-      torch::randperm(size, make_generator(seed, kCheckSet, static_cast<uint64_t>(index)),
-                      torch::TensorOptions().dtype(torch::kInt64));
+  const auto perm = torch::randperm(size, make_generator(seed, kCheckSet, static_cast<uint64_t>(index)),
+                                    torch::TensorOptions().dtype(torch::kInt64));
   if (train.stream) {
     const int64_t* p = perm.data_ptr<int64_t>();
     return train.stream->submit(std::vector<int64_t>(p, p + n), false, seed, 0).get().first;

@@ -23,8 +23,9 @@ class ImageStream {
   /// transform, its random draws from (seed, step, position in the batch) alone; otherwise the
   /// evaluation transform. get() gives (float32 N×C×H×W normalised, int64 labels N) or throws the
   /// first bad image's demp::Error (--bad-images error).
-  virtual std::shared_future<std::pair<torch::Tensor, torch::Tensor>> submit(
-      std::vector<int64_t> idx, bool train, uint64_t seed, int64_t step) const = 0;
+  virtual std::shared_future<std::pair<torch::Tensor, torch::Tensor>> submit(std::vector<int64_t> idx,
+                                                                             bool train, uint64_t seed,
+                                                                             int64_t step) const = 0;
   /// Batches a Batcher keeps in flight ahead of the one it returns (the bounded prefetch queue).
   virtual int64_t prefetch() const = 0;
   /// Bad images left out so far (--bad-images skip), over all splits of the data set.
@@ -49,20 +50,19 @@ std::pair<torch::Tensor, torch::Tensor> eval_slice(const Dataset& ds, int64_t be
 
 /// Everything a run needs from its data source.
 struct DataBundle {
-  std::string name;     ///< "fashion-mnist", "mnist", "cifar10", "cifar100"
+  std::string name;  ///< "fashion-mnist", "mnist", "cifar10", "cifar100"
   int64_t channels = 1, height = 28, width = 28, classes = 10;
-  Dataset train;        ///< training images (validation split already removed)
-  Dataset val;          ///< may be empty (size() == 0)
+  Dataset train;  ///< training images (validation split already removed)
+  Dataset val;    ///< may be empty (size() == 0)
   Dataset test;
-  std::vector<double> mean, std;  ///< per-channel normalisation applied to every split
+  std::vector<double> mean, std;   ///< per-channel normalisation applied to every split
   std::vector<std::string> notes;  ///< one-line log entries from loading (class list, counts)
 };
 
 /// Reads an IDX image file (magic 0x00000803) and an IDX label file (0x00000801), gzip or raw.
 /// Returns images as uint8 N×1×H×W and labels as int64 N. Throws demp::Error naming the file on
 /// a wrong magic number, a truncated file, mismatched counts or a label >= `classes`.
-Dataset read_idx(const std::string& images_path, const std::string& labels_path,
-                 int64_t classes = 10);
+Dataset read_idx(const std::string& images_path, const std::string& labels_path, int64_t classes = 10);
 
 /// Reads CIFAR binary batch files (CIFAR-10: 1 label byte + 3072 bytes per record; CIFAR-100:
 /// coarse + fine label bytes + 3072, the fine label is used). Returns uint8 N×3×32×32 images.
@@ -72,23 +72,23 @@ Dataset read_cifar(const std::vector<std::string>& files, int64_t classes);
 
 /// Options of image-folder data sources (imagefolder:DIR, imagenet:DIR).
 struct ImageOptions {
-  int64_t image_size = 224;                 ///< training and evaluation crops are size × size
-  double scale_min = 0.08, scale_max = 1.0; ///< random-resized crop: area fraction range
+  int64_t image_size = 224;                  ///< training and evaluation crops are size × size
+  double scale_min = 0.08, scale_max = 1.0;  ///< random-resized crop: area fraction range
   double ratio_min = 3.0 / 4.0, ratio_max = 4.0 / 3.0;
-  double eval_crop = 0.875;                 ///< evaluation: resize to size/eval_crop, centre crop
+  double eval_crop = 0.875;  ///< evaluation: resize to size/eval_crop, centre crop
   bool train_crop = true, train_flip = true;
-  std::string bad_images = "error";         ///< error | skip
-  int64_t threads = 1;                      ///< decode threads
-  int64_t prefetch = 4;                     ///< training batches decoded ahead
-  bool pin_memory = false;                  ///< page-locked batches (the device is CUDA)
+  std::string bad_images = "error";  ///< error | skip
+  int64_t threads = 1;               ///< decode threads
+  int64_t prefetch = 4;              ///< training batches decoded ahead
+  bool pin_memory = false;           ///< page-locked batches (the device is CUDA)
 };
 
 struct LoadOptions {
-  int64_t val_size = 0;        ///< images carved from the training set for validation
-  uint64_t seed = 0;           ///< seeds the validation carve-out
-  int64_t train_limit = 0;     ///< >0: keep only the first N training images (tests, quick runs)
-  int64_t test_limit = 0;      ///< >0: keep only the first N test images
-  ImageOptions image;          ///< image folders only
+  int64_t val_size = 0;     ///< images carved from the training set for validation
+  uint64_t seed = 0;        ///< seeds the validation carve-out
+  int64_t train_limit = 0;  ///< >0: keep only the first N training images (tests, quick runs)
+  int64_t test_limit = 0;   ///< >0: keep only the first N test images
+  ImageOptions image;       ///< image folders only
 };
 
 /// The training and test splits of an in-memory source as read from disk (uint8 images, not

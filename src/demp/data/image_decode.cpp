@@ -50,16 +50,15 @@ struct JpegHeader {
 JpegHeader jpeg_header(tjhandle tj, const std::string& bytes, const std::string& path) {
   JpegHeader h;
   if (tjDecompressHeader3(tj, reinterpret_cast<const unsigned char*>(bytes.data()),
-                          static_cast<unsigned long>(bytes.size()), &h.width, &h.height,
-                          &h.subsamp, &h.colorspace) != 0) {
+                          static_cast<unsigned long>(bytes.size()), &h.width, &h.height, &h.subsamp,
+                          &h.colorspace) != 0) {
     bad(path, std::string("corrupt JPEG header (") + tjGetErrorStr2(tj) + ")");
   }
   if (h.width <= 0 || h.height <= 0) bad(path, "JPEG header gives an empty image");
   return h;
 }
 
-Image decode_jpeg(const std::string& bytes, const std::string& path, int channels,
-                  double min_scale) {
+Image decode_jpeg(const std::string& bytes, const std::string& path, int channels, double min_scale) {
   struct {
     tjhandle h;
   } tj{thread_decompressor()};
@@ -87,8 +86,8 @@ Image decode_jpeg(const std::string& bytes, const std::string& path, int channel
   const int px = tjPixelSize[pf];
   std::vector<uint8_t> buf(static_cast<size_t>(img.width) * img.height * px);
   if (tjDecompress2(tj.h, reinterpret_cast<const unsigned char*>(bytes.data()),
-                    static_cast<unsigned long>(bytes.size()), buf.data(), img.width, 0,
-                    img.height, pf, TJFLAG_STOPONWARNING) != 0) {
+                    static_cast<unsigned long>(bytes.size()), buf.data(), img.width, 0, img.height, pf,
+                    TJFLAG_STOPONWARNING) != 0) {
     // A truncated file is only a libjpeg warning ("premature end of data"): refused all the same,
     // as PIL refuses it, rather than trained on with its grey bottom.
     bad(path, std::string("corrupt or truncated JPEG (") + tjGetErrorStr2(tj.h) + ")");
@@ -284,16 +283,18 @@ ImageInfo read_image_info(const std::string& bytes, const std::string& path) {
   return info;
 }
 
-Image decode_image(const std::string& bytes, const std::string& path, int channels,
-                   double min_scale) {
+Image decode_image(const std::string& bytes, const std::string& path, int channels, double min_scale) {
   if (channels != 1 && channels != 3) {
     throw Error("decode_image: channels must be 1 or 3, got " + std::to_string(channels));
   }
   if (bytes.empty()) bad(path, "empty file (0 bytes)");
   switch (sniff_format(bytes)) {
-    case ImageFormat::kJpeg: return decode_jpeg(bytes, path, channels, min_scale);
-    case ImageFormat::kPng: return decode_png(bytes, path, channels, false);
-    default: bad(path, "not a JPEG or PNG file (unrecognised first bytes)");
+    case ImageFormat::kJpeg:
+      return decode_jpeg(bytes, path, channels, min_scale);
+    case ImageFormat::kPng:
+      return decode_png(bytes, path, channels, false);
+    default:
+      bad(path, "not a JPEG or PNG file (unrecognised first bytes)");
   }
 }
 

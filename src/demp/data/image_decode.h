@@ -37,8 +37,7 @@ ImageInfo read_image_info(const std::string& bytes, const std::string& path);
 /// its factors 1/8, 1/4, 3/8, 1/2 that is still >= min_scale (so the image is at least that
 /// fraction of its size; used only when the target is at most half the source). Throws
 /// demp::Error naming `path` on a corrupt or truncated file (libjpeg's warnings included).
-Image decode_image(const std::string& bytes, const std::string& path, int channels,
-                   double min_scale = 1.0);
+Image decode_image(const std::string& bytes, const std::string& path, int channels, double min_scale = 1.0);
 
 /// Encoders for `demp data export-folder` and tests: PNG (lossless, grey or RGB) and JPEG
 /// (4:2:0 for colour, quality `quality`). Throw demp::Error on failure.

@@ -1,9 +1,9 @@
 #include "demp/data/image_folder.h"
 
 #include <dirent.h>
-#include <unistd.h>
 #include <sys/stat.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -65,9 +65,9 @@ struct FileList {
   std::string root;                  // DIR/train or DIR/val
   std::vector<std::string> classes;  // the data set's classes (train/'s)
   std::vector<int32_t> label;
-  std::vector<uint64_t> offset;      // names_[offset[i], offset[i+1])
+  std::vector<uint64_t> offset;  // names_[offset[i], offset[i+1])
   std::string names;
-  int64_t ignored = 0;               // files without an image extension
+  int64_t ignored = 0;  // files without an image extension
 
   int64_t size() const { return static_cast<int64_t>(label.size()); }
   std::string path(int64_t i) const {
@@ -283,8 +283,8 @@ class FolderStream final : public ImageStream {
     bool flip = false;
     SplitMix rng(seed);
     if (train && o.train_crop) {
-      const CropBox box = random_resized_crop(info.height, info.width, o.scale_min, o.scale_max,
-                                              o.ratio_min, o.ratio_max, rng);
+      const CropBox box = random_resized_crop(info.height, info.width, o.scale_min, o.scale_max, o.ratio_min,
+                                              o.ratio_max, rng);
       crop_axes(box, S, S, &ay, &ax);
     } else {  // evaluation; also training without the random crop (--augment flip or none)
       const int resize = static_cast<int>(std::floor(static_cast<double>(S) / o.eval_crop + 1e-9));
@@ -360,10 +360,9 @@ DataBundle load_image_folder(const std::string& kind, const std::string& dir, co
     list_dir(val_dir, &val_classes, &val_loose);
     if (val_classes.empty() && !val_loose.empty()) {
       throw Error(val_dir + " holds images but no class folders",
-                  kind == "imagenet"
-                      ? "move the validation images into synset folders (e.g. with the usual "
-                        "valprep.sh script from the ground-truth labels)"
-                      : "put each validation image in val/<class>/");
+                  kind == "imagenet" ? "move the validation images into synset folders (e.g. with the usual "
+                                       "valprep.sh script from the ground-truth labels)"
+                                     : "put each validation image in val/<class>/");
     }
     for (const auto& c : val_classes) {
       if (!std::binary_search(classes.begin(), classes.end(), c)) {
@@ -379,13 +378,14 @@ DataBundle load_image_folder(const std::string& kind, const std::string& dir, co
   // the validation split, as for the in-memory data sets.
   FileList val;
   if (opt.val_size < 0 || (opt.val_size > 0 && opt.val_size >= train.size())) {
-    throw Error(fmt::format("validation size {} does not fit the {} training images in {}",
-                            opt.val_size, train.size(), train_dir),
+    throw Error(fmt::format("validation size {} does not fit the {} training images in {}", opt.val_size,
+                            train.size(), train_dir),
                 "choose a validation size between 0 and the training set size minus 1");
   }
   if (!has_val && opt.val_size == 0) {
-    throw Error(dir + " has no val/ folder", "add val/<class>/ folders, or give --val-size N to hold "
-                                             "out N training images as the test split");
+    throw Error(dir + " has no val/ folder",
+                "add val/<class>/ folders, or give --val-size N to hold "
+                "out N training images as the test split");
   }
   if (opt.val_size > 0) {
     const int64_t n = train.size();
@@ -412,19 +412,20 @@ DataBundle load_image_folder(const std::string& kind, const std::string& dir, co
     }
     list += fmt::format("{}{} {}/{}", c ? ", " : "", classes[c], count[c], tcount[c]);
   }
-  b.notes.push_back(fmt::format("data {} | {} | {} classes | {} train, {} val, {} test ({}) | "
-                                "classes (train/test images): {}",
-                                kind, dir, classes.size(), train.size(), val.size(), test.size(),
-                                has_val ? "test = val/" : "test = --val-size held out of train/",
-                                list));
+  b.notes.push_back(
+      fmt::format("data {} | {} | {} classes | {} train, {} val, {} test ({}) | "
+                  "classes (train/test images): {}",
+                  kind, dir, classes.size(), train.size(), val.size(), test.size(),
+                  has_val ? "test = val/" : "test = --val-size held out of train/", list));
   if (train.ignored + test.ignored > 0) {
-    b.notes.push_back(fmt::format("data {} | ignored {} files without a .jpg/.jpeg/.png extension",
-                                  kind, train.ignored + test.ignored));
+    b.notes.push_back(fmt::format("data {} | ignored {} files without a .jpg/.jpeg/.png extension", kind,
+                                  train.ignored + test.ignored));
   }
   if (kind == "imagenet" && classes.size() != 1000) {
-    b.notes.push_back(fmt::format("warning | data imagenet | {} classes, ImageNet-1k has 1000 "
-                                  "(a subset? the model gets {} outputs)",
-                                  classes.size(), classes.size()));
+    b.notes.push_back(
+        fmt::format("warning | data imagenet | {} classes, ImageNet-1k has 1000 "
+                    "(a subset? the model gets {} outputs)",
+                    classes.size(), classes.size()));
   }
 
   auto loader = std::make_shared<Loader>();
@@ -463,7 +464,8 @@ DataBundle load_image_folder(const std::string& kind, const std::string& dir, co
     for (int64_t k = 0; k < m; k += 64) {
       const std::vector<int64_t> chunk(idx.begin() + k, idx.begin() + std::min<int64_t>(m, k + 64));
       const auto x = train_stream->submit(chunk, false, 0, 0).get().first.to(torch::kFloat64);
-      const auto s1 = x.sum(std::vector<int64_t>{0, 2, 3}), s2 = x.square().sum(std::vector<int64_t>{0, 2, 3});
+      const auto s1 = x.sum(std::vector<int64_t>{0, 2, 3}),
+                 s2 = x.square().sum(std::vector<int64_t>{0, 2, 3});
       for (int c = 0; c < C; ++c) {
         sum[c] += s1[c].item<double>();
         sq[c] += s2[c].item<double>();
@@ -481,28 +483,27 @@ DataBundle load_image_folder(const std::string& kind, const std::string& dir, co
     loader->mean[c] = static_cast<float>(b.mean[c]);
     loader->std[c] = static_cast<float>(b.std[c]);
   }
-  b.notes.push_back(fmt::format("data {} | {} channels | image size {} | train: {} | eval: resize {} "
-                                "+ centre crop | mean {::.4f} std {::.4f} ({}) | {} decode threads, "
-                                "{} batches prefetched | bad images: {}",
-                                kind, C, io.image_size,
-                                io.train_crop ? fmt::format("random-resized crop scale {},{} ratio "
-                                                            "{:.4f},{:.4f}{}",
-                                                            io.scale_min, io.scale_max, io.ratio_min,
-                                                            io.ratio_max, io.train_flip ? " + flip" : "")
-                                              : (io.train_flip ? "the evaluation transform + flip"
-                                                               : "the evaluation transform"),
-                                static_cast<int>(std::floor(io.image_size / io.eval_crop + 1e-9)),
-                                b.mean, b.std,
-                                kind == "imagenet" ? "ImageNet's" : "measured on the training images",
-                                loader->pool->threads(), io.prefetch, io.bad_images));
+  b.notes.push_back(fmt::format(
+      "data {} | {} channels | image size {} | train: {} | eval: resize {} "
+      "+ centre crop | mean {::.4f} std {::.4f} ({}) | {} decode threads, "
+      "{} batches prefetched | bad images: {}",
+      kind, C, io.image_size,
+      io.train_crop ? fmt::format("random-resized crop scale {},{} ratio "
+                                  "{:.4f},{:.4f}{}",
+                                  io.scale_min, io.scale_max, io.ratio_min, io.ratio_max,
+                                  io.train_flip ? " + flip" : "")
+                    : (io.train_flip ? "the evaluation transform + flip" : "the evaluation transform"),
+      static_cast<int>(std::floor(io.image_size / io.eval_crop + 1e-9)), b.mean, b.std,
+      kind == "imagenet" ? "ImageNet's" : "measured on the training images", loader->pool->threads(),
+      io.prefetch, io.bad_images));
   b.train.stream = train_stream;
   if (val.size() > 0) b.val.stream = std::make_shared<FolderStream>(loader, val);
   b.test.stream = std::make_shared<FolderStream>(loader, test);
   return b;
 }
 
-int64_t export_image_folder(const std::string& spec, const std::string& out_dir,
-                            const std::string& format, int quality) {
+int64_t export_image_folder(const std::string& spec, const std::string& out_dir, const std::string& format,
+                            int quality) {
   if (format != "png" && format != "jpeg") {
     throw Error("unknown --format '" + format + "'", "use png or jpeg");
   }
@@ -512,7 +513,8 @@ int64_t export_image_folder(const std::string& spec, const std::string& out_dir,
   const std::string ext = format == "png" ? ".png" : ".jpg";
   int64_t written = 0;
   for (const auto& [split, ds] : {std::pair<std::string, const Dataset*>{"train", &train}, {"val", &test}}) {
-    for (int64_t c = 0; c < classes; ++c) make_directories(fmt::format("{}/{}/{:0{}d}", out_dir, split, c, digits));
+    for (int64_t c = 0; c < classes; ++c)
+      make_directories(fmt::format("{}/{}/{:0{}d}", out_dir, split, c, digits));
     const auto images = ds->images.contiguous();
     const int64_t n = ds->size(), C = images.size(1), H = images.size(2), W = images.size(3);
     const auto* lab = ds->labels.data_ptr<int64_t>();
@@ -529,8 +531,8 @@ int64_t export_image_folder(const std::string& spec, const std::string& out_dir,
         }
       }
       const std::string bytes = format == "png" ? encode_png(img) : encode_jpeg(img, quality);
-      write_file_atomic(fmt::format("{}/{}/{:0{}d}/{:05d}{}", out_dir, split, lab[i], digits, i, ext),
-                        bytes, /*durable=*/false);
+      write_file_atomic(fmt::format("{}/{}/{:0{}d}/{:05d}{}", out_dir, split, lab[i], digits, i, ext), bytes,
+                        /*durable=*/false);
       ++written;
     }
   }

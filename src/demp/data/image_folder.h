@@ -22,7 +22,7 @@ DataBundle load_image_folder(const std::string& kind, const std::string& dir, co
 /// Writes an in-memory data set (`spec`, e.g. fashion-mnist) as an image folder: DIR/train/<c>/
 /// and DIR/val/<c>/ (val = the test split), class folders named 0..9 (zero-padded to sort as
 /// numbers), files NNNNN.png or .jpg, each written atomically. Returns the number of files.
-int64_t export_image_folder(const std::string& spec, const std::string& out_dir,
-                            const std::string& format, int quality = 95);
+int64_t export_image_folder(const std::string& spec, const std::string& out_dir, const std::string& format,
+                            int quality = 95);
 
 }  // namespace demp::data

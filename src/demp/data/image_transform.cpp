@@ -23,9 +23,8 @@ namespace {
 int round_even(double x) { return static_cast<int>(std::nearbyint(x)); }
 }  // namespace
 
-CropBox random_resized_crop(int height, int width, double scale_min, double scale_max,
-                            double ratio_min, double ratio_max, SplitMix& rng,
-                            std::vector<double>* draws) {
+CropBox random_resized_crop(int height, int width, double scale_min, double scale_max, double ratio_min,
+                            double ratio_max, SplitMix& rng, std::vector<double>* draws) {
   const double area = static_cast<double>(height) * width;
   // torchvision computes log(ratio) and draws both uniforms in float32 tensors.
   const float log_lo = std::log(static_cast<float>(ratio_min));

@@ -40,9 +40,8 @@ struct CropBox {
 /// uniformly; otherwise the whole image cropped to the nearest allowed ratio, centred.
 /// `draws`, when given, records the draws in order (u for the two uniforms, the integers for the
 /// offsets), for the test that replays them through torchvision.
-CropBox random_resized_crop(int height, int width, double scale_min, double scale_max,
-                            double ratio_min, double ratio_max, SplitMix& rng,
-                            std::vector<double>* draws = nullptr);
+CropBox random_resized_crop(int height, int width, double scale_min, double scale_max, double ratio_min,
+                            double ratio_max, SplitMix& rng, std::vector<double>* draws = nullptr);
 
 /// One axis of a resampling: output pixel o is centred on source coordinate
 /// origin + (o + 0.5)·scale; taps are clipped to source pixels [lo, hi).

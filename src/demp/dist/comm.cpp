@@ -43,7 +43,6 @@
 
 #include "demp/common/error.h"
 
-
 namespace demp::dist {
 
 namespace {
@@ -155,9 +154,12 @@ struct Comm::Impl {
 
   static c10d::ReduceOp to_c10d(ReduceOp op) {
     switch (op) {
-      case ReduceOp::Min: return c10d::ReduceOp::MIN;
-      case ReduceOp::Max: return c10d::ReduceOp::MAX;
-      case ReduceOp::Sum: break;
+      case ReduceOp::Min:
+        return c10d::ReduceOp::MIN;
+      case ReduceOp::Max:
+        return c10d::ReduceOp::MAX;
+      case ReduceOp::Sum:
+        break;
     }
     return c10d::ReduceOp::SUM;
   }
@@ -165,8 +167,8 @@ struct Comm::Impl {
   void check_device(const torch::Tensor& t, const char* op) const {
     if (!t.defined()) throw Error(fmt::format("rank {}: {} got an undefined tensor", env.rank, op));
     if (backend && t.device().type() != device.type()) {
-      throw Error(fmt::format("rank {}: {} got a tensor on {}, but the process group is for {}", env.rank,
-                              op, t.device().str(), device.str()),
+      throw Error(fmt::format("rank {}: {} got a tensor on {}, but the process group is for {}", env.rank, op,
+                              t.device().str(), device.str()),
                   "move the tensors to the device the Comm was created for");
     }
   }
@@ -336,8 +338,8 @@ void Comm::Impl::rendezvous() {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   try {
     if (store->add("demp/arrived", 1) == env.world_size) store->set("demp/gate", std::vector<uint8_t>{1});
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     store->wait({"demp/gate"}, std::max(left, std::chrono::milliseconds(1)));
   } catch (const std::exception& e) {
     int64_t arrived = -1;
@@ -367,9 +369,8 @@ void Comm::Impl::create_backend() {
     o->timeout = timeout;
     nccl = true;
     backend = guarded("creating the NCCL process group", [&] {
-      auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed("demp/nccl/"),
-                                                            static_cast<int>(env.rank),
-                                                            static_cast<int>(env.world_size), o);
+      auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+          prefixed("demp/nccl/"), static_cast<int>(env.rank), static_cast<int>(env.world_size), o);
       pg->setBoundDeviceId(device);
       pg->eagerConnectSingleDevice(device);
       return c10::intrusive_ptr<c10d::Backend>(pg);
@@ -392,7 +393,8 @@ void Comm::Impl::create_backend() {
     const std::string ifname = getenv_str("GLOO_SOCKET_IFNAME");
     const bool local = env.master_addr == "localhost" || env.master_addr.rfind("127.", 0) == 0;
     if (!ifname.empty()) {
-      o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname.substr(0, ifname.find(','))));
+      o->devices.push_back(
+          c10d::ProcessGroupGloo::createDeviceForInterface(ifname.substr(0, ifname.find(','))));
     } else if (local) {
       o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
     } else {
@@ -402,8 +404,9 @@ void Comm::Impl::create_backend() {
         prefixed("demp/gloo/"), static_cast<int>(env.rank), static_cast<int>(env.world_size), o));
   });
 #else
-  throw Error(fmt::format("rank {}: this build has no Gloo process group for CPU tensors", env.rank),
-              "install Gloo's headers (Debian: libgloo-dev) and rebuild; LibTorch's wheel does not ship them");
+  throw Error(
+      fmt::format("rank {}: this build has no Gloo process group for CPU tensors", env.rank),
+      "install Gloo's headers (Debian: libgloo-dev) and rebuild; LibTorch's wheel does not ship them");
 #endif
 }
 
@@ -428,8 +431,10 @@ Comm::~Comm() {
     // ProcessGroupNCCL wants an explicit shutdown before destruction; after a failed collective a
     // graceful shutdown could wait on the dead peer, so the communicators are aborted instead.
     try {
-      if (impl_->failed) impl_->backend->abort();
-      else impl_->backend->shutdown();
+      if (impl_->failed)
+        impl_->backend->abort();
+      else
+        impl_->backend->shutdown();
     } catch (const std::exception&) {
     }
   }
@@ -488,14 +493,16 @@ void Comm::average_gradients(const std::vector<torch::Tensor>& params, int64_t b
 void Comm::begin_gradients(const std::vector<torch::Tensor>& params, int64_t bucket_bytes) {
   auto& im = *impl_;
   std::lock_guard<std::mutex> lock(im.overlap_mu);
-  if (im.overlap_active) throw Error(fmt::format("rank {}: begin_gradients twice without finish_gradients", im.env.rank));
+  if (im.overlap_active)
+    throw Error(fmt::format("rank {}: begin_gradients twice without finish_gradients", im.env.rank));
   std::vector<const void*> key;
   for (const auto& p : params) key.push_back(p.defined() ? p.unsafeGetTensorImpl() : nullptr);
   if (key != im.hooked_key) {
     // New parameter tensors (the first step, or surgery replaced them): new buckets and hooks.
     im.unhook();
     for (const auto& p : params) {
-      if (!p.defined()) throw Error(fmt::format("rank {}: begin_gradients got an undefined tensor", im.env.rank));
+      if (!p.defined())
+        throw Error(fmt::format("rank {}: begin_gradients got an undefined tensor", im.env.rank));
     }
     im.buckets = im.plan_buckets(params, bucket_bytes, "begin_gradients");
     im.bucket_of.assign(params.size(), 0);
@@ -508,7 +515,9 @@ void Comm::begin_gradients(const std::vector<torch::Tensor>& params, int64_t buc
     for (size_t k = 0; k < params.size(); ++k) {
       // The accumulator's post hook runs once backward has added this step's gradient into .grad.
       auto acc = torch::autograd::impl::grad_accumulator(params[k]);
-      if (!acc) throw Error(fmt::format("rank {}: begin_gradients: parameter {} is not a leaf that requires grad", im.env.rank, k));
+      if (!acc)
+        throw Error(fmt::format("rank {}: begin_gradients: parameter {} is not a leaf that requires grad",
+                                im.env.rank, k));
       const uintptr_t h = acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
           [self, k](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
             self->gradient_ready(k);
@@ -529,11 +538,13 @@ void Comm::finish_gradients() {
   torch::NoGradGuard no_grad;
   {
     std::lock_guard<std::mutex> lock(im.overlap_mu);
-    if (!im.overlap_active) throw Error(fmt::format("rank {}: finish_gradients without begin_gradients", im.env.rank));
+    if (!im.overlap_active)
+      throw Error(fmt::format("rank {}: finish_gradients without begin_gradients", im.env.rank));
     im.overlap_active = false;
     if (!im.overlap_error.empty()) {
       im.failed = true;
-      throw Error(fmt::format("rank {}: average_gradients failed: {}", im.env.rank, im.overlap_error), kPeerHint);
+      throw Error(fmt::format("rank {}: average_gradients failed: {}", im.env.rank, im.overlap_error),
+                  kPeerHint);
     }
     im.launched_in_backward = im.next_launch;
     // Parameters that got no gradient this step count as zeros; their buckets launch now.
@@ -550,8 +561,7 @@ namespace {
 // backward (every rank's loss depends on every rank's input through the sum), as in PyTorch's
 // SyncBatchNorm.
 struct SumOverRanks : public torch::autograd::Function<SumOverRanks> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& t,
-                               int64_t comm) {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& t, int64_t comm) {
     ctx->saved_data["comm"] = comm;
     auto out = t.detach().clone().contiguous();
     reinterpret_cast<Comm*>(comm)->all_reduce(out, ReduceOp::Sum);
@@ -577,7 +587,8 @@ void Comm::broadcast(std::vector<torch::Tensor>& tensors, int64_t root) {
   torch::NoGradGuard no_grad;
   auto& im = *impl_;
   if (root < 0 || root >= im.env.world_size) {
-    throw Error(fmt::format("rank {}: broadcast root {} is not a rank of {}", im.env.rank, root, im.env.world_size));
+    throw Error(
+        fmt::format("rank {}: broadcast root {} is not a rank of {}", im.env.rank, root, im.env.world_size));
   }
   for (const auto& t : tensors) im.check_device(t, "broadcast");
   if (!im.backend) return;
@@ -648,7 +659,8 @@ bool Comm::all_equal(const std::vector<torch::Tensor>& tensors) {
   auto payload = torch::cat({x, 255 - x}).to(torch::kUInt8);
   im.all_reduce_now(payload, ReduceOp::Max, "all_equal");
   const auto n = x.numel();
-  return torch::equal(payload.narrow(0, 0, n), (255 - payload.narrow(0, n, n).to(torch::kInt16)).to(torch::kUInt8));
+  return torch::equal(payload.narrow(0, 0, n),
+                      (255 - payload.narrow(0, n, n).to(torch::kInt16)).to(torch::kUInt8));
 }
 
 }  // namespace demp::dist

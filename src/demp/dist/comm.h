@@ -1,8 +1,8 @@
 #pragma once
 // Data-parallel communication over c10d: a rendezvous through a TCPStore, a Gloo (CPU) or NCCL
 // (CUDA) process group, and the few collectives training needs (the launcher behind
-// `demp train --nproc N` is in launch.h). c10d headers stay in comm.cpp: they are heavy, and Gloo's come from a
-// system package that only that file needs.
+// `demp train --nproc N` is in launch.h). c10d headers stay in comm.cpp: they are heavy, and Gloo's come from
+// a system package that only that file needs.
 #include <torch/types.h>
 
 #include <chrono>
@@ -58,8 +58,7 @@ class Comm {
   /// Averages the .grad() of `params` across ranks in place (undefined grads count as zeros and
   /// get defined). Gradients are flattened into buckets of about `bucket_bytes` (per dtype), all
   /// buckets' all-reduces are issued asynchronously and then waited, and the means copied back.
-  void average_gradients(const std::vector<torch::Tensor>& params,
-                         int64_t bucket_bytes = int64_t{25} << 20);
+  void average_gradients(const std::vector<torch::Tensor>& params, int64_t bucket_bytes = int64_t{25} << 20);
   /// The same averaging, overlapped with backward. Call begin_gradients(params) before
   /// backward: it hooks every parameter's gradient accumulator (again only when the parameter
   /// tensors changed, e.g. after surgery), so that a bucket's all-reduce starts as soon as

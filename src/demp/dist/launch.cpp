@@ -11,8 +11,8 @@
 
 #include <fmt/format.h>
 
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstring>
 
@@ -90,9 +90,9 @@ int exit_code(int status) {
 }
 
 bool is_rank_var(const char* kv) {
-  static const char* names[] = {"RANK=", "LOCAL_RANK=", "WORLD_SIZE=", "LOCAL_WORLD_SIZE=",
-                                "MASTER_ADDR=", "MASTER_PORT=", "GROUP_RANK=", "ROLE_RANK=",
-                                "DEMP_LOCAL_LAUNCH="};
+  static const char* names[] = {
+      "RANK=",        "LOCAL_RANK=", "WORLD_SIZE=", "LOCAL_WORLD_SIZE=", "MASTER_ADDR=",
+      "MASTER_PORT=", "GROUP_RANK=", "ROLE_RANK=",  "DEMP_LOCAL_LAUNCH="};
   for (const char* n : names) {
     if (std::strncmp(kv, n, std::strlen(n)) == 0) return true;
   }
@@ -165,7 +165,8 @@ int launch_local(const std::vector<std::string>& argv, int64_t nproc, int port) 
   // launcher passes the signal on (once: a terminal's Ctrl-C reached them already) and waits for
   // them, instead of dying and leaving them behind.
   g_launcher_signal = 0;
-  struct sigaction sa {}, old_int {}, old_term {};
+  struct sigaction sa {
+  }, old_int{}, old_term{};
   sa.sa_handler = on_launcher_signal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;

@@ -27,11 +27,11 @@ std::string kind_name(SourceKind k);
 /// A trained network, from wherever demp wrote it.
 struct ModelSource {
   SourceKind kind = SourceKind::Checkpoint;
-  std::string path;                      ///< the file read (RUN/model.ckpt for a run directory)
+  std::string path;  ///< the file read (RUN/model.ckpt for a run directory)
   nn::Arch arch;
-  std::vector<nn::LayerTensors> layers;  ///< empty for ONNX: its weights stay in the file
+  std::vector<nn::LayerTensors> layers;            ///< empty for ONNX: its weights stay in the file
   nlohmann::json meta = nlohmann::json::object();  ///< config, step, accuracies... when known
-  Normalization norm;                    ///< when recorded in the file
+  Normalization norm;                              ///< when recorded in the file
 };
 
 /// Reads a run directory (its model.ckpt), a checkpoint, a torch export or an ONNX model written
@@ -78,8 +78,8 @@ void write_torch_export(const std::string& path, const nn::Model& model, const E
 OnnxModel build_onnx(const nn::Model& model, const ExportInfo& info, int64_t opset = 17,
                      int64_t channel_multiple = 1);
 /// build_onnx + serialize_onnx (checked by ONNX's checker), written atomically.
-void write_onnx(const std::string& path, const nn::Model& model, const ExportInfo& info,
-                int64_t opset = 17, int64_t channel_multiple = 1);
+void write_onnx(const std::string& path, const nn::Model& model, const ExportInfo& info, int64_t opset = 17,
+                int64_t channel_multiple = 1);
 
 /// Opsets the exporter emits valid graphs for (Pad with a pads input needs 13).
 constexpr int64_t kMinOpset = 13, kMaxOpset = 17;

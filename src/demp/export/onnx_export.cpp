@@ -6,8 +6,8 @@
 #include <torch/torch.h>
 
 #include <cmath>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "demp/common/error.h"
 #include "demp/common/files.h"
@@ -46,7 +46,7 @@ std::vector<float> to_floats(const torch::Tensor& t) {
 struct Slot {
   std::string name;
   int group = 0;
-  int rank = 4;          // 4: N×C×H×W, 2: N×F
+  int rank = 4;  // 4: N×C×H×W, 2: N×F
   int64_t h = 1, w = 1;
 };
 
@@ -61,11 +61,15 @@ class GraphBuilder {
     for (size_t k = 0; k < a_.program.size(); ++k) {
       const nn::Op& op = a_.program[k];
       switch (op.kind) {
-        case nn::Op::Layer: layer(op, v); break;
+        case nn::Op::Layer:
+          layer(op, v);
+          break;
         case nn::Op::Relu:
           v[op.a].name = node("Relu", {v[op.a].name}, v[op.a].name + "_relu");
           break;
-        case nn::Op::MaxPool: maxpool(op, v[op.a]); break;
+        case nn::Op::MaxPool:
+          maxpool(op, v[op.a]);
+          break;
         case nn::Op::GlobalAvgPool:
           v[op.a].name = node("GlobalAveragePool", {v[op.a].name}, v[op.a].name + "_gap");
           v[op.a].h = v[op.a].w = 1;
@@ -73,13 +77,16 @@ class GraphBuilder {
         case nn::Op::Flatten:
           // Channel-major like torch.flatten on N×C×H×W: feature c·H·W + y·W + x, which is
           // the order linear layers with in_block = H·W were trained on.
-          v[op.a].name =
-              node("Flatten", {v[op.a].name}, v[op.a].name + "_flat", {attr_int("axis", 1)});
+          v[op.a].name = node("Flatten", {v[op.a].name}, v[op.a].name + "_flat", {attr_int("axis", 1)});
           v[op.a].rank = 2;
           v[op.a].h = v[op.a].w = 1;
           break;
-        case nn::Op::Copy: v[op.a] = v[op.b]; break;
-        case nn::Op::Add: add(op, v[op.a], v[op.b]); break;
+        case nn::Op::Copy:
+          v[op.a] = v[op.b];
+          break;
+        case nn::Op::Add:
+          add(op, v[op.a], v[op.b]);
+          break;
       }
     }
     // The program leaves the logits in slot 0; give that value the public name.
@@ -117,8 +124,7 @@ class GraphBuilder {
     return name;
   }
 
-  std::string initializer(const std::string& name, std::vector<int64_t> dims,
-                          std::vector<float> data) {
+  std::string initializer(const std::string& name, std::vector<int64_t> dims, std::vector<float> data) {
     OnnxTensor t;
     t.name = name;
     t.dims = std::move(dims);
@@ -152,8 +158,8 @@ class GraphBuilder {
     torch::NoGradGuard no_grad;
     torch::Tensor w = t.weight.detach().to(torch::kCPU, torch::kDouble).contiguous();
     const int64_t out = w.size(0);
-    torch::Tensor b = l.bias ? t.bias.detach().to(torch::kCPU, torch::kDouble)
-                             : torch::zeros({out}, torch::kDouble);
+    torch::Tensor b =
+        l.bias ? t.bias.detach().to(torch::kCPU, torch::kDouble) : torch::zeros({out}, torch::kDouble);
     if (l.bn) {
       const auto scale = t.gamma.detach().to(torch::kCPU, torch::kDouble) /
                          (t.running_var.detach().to(torch::kCPU, torch::kDouble) + kBnEps).sqrt();
@@ -186,11 +192,11 @@ class GraphBuilder {
     s.group = l.out_group;
     if (l.kind == nn::LayerKind::Conv) {
       if (s.rank != 4) throw Error("layer " + l.name + " is a convolution over flattened features");
-      s.name = node("Conv", inputs, l.name,
-                    {attr_ints("kernel_shape", {l.kernel, l.kernel}),
-                     attr_ints("strides", {l.stride, l.stride}),
-                     attr_ints("pads", {l.padding, l.padding, l.padding, l.padding}),
-                     attr_ints("dilations", {1, 1}), attr_int("group", 1)});
+      s.name =
+          node("Conv", inputs, l.name,
+               {attr_ints("kernel_shape", {l.kernel, l.kernel}), attr_ints("strides", {l.stride, l.stride}),
+                attr_ints("pads", {l.padding, l.padding, l.padding, l.padding}),
+                attr_ints("dilations", {1, 1}), attr_int("group", 1)});
       s.h = (s.h + 2 * l.padding - l.kernel) / l.stride + 1;
       s.w = (s.w + 2 * l.padding - l.kernel) / l.stride + 1;
     } else {
@@ -295,13 +301,12 @@ OnnxModel build_onnx(const nn::Model& model, const ExportInfo& info, int64_t ops
   in.dims = {-1, a.in_channels, a.in_height, a.in_width};
   in.symbols = {"N", "", "", ""};
   const std::string norm_text =
-      info.norm.known()
-          ? fmt::format("pixel values scaled to [0, 1] (÷255), then per channel c: (x - mean[c]) / "
-                        "std[c] with mean {} and std {}",
-                        doubles(info.norm.mean), doubles(info.norm.std))
-          : std::string("normalised as in training (the normalisation was not recorded)");
-  in.doc = fmt::format("float32 N×{}×{}×{} images, {}", a.in_channels, a.in_height, a.in_width,
-                       norm_text);
+      info.norm.known() ? fmt::format(
+                              "pixel values scaled to [0, 1] (÷255), then per channel c: (x - mean[c]) / "
+                              "std[c] with mean {} and std {}",
+                              doubles(info.norm.mean), doubles(info.norm.std))
+                        : std::string("normalised as in training (the normalisation was not recorded)");
+  in.doc = fmt::format("float32 N×{}×{}×{} images, {}", a.in_channels, a.in_height, a.in_width, norm_text);
   m.inputs.push_back(in);
   OnnxValue out;
   out.name = "logits";
@@ -332,8 +337,8 @@ OnnxModel build_onnx(const nn::Model& model, const ExportInfo& info, int64_t ops
   return m;
 }
 
-void write_onnx(const std::string& path, const nn::Model& model, const ExportInfo& info,
-                int64_t opset, int64_t channel_multiple) {
+void write_onnx(const std::string& path, const nn::Model& model, const ExportInfo& info, int64_t opset,
+                int64_t channel_multiple) {
   write_file_atomic(path, serialize_onnx(build_onnx(model, info, opset, channel_multiple)));
 }
 

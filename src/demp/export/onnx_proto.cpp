@@ -16,8 +16,7 @@ namespace demp::export_ {
 namespace {
 
 // ONNX raw_data is little-endian; copying the in-memory bytes is only right on such a host.
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
-              "ONNX raw_data needs a little-endian host");
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "ONNX raw_data needs a little-endian host");
 
 template <typename T>
 std::string raw_bytes(const std::vector<T>& v) {
@@ -129,8 +128,7 @@ std::string serialize_onnx(const OnnxModel& m) {
 
 bool looks_like_onnx(const std::string& bytes) {
   onnx::ModelProto p;
-  return p.ParseFromString(bytes) && p.ir_version() > 0 && p.has_graph() &&
-         p.opset_import_size() > 0;
+  return p.ParseFromString(bytes) && p.ir_version() > 0 && p.has_graph() && p.opset_import_size() > 0;
 }
 
 OnnxInfo read_onnx_info(const std::string& bytes, const std::string& what) {

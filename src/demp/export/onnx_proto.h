@@ -43,8 +43,8 @@ struct OnnxTensor {
 /// A graph input or output: float32 with a shape whose symbolic dimensions have a name.
 struct OnnxValue {
   std::string name;
-  std::vector<int64_t> dims;          ///< a fixed size, or -1 where `symbols` names the dimension
-  std::vector<std::string> symbols;   ///< same length as dims; "" for fixed dimensions
+  std::vector<int64_t> dims;         ///< a fixed size, or -1 where `symbols` names the dimension
+  std::vector<std::string> symbols;  ///< same length as dims; "" for fixed dimensions
   std::string doc;
 };
 
@@ -52,7 +52,7 @@ struct OnnxModel {
   int64_t opset = 17;
   std::string producer_version;
   std::string graph_name = "demp";
-  std::string doc;                    ///< the model's doc_string
+  std::string doc;                                            ///< the model's doc_string
   std::vector<std::pair<std::string, std::string>> metadata;  ///< metadata_props
   std::vector<OnnxValue> inputs, outputs;
   std::vector<OnnxTensor> initializers;

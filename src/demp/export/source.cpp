@@ -24,8 +24,7 @@ namespace {
 
 constexpr const char* kTorchFormat = "demp-torch-export-1";
 constexpr const char* kOnnxFormat = "demp-onnx-1";
-constexpr const char* kExportHint =
-    "give a run directory, its model.ckpt, or a file written by demp export";
+constexpr const char* kExportHint = "give a run directory, its model.ckpt, or a file written by demp export";
 
 // The first bytes of a file (to tell zip archives from ONNX protobufs without reading it all).
 std::string file_head(const std::string& path, size_t n) {
@@ -46,8 +45,8 @@ std::string layer_prefix(const nn::Arch& a, size_t i) {
 // (optimizer accumulators, loss sums).
 json export_meta(const json& meta) {
   json out = json::object();
-  for (const char* k : {"config", "step", "finished", "test_accuracy", "best_test_accuracy",
-                        "train_seconds", "source", "source_kind"}) {
+  for (const char* k : {"config", "step", "finished", "test_accuracy", "best_test_accuracy", "train_seconds",
+                        "source", "source_kind"}) {
     if (meta.contains(k)) out[k] = meta[k];
   }
   return out;
@@ -69,9 +68,9 @@ void check_arch(const nn::Arch& a, const std::string& path) {
   try {
     nn::check_arch(a);
   } catch (const Error& e) {
-    throw Error(path + " has an inconsistent architecture: " + e.what(),
-                e.hint().empty() ? "the file is damaged or was edited; export it again from its run"
-                                 : e.hint());
+    throw Error(
+        path + " has an inconsistent architecture: " + e.what(),
+        e.hint().empty() ? "the file is damaged or was edited; export it again from its run" : e.hint());
   }
 }
 
@@ -90,8 +89,7 @@ ModelSource read_checkpoint(const std::string& path) {
 
 // Looks a key up in a pickled generic dict; throws a "not a demp export" error when absent or of
 // the wrong kind, so that a foreign torch file fails cleanly.
-c10::IValue dict_get(const c10::impl::GenericDict& d, const std::string& key,
-                     const std::string& path) {
+c10::IValue dict_get(const c10::impl::GenericDict& d, const std::string& key, const std::string& path) {
   const auto it = d.find(c10::IValue(key));
   if (it == d.end()) {
     throw Error(fmt::format("{} is not a demp export (no '{}' entry)", path, key), kExportHint);
@@ -111,8 +109,7 @@ ModelSource read_torch_export(const std::string& path) {
   const auto d = root.toGenericDict();
   const c10::IValue format = dict_get(d, "format", path);
   if (!format.isString() || format.toStringRef() != kTorchFormat) {
-    throw Error(fmt::format("{} is not a demp export (format is not '{}')", path, kTorchFormat),
-                kExportHint);
+    throw Error(fmt::format("{} is not a demp export (format is not '{}')", path, kTorchFormat), kExportHint);
   }
   ModelSource s;
   s.kind = SourceKind::TorchExport;
@@ -201,9 +198,12 @@ bool zip_has_record(const std::string& path, const std::string& name, bool* read
 
 std::string kind_name(SourceKind k) {
   switch (k) {
-    case SourceKind::Checkpoint: return "checkpoint";
-    case SourceKind::TorchExport: return "torch export";
-    case SourceKind::Onnx: return "onnx";
+    case SourceKind::Checkpoint:
+      return "checkpoint";
+    case SourceKind::TorchExport:
+      return "torch export";
+    case SourceKind::Onnx:
+      return "onnx";
   }
   return "?";
 }
@@ -219,8 +219,9 @@ ModelSource checked_norm(ModelSource s) {
     ok = std::isfinite(s.norm.mean[c]) && std::isfinite(s.norm.std[c]) && s.norm.std[c] > 0;
   }
   if (!ok) {
-    throw Error(s.path + " records an unusable input normalisation (std must be finite and > 0, one "
-                         "mean and std per input channel)",
+    throw Error(s.path +
+                    " records an unusable input normalisation (std must be finite and > 0, one "
+                    "mean and std per input channel)",
                 "the file is damaged or was edited; export it again from its run");
   }
   return s;
@@ -236,17 +237,17 @@ ModelSource load_source(const std::string& path_in) {
       if (file_exists(path_in + "/config.json") || file_exists(path_in + "/summary.json")) {
         // A run that ended (diverged, was killed) before its first checkpoint.
         std::string status;
-        const json sj = json::parse(file_exists(path_in + "/summary.json") ? read_file(path_in + "/summary.json") : "{}",
-                                    nullptr, false);
+        const json sj =
+            json::parse(file_exists(path_in + "/summary.json") ? read_file(path_in + "/summary.json") : "{}",
+                        nullptr, false);
         if (sj.is_object() && sj.contains("status") && sj["status"].is_string()) {
           status = " (status " + sj["status"].get<std::string>() + ")";
         }
-        throw Error(path_in + " holds a demp run that never wrote a checkpoint" + status,
-                    "there is no network to load: start the run again with demp train --overwrite --out " +
-                        path_in);
+        throw Error(
+            path_in + " holds a demp run that never wrote a checkpoint" + status,
+            "there is no network to load: start the run again with demp train --overwrite --out " + path_in);
       }
-      throw Error("no checkpoint at " + path + ": " + path_in + " is not a demp run directory",
-                  kExportHint);
+      throw Error("no checkpoint at " + path + ": " + path_in + " is not a demp run directory", kExportHint);
     }
   }
   if (!file_exists(path)) throw Error("no checkpoint or export at " + path, kExportHint);
@@ -264,9 +265,8 @@ ModelSource load_source(const std::string& path_in) {
   }
   // ONNX files have no magic number; parse them only when they could be one (not empty).
   if (!head.empty() && looks_like_onnx(read_file(path))) return checked_norm(read_onnx(path));
-  throw Error(
-      path + " is not a demp checkpoint, torch export or ONNX model (truncated or corrupt?)",
-      kExportHint);
+  throw Error(path + " is not a demp checkpoint, torch export or ONNX model (truncated or corrupt?)",
+              kExportHint);
 }
 
 train::TrainConfig source_config(const ModelSource& src) {
@@ -289,9 +289,9 @@ Normalization training_normalization(const ModelSource& src, const std::string& 
   train::image_options(cfg, 1, &lo.image);
   const data::DataBundle b = data::load(spec, lo);
   if (b.channels != src.arch.in_channels) {
-    throw Error(fmt::format("data {} has {} channels but the model takes {}", spec, b.channels,
-                            src.arch.in_channels),
-                "give the data set the model was trained on");
+    throw Error(
+        fmt::format("data {} has {} channels but the model takes {}", spec, b.channels, src.arch.in_channels),
+        "give the data set the model was trained on");
   }
   return Normalization{b.mean, b.std};
 }
@@ -306,7 +306,8 @@ nn::Arch dense_arch(const nn::Arch& pruned, const json& config) {
     for (auto& k : dense.skips) {
       const int64_t w = dense.groups[static_cast<size_t>(k.out_group)].width;
       if (dense.groups[static_cast<size_t>(k.in_group)].width != w) {
-        throw Error("cannot rebuild the dense network of " + pruned.model + ": a skip map joins groups of different initial widths",
+        throw Error("cannot rebuild the dense network of " + pruned.model +
+                        ": a skip map joins groups of different initial widths",
                     "compare against a dense run of the architecture file instead");
       }
       k.src.clear();
@@ -341,8 +342,8 @@ nn::Arch dense_arch(const nn::Arch& pruned, const json& config) {
   dense.width_mult = pruned.width_mult;
   bool same = dense.groups.size() == pruned.groups.size();
   for (size_t g = 0; same && g < dense.groups.size(); ++g) {
-    same = dense.groups[g].name == pruned.groups[g].name &&
-           dense.groups[g].initial == pruned.groups[g].initial;
+    same =
+        dense.groups[g].name == pruned.groups[g].name && dense.groups[g].initial == pruned.groups[g].initial;
   }
   if (!same) {
     throw Error("cannot rebuild the dense network of this " + pruned.model +
@@ -402,9 +403,8 @@ void write_torch_export(const std::string& path, const nn::Model& model, const E
   root.insert("meta", info.meta.dump());
 
   std::vector<char> pickle;
-  torch::jit::Pickler pickler(
-      [&](const char* b, size_t n) { pickle.insert(pickle.end(), b, b + n); }, nullptr, nullptr,
-      nullptr, nullptr, /*tag_aggregates=*/false);
+  torch::jit::Pickler pickler([&](const char* b, size_t n) { pickle.insert(pickle.end(), b, b + n); },
+                              nullptr, nullptr, nullptr, nullptr, /*tag_aggregates=*/false);
   pickler.protocol();
   pickler.pushIValue(root);
   pickler.stop();

@@ -41,7 +41,8 @@ void crop_iterative(train::TrainContext& ctx, const std::string& why, double den
     // Each sub-step rescores the shrunk network on batches it has not seen yet.
     const int64_t n = ctx.cfg.score_batches;
     const auto scores = gate_scores(ctx.model, scoring_batches(ctx, n, ctx.step + n * round++), true);
-    ctx.remove_units(keep_global_goal(ctx.model, scores, sub, m), fmt::format("{} sub-step to {}", why, sub.text()));
+    ctx.remove_units(keep_global_goal(ctx.model, scores, sub, m),
+                     fmt::format("{} sub-step to {}", why, sub.text()));
   }
 }
 
@@ -50,7 +51,8 @@ class CropIt : public Method {
   std::string name() const override { return "crop"; }
   bool graph_safe() const override { return true; }  // no step hooks
   void prune_point(train::TrainContext& ctx) override {
-    if (ctx.step == std::max<int64_t>(0, ctx.cfg.prune_at)) crop_iterative(ctx, "crop-it", schedule_density(ctx));
+    if (ctx.step == std::max<int64_t>(0, ctx.cfg.prune_at))
+      crop_iterative(ctx, "crop-it", schedule_density(ctx));
   }
 };
 
@@ -72,7 +74,8 @@ class EarlyCrop : public Method {
   void prune_point(train::TrainContext& ctx) override {
     if (done_ || ctx.step == 0 || ctx.step % ctx.steps_per_epoch != 0) {
       const int64_t latest = ctx.cfg.prune_at >= 0 ? ctx.cfg.prune_at : ctx.total_steps / 2;
-      if (!done_ && ctx.step >= latest && ctx.step > 0) fire(ctx, "earlycrop (trigger not met by --prune-at)");
+      if (!done_ && ctx.step >= latest && ctx.step > 0)
+        fire(ctx, "earlycrop (trigger not met by --prune-at)");
       return;
     }
     if (!theta0_.defined()) return;  // resumed after the trigger point: nothing left to do

@@ -1,15 +1,15 @@
 #include "demp/methods/demp.h"
 
-#include <fmt/format.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>
 
-#include "demp/common/normal.h"
 #include "demp/common/error.h"
+#include "demp/common/normal.h"
 #include "demp/data/dataset.h"
 #include "demp/nn/model.h"
 #include "demp/train/optim.h"
@@ -90,8 +90,9 @@ void add_noise_blocked(std::vector<torch::Tensor>& params, double sigma, NoiseMa
     auto& p = params[i];
     const auto& g = p.grad();
     if (mask == NoiseMask::Live && !g.defined()) continue;
-    const bool flat = p.device().is_cpu() && p.scalar_type() == torch::kFloat && p.is_non_overlapping_and_dense() &&
-                      (mask != NoiseMask::Live || (g.scalar_type() == torch::kFloat && g.strides() == p.strides()));
+    const bool flat =
+        p.device().is_cpu() && p.scalar_type() == torch::kFloat && p.is_non_overlapping_and_dense() &&
+        (mask != NoiseMask::Live || (g.scalar_type() == torch::kFloat && g.strides() == p.strides()));
     if (!flat) {
       rest.push_back(p);
       continue;
@@ -100,7 +101,8 @@ void add_noise_blocked(std::vector<torch::Tensor>& params, double sigma, NoiseMa
     for (int64_t b = 0; b * kBlock < n; ++b) {
       blocks.push_back({p.data_ptr<float>() + b * kBlock,
                         mask == NoiseMask::Live ? g.data_ptr<float>() + b * kBlock : nullptr,
-                        std::min(kBlock, n - b * kBlock), data::stream_seed(step_seed, 1000 + i, static_cast<uint64_t>(b))});
+                        std::min(kBlock, n - b * kBlock),
+                        data::stream_seed(step_seed, 1000 + i, static_cast<uint64_t>(b))});
     }
   }
   const float a = static_cast<float>(sigma);
@@ -157,8 +159,8 @@ prune::ScanResult scan_check_set(train::TrainContext& ctx, int64_t index) {
   ctx.sync_buffers();
   const int64_t n = images.size(0), w = ctx.world_size(), r = ctx.rank();
   images = images.slice(0, n * r / w, n * (r + 1) / w);
-  return prune::scan_dead(ctx.model, images, ctx.cfg.check_batch, ctx.cfg.dead_eps,
-                          {1e-5, 1e-4, 1e-3, 1e-2}, [&](torch::Tensor& t) { ctx.all_reduce_max(t); });
+  return prune::scan_dead(ctx.model, images, ctx.cfg.check_batch, ctx.cfg.dead_eps, {1e-5, 1e-4, 1e-3, 1e-2},
+                          [&](torch::Tensor& t) { ctx.all_reduce_max(t); });
 }
 
 nlohmann::json scan_metrics(const nn::Model& model, const prune::ScanResult& scan) {
@@ -250,7 +252,8 @@ void proximal_l1_step(nn::Model& model, train::Optimizer& opt, const torch::Tens
         const float m = std::fabs(gp[j]) - thr;
         gp[j] = m > 0 ? std::copysign(m, gp[j]) : 0.0f;
         if (bp && gp[j] == 0.0f && bp[j] > 0.0f) {
-          const float den_b = vb ? std::sqrt(vb[j] / static_cast<float>(corr)) + static_cast<float>(eps) : 1.0f;
+          const float den_b =
+              vb ? std::sqrt(vb[j] / static_cast<float>(corr)) + static_cast<float>(eps) : 1.0f;
           bp[j] = std::max(bp[j] - static_cast<float>(lrv * lam_b) / den_b, 0.0f);
         }
       }
@@ -339,7 +342,8 @@ void Demp::begin(train::TrainContext& ctx) {
   sigma_sched_ = train::parse_schedule(c.lambda_schedule, c.noise, span_, ctx.steps_per_epoch);
   // The largest λ(t) up to here (a resumed run recomputes it from the schedule).
   lambda_max_ = 0;
-  for (int64_t t = 0; t <= std::min(ctx.step, span_); ++t) lambda_max_ = std::max(lambda_max_, lambda_sched_.at(t));
+  for (int64_t t = 0; t <= std::min(ctx.step, span_); ++t)
+    lambda_max_ = std::max(lambda_max_, lambda_sched_.at(t));
   if (target_ > 0) {
     // The initial network's size: the arch as built (a resumed run has pruned already).
     const auto& a = ctx.model.arch();
@@ -356,16 +360,21 @@ void Demp::begin(train::TrainContext& ctx) {
     target_end_ = std::max<int64_t>(1, std::llround(c.target_by * total));
   }
   if (ctx.step == 0) {
-    const std::string l1 = regularizer_ != "l1-gamma" ? "" : prox_ ? " (proximal step, ours)" : " (in the loss, the paper's)";
-    const std::string cu = !prox_ ? "" : shrink_beta_ ? " | constant units shrink β (ours)" : " | constant units kept";
+    const std::string l1 = regularizer_ != "l1-gamma" ? ""
+                           : prox_                    ? " (proximal step, ours)"
+                                                      : " (in the loss, the paper's)";
+    const std::string cu = !prox_         ? ""
+                           : shrink_beta_ ? " | constant units shrink β (ours)"
+                                          : " | constant units kept";
     const std::string lam =
         target_ > 0 ? fmt::format("lambda by feedback from {} toward {} {:.4g} of the initial by step {}",
                                   c.lambda, target_kind_, target_, target_end_)
                     : fmt::format("lambda {} {} over {} steps", c.lambda, c.lambda_schedule, span_);
-    ctx.log(fmt::format("demp | {} | noise {} ({}) | regularizer {}{}{} | prune every {} steps from step {} | "
-                        "check set {} images, eps {}",
-                        lam, c.noise, c.noise_mask, c.regularizer, l1, cu, every_,
-                        std::max<int64_t>(1, c.prune_after), c.check_size, c.dead_eps));
+    ctx.log(
+        fmt::format("demp | {} | noise {} ({}) | regularizer {}{}{} | prune every {} steps from step {} | "
+                    "check set {} images, eps {}",
+                    lam, c.noise, c.noise_mask, c.regularizer, l1, cu, every_,
+                    std::max<int64_t>(1, c.prune_after), c.check_size, c.dead_eps));
   }
 }
 
@@ -384,15 +393,17 @@ void Demp::control(train::TrainContext& ctx) {
   if (!holding_) {
     // At full error, λ can move by 1e4× over the planned approach: fast enough to find its
     // level from a poor start, slow enough per update that deaths keep up with it.
-    const double gain = std::log(1e4) * static_cast<double>(control_every_) / static_cast<double>(target_end_);
+    const double gain =
+        std::log(1e4) * static_cast<double>(control_every_) / static_cast<double>(target_end_);
     const double e = std::clamp((f - planned) / 0.05, -1.0, 1.0);
     lambda_ctl_ = std::clamp(lambda_ctl_ * std::exp(gain * e), 1e-9, 1e3);
   }
   if (f <= target_ + 0.002 && reached_step_ < 0) {
     reached_step_ = ctx.step;
-    ctx.log(fmt::format("target step {} | {} at {:.2f}% of the initial network (target {:.2f}%) | lambda {:.4g}",
-                        ctx.step, target_kind_, 100 * f, 100 * target_, lambda_ctl_),
-            ctx.cfg.progress != "none");
+    ctx.log(
+        fmt::format("target step {} | {} at {:.2f}% of the initial network (target {:.2f}%) | lambda {:.4g}",
+                    ctx.step, target_kind_, 100 * f, 100 * target_, lambda_ctl_),
+        ctx.cfg.progress != "none");
   }
 }
 
@@ -437,7 +448,8 @@ void Demp::prune_point(train::TrainContext& ctx) {
           }
         }
       }
-      ctx.remove_units(prune::keep_live(ctx.model, scan, ctx.cfg.width_multiple), last ? "dead (final)" : "dead");
+      ctx.remove_units(prune::keep_live(ctx.model, scan, ctx.cfg.width_multiple),
+                       last ? "dead (final)" : "dead");
       zeros_after_scan_ = 0;
       for (const auto& g : ctx.model.norm_scales()) zeros_after_scan_ += g.eq(0).sum().item<int64_t>();
     }
@@ -494,8 +506,8 @@ void Demp::before_step(train::TrainContext& ctx) {
     if (!device_gen_.defined()) {
       device_gen_ = at::globalContext().defaultGenerator(ctx.device).clone();
     }
-    device_gen_.set_current_seed(
-        data::stream_seed(static_cast<uint64_t>(ctx.cfg.seed), data::kNoise, static_cast<uint64_t>(ctx.step)));
+    device_gen_.set_current_seed(data::stream_seed(static_cast<uint64_t>(ctx.cfg.seed), data::kNoise,
+                                                   static_cast<uint64_t>(ctx.step)));
   }
 }
 
@@ -520,16 +532,16 @@ void Demp::after_step(train::TrainContext& ctx) {
     auto params = ctx.model.parameters();
     if (ctx.device.is_cpu()) {
       // On the CPU every step is eager: draw from the (seed, step) generator, skip σ = 0.
-      add_noise_blocked(params, sigma_now_, mask_, static_cast<uint64_t>(c.seed), static_cast<uint64_t>(ctx.step),
-                        c.noise_rng == "fast");
+      add_noise_blocked(params, sigma_now_, mask_, static_cast<uint64_t>(c.seed),
+                        static_cast<uint64_t>(ctx.step), c.noise_rng == "fast");
     } else {
       add_noise(params, sigma_t_, mask_, device_gen_);
     }
   }
   // The proximal step comes last, so that a γ it sets to 0 is exactly 0 when the next scan looks.
   if (prox_ && (c.lambda > 0 || target_ > 0)) {
-    proximal_l1_step(ctx.model, ctx.optimizer, ctx.optimizer.lr_tensor(ctx.device), lambda_t_,
-                     lambda_beta_t_, vcorr_t_, shrink_beta_, was_zero_);
+    proximal_l1_step(ctx.model, ctx.optimizer, ctx.optimizer.lr_tensor(ctx.device), lambda_t_, lambda_beta_t_,
+                     vcorr_t_, shrink_beta_, was_zero_);
   }
 }
 
@@ -547,10 +559,10 @@ nlohmann::json Demp::metrics(train::TrainContext& ctx) {
 nlohmann::json Demp::state() const {
   nlohmann::json s = state_;
   if (target_ > 0) {
-    s["controller"] = {{"lambda", lambda_ctl_},          {"holding", holding_},
-                       {"zeros_after_scan", zeros_after_scan_},
-                       {"reached_step", reached_step_}, {"measure0", measure0_},
-                       {"projected", last_projected_},  {"planned", last_planned_}};
+    s["controller"] = {
+        {"lambda", lambda_ctl_},         {"holding", holding_},   {"zeros_after_scan", zeros_after_scan_},
+        {"reached_step", reached_step_}, {"measure0", measure0_}, {"projected", last_projected_},
+        {"planned", last_planned_}};
   }
   return s;
 }

@@ -12,8 +12,13 @@
 #include "demp/prune/surgery.h"
 #include "demp/train/schedule.h"
 
-namespace demp::nn { class Model; struct Arch; }
-namespace demp::train { class Optimizer; }
+namespace demp::nn {
+class Model;
+struct Arch;
+}  // namespace demp::nn
+namespace demp::train {
+class Optimizer;
+}
 
 namespace demp::methods {
 
@@ -102,7 +107,7 @@ class Demp : public Method {
   bool prox_ = false;         ///< --l1-step prox with the l1-gamma regulariser
   bool shrink_beta_ = false;  ///< --constant-units shrink (with prox_)
   int64_t span_ = 0, every_ = 0;
-  int64_t multiple_ = 1;  ///< --width-multiple
+  int64_t multiple_ = 1;                             ///< --width-multiple
   nlohmann::json state_ = nlohmann::json::object();  ///< last scan, collapsed groups
   train::Schedule lambda_sched_, sigma_sched_;
   double lambda_now_ = 0, sigma_now_ = 0, lambda_beta_now_ = 0;
@@ -113,13 +118,13 @@ class Demp : public Method {
   double measure0_ = 1;
   int64_t control_every_ = 1;  ///< steps between the controller's updates (sets its gain)
   int64_t target_end_ = 1;
-  double lambda_ctl_ = 0;      ///< the controller's λ (held while the size is at the target)
+  double lambda_ctl_ = 0;  ///< the controller's λ (held while the size is at the target)
   bool holding_ = false;
   int64_t reached_step_ = -1;
   int64_t zeros_after_scan_ = 0;  ///< scales at 0 right after the last removal (target mode)
   double last_projected_ = 1, last_planned_ = 1;
   torch::Tensor lambda_t_, sigma_t_, lambda_beta_t_, vcorr_t_;  ///< 0-dim on the model's device
-  torch::Generator device_gen_;       ///< the noise's generator on a GPU, reseeded every step
+  torch::Generator device_gen_;          ///< the noise's generator on a GPU, reseeded every step
   std::vector<torch::Tensor> was_zero_;  ///< γ == 0 before this step's update (prox)
 };
 

@@ -44,8 +44,8 @@ class Gradual : public Method {
       changes |= !keep[g].empty() && static_cast<int64_t>(keep[g].size()) < a.groups[g].width;
     }
     if (!changes) return;
-    ctx.remove_units(keep, fmt::format("gradual ({}) step {} of the schedule to {}",
-                                       ctx.cfg.gradual_score, ctx.step, goal.text()));
+    ctx.remove_units(keep, fmt::format("gradual ({}) step {} of the schedule to {}", ctx.cfg.gradual_score,
+                                       ctx.step, goal.text()));
   }
 
  private:

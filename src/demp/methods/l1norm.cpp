@@ -20,8 +20,9 @@ class L1Norm : public Method {
   bool graph_safe() const override { return true; }  // no step hooks
   void begin(train::TrainContext& ctx) override {
     end_ = ctx.cfg.prune_at > 0 ? ctx.cfg.prune_at : std::max<int64_t>(1, ctx.total_steps / 2);
-    every_ = ctx.cfg.prune_every > 0 ? ctx.cfg.prune_every
-                                     : std::max<int64_t>(1, std::llround(0.05 * static_cast<double>(ctx.total_steps)));
+    every_ = ctx.cfg.prune_every > 0
+                 ? ctx.cfg.prune_every
+                 : std::max<int64_t>(1, std::llround(0.05 * static_cast<double>(ctx.total_steps)));
   }
   void prune_point(train::TrainContext& ctx) override {
     if (ctx.step == 0 || ctx.step > end_ || (ctx.step % every_ != 0 && ctx.step != end_)) return;

@@ -43,9 +43,12 @@ SizeGoal partial_goal(const SizeGoal& goal, double fraction) {
 namespace {
 double measure_of(const nn::Arch& a, SizeGoal::Measure m) {
   switch (m) {
-    case SizeGoal::Measure::Params: return static_cast<double>(a.params());
-    case SizeGoal::Measure::Flops: return static_cast<double>(a.flops());
-    default: return static_cast<double>(a.units());
+    case SizeGoal::Measure::Params:
+      return static_cast<double>(a.params());
+    case SizeGoal::Measure::Flops:
+      return static_cast<double>(a.flops());
+    default:
+      return static_cast<double>(a.units());
   }
 }
 
@@ -68,8 +71,7 @@ std::vector<int64_t> keep_widths(const nn::Arch& a, const prune::KeepSets& keep,
 bool closer_above(double below, double above, double goal) { return above - goal < goal - below; }
 }  // namespace
 
-double measure_fraction(const nn::Arch& a, const std::vector<int64_t>& widths,
-                        SizeGoal::Measure m) {
+double measure_fraction(const nn::Arch& a, const std::vector<int64_t>& widths, SizeGoal::Measure m) {
   nn::Arch now = a, first = a;
   for (size_t g = 0; g < a.groups.size(); ++g) {
     if (!a.groups[g].prunable) continue;
@@ -79,8 +81,8 @@ double measure_fraction(const nn::Arch& a, const std::vector<int64_t>& widths,
   return measure_of(now, m) / measure_of(first, m);
 }
 
-prune::KeepSets round_up_keep(const nn::Model& model, const GroupScores& scores,
-                              prune::KeepSets keep, int64_t multiple) {
+prune::KeepSets round_up_keep(const nn::Model& model, const GroupScores& scores, prune::KeepSets keep,
+                              int64_t multiple) {
   if (multiple <= 1) return keep;
   const auto& a = model.arch();
   for (int g : a.prunable_groups()) {
@@ -100,10 +102,11 @@ prune::KeepSets round_up_keep(const nn::Model& model, const GroupScores& scores,
   return keep;
 }
 
-prune::KeepSets keep_global_goal(const nn::Model& model, const GroupScores& scores,
-                                 const SizeGoal& goal, int64_t multiple) {
+prune::KeepSets keep_global_goal(const nn::Model& model, const GroupScores& scores, const SizeGoal& goal,
+                                 int64_t multiple) {
   if (goal.from_density) {
-    return round_up_keep(model, scores, keep_global_top(model, scores, target_units(model, goal.fraction)), multiple);
+    return round_up_keep(model, scores, keep_global_top(model, scores, target_units(model, goal.fraction)),
+                         multiple);
   }
   const auto& a = model.arch();
   auto frac = [&](int64_t k) {
@@ -174,7 +177,8 @@ prune::KeepSets keep_per_layer(const nn::Model& model, const GroupScores& scores
   for (int g : a.prunable_groups()) {
     const int64_t w = a.groups[g].width;
     const int64_t n = round_up(
-        std::min(w, std::max<int64_t>(1, std::llround(density * static_cast<double>(a.groups[g].initial)))), multiple, w);
+        std::min(w, std::max<int64_t>(1, std::llround(density * static_cast<double>(a.groups[g].initial)))),
+        multiple, w);
     const auto idx = std::get<1>(scores[g].to(torch::kFloat).topk(n));
     auto sorted = std::get<0>(idx.sort());
     keep[g].assign(sorted.data_ptr<int64_t>(), sorted.data_ptr<int64_t>() + n);

@@ -9,8 +9,14 @@
 
 #include "demp/prune/surgery.h"
 
-namespace demp::nn { class Model; struct Arch; }
-namespace demp::train { struct TrainContext; struct TrainConfig; }
+namespace demp::nn {
+class Model;
+struct Arch;
+}  // namespace demp::nn
+namespace demp::train {
+struct TrainContext;
+struct TrainConfig;
+}  // namespace demp::train
 
 namespace demp::methods {
 
@@ -35,8 +41,7 @@ SizeGoal size_goal(const train::TrainConfig& cfg);
 
 /// The measure of `a` with its prunable groups at `widths` (one per group), as a fraction of
 /// the same measure at the groups' initial widths.
-double measure_fraction(const nn::Arch& a, const std::vector<int64_t>& widths,
-                        SizeGoal::Measure m);
+double measure_fraction(const nn::Arch& a, const std::vector<int64_t>& widths, SizeGoal::Measure m);
 
 /// The same goal scaled: `fraction` of the way from the whole network to `goal` (for gradual
 /// schedules): 1 − (1 − goal)·fraction of the measure.
@@ -45,8 +50,8 @@ SizeGoal partial_goal(const SizeGoal& goal, double fraction);
 /// Global selection towards a goal: the top-k units by score (every group keeps its best; counts
 /// rounded up to `multiple`), with k such that the measure of what is kept is closest to the goal.
 /// From --density: exactly keep_global_top(model, scores, target_units(model, density)).
-prune::KeepSets keep_global_goal(const nn::Model& model, const GroupScores& scores,
-                                 const SizeGoal& goal, int64_t multiple = 1);
+prune::KeepSets keep_global_goal(const nn::Model& model, const GroupScores& scores, const SizeGoal& goal,
+                                 int64_t multiple = 1);
 /// The one per-layer density d (each group keeps max(1, round(d × initial width)) units, never
 /// more than it has) whose measure is closest to the goal; the goal's fraction itself for a
 /// density goal.
@@ -61,8 +66,8 @@ prune::KeepSets keep_per_layer(const nn::Model& model, const GroupScores& scores
 /// `keep` with each group's count rounded up to a multiple of `multiple` (never above the
 /// group's width) by adding its best-scored units not yet kept: the same --width-multiple DemP's
 /// scans keep, so that baselines' narrow layers run as fast per unit as DemP's.
-prune::KeepSets round_up_keep(const nn::Model& model, const GroupScores& scores,
-                              prune::KeepSets keep, int64_t multiple);
+prune::KeepSets round_up_keep(const nn::Model& model, const GroupScores& scores, prune::KeepSets keep,
+                              int64_t multiple);
 
 /// Gate-trick scores: a multiplicative gate c = 1 on every unit's output.
 /// hessian=false (SNAP): |Σ_batches ∂L/∂c_j|; hessian=true (CroP): |Σ_batches (H_c g_c)_j| with

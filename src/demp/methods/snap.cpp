@@ -19,7 +19,8 @@ class Snap : public Method {
     if (ctx.step != at) return;
     const auto scores = gate_scores(ctx.model, scoring_batches(ctx, ctx.cfg.score_batches, ctx.step), false);
     const auto goal = size_goal(ctx.cfg);
-    ctx.remove_units(keep_global_goal(ctx.model, scores, goal, ctx.cfg.width_multiple), "snap to " + goal.text());
+    ctx.remove_units(keep_global_goal(ctx.model, scores, goal, ctx.cfg.width_multiple),
+                     "snap to " + goal.text());
   }
 };
 

@@ -64,19 +64,18 @@ std::vector<int> Arch::prunable_groups() const {
 }
 
 std::string Arch::table() const {
-  std::string s = fmt::format("{:<22} {:<10} {:>16} {:>12} {:>14}\n", "layer", "kind",
-                              "in -> out", "params", "FLOPs/image");
+  std::string s = fmt::format("{:<22} {:<10} {:>16} {:>12} {:>14}\n", "layer", "kind", "in -> out", "params",
+                              "FLOPs/image");
   for (const auto& l : layers) {
     const std::string kind = l.kind == LayerKind::Conv
                                  ? fmt::format("conv{}x{}{}", l.kernel, l.kernel, l.bn ? "+bn" : "")
                                  : fmt::format("linear{}", l.bn ? "+bn" : "");
-    const std::string io =
-        fmt::format("{} -> {}", groups[l.in_group].width, groups[l.out_group].width);
-    s += fmt::format("{:<22} {:<10} {:>16} {:>12} {:>14}\n", l.name, kind, io,
-                     layer_params(*this, l), layer_flops(*this, l));
+    const std::string io = fmt::format("{} -> {}", groups[l.in_group].width, groups[l.out_group].width);
+    s += fmt::format("{:<22} {:<10} {:>16} {:>12} {:>14}\n", l.name, kind, io, layer_params(*this, l),
+                     layer_flops(*this, l));
   }
-  s += fmt::format("{:<22} {:<10} {:>16} {:>12} {:>14}\n", "total", model,
-                   fmt::format("{} units", units()), params(), flops());
+  s += fmt::format("{:<22} {:<10} {:>16} {:>12} {:>14}\n", "total", model, fmt::format("{} units", units()),
+                   params(), flops());
   return s;
 }
 
@@ -110,8 +109,8 @@ class Builder {
     a.num_slots = std::max(a.num_slots, s + 1);
   }
 
-  void conv(const std::string& name, int src, int dst, int out_group, int64_t k, int64_t stride,
-            int64_t pad, bool bn = true, bool zero_bn = false) {
+  void conv(const std::string& name, int src, int dst, int out_group, int64_t k, int64_t stride, int64_t pad,
+            bool bn = true, bool zero_bn = false) {
     ensure_slot(dst);
     Slot in = slots_[src];
     Layer l;
@@ -127,9 +126,9 @@ class Builder {
     l.zero_init_bn = zero_bn;
     const int64_t h = (in.h + 2 * pad - k) / stride + 1, w = (in.w + 2 * pad - k) / stride + 1;
     if (h < 1 || w < 1) {
-      throw Error(fmt::format("input {}x{} is too small for layer {} of {}", a.in_height,
-                              a.in_width, name, a.model),
-                  "use a larger --input-size or another model");
+      throw Error(
+          fmt::format("input {}x{} is too small for layer {} of {}", a.in_height, a.in_width, name, a.model),
+          "use a larger --input-size or another model");
     }
     l.out_hw = h * w;
     push_layer(l, src, dst);
@@ -240,8 +239,8 @@ Arch build_mlp(const ModelOptions& o) {
 
 Arch build_vgg16(const ModelOptions& o) {
   Builder b(o);
-  const std::vector<int64_t> cfg = {64, 64, 0, 128, 128, 0, 256, 256, 256, 0,
-                                    512, 512, 512, 0, 512, 512, 512, 0};
+  const std::vector<int64_t> cfg = {64, 64,  0,   128, 128, 0,   256, 256, 256,
+                                    0,  512, 512, 512, 0,   512, 512, 512, 0};
   int n = 0;
   for (int64_t c : cfg) {
     if (c == 0) {
@@ -362,7 +361,8 @@ Arch build_arch(const ModelOptions& o) {
     throw Error("unknown --stem '" + o.stem + "'", "use auto, cifar or imagenet");
   }
   if (o.stem != "auto" && o.model != "resnet18" && o.model != "resnet50") {
-    throw Error("--stem " + o.stem + " applies to resnet18 and resnet50 only", "leave --stem out for " + o.model);
+    throw Error("--stem " + o.stem + " applies to resnet18 and resnet50 only",
+                "leave --stem out for " + o.model);
   }
   Arch a;
   if (o.model == "mlp") {
@@ -402,7 +402,8 @@ void check_arch(const Arch& a) {
   if (a.classes < 1 || a.classes > kMaxWidth) bad(fmt::format("{} classes", a.classes));
   for (const auto& g : a.groups) {
     if (g.width < 1 || g.width > g.initial || g.initial > kMaxWidth) {
-      bad(fmt::format("group '{}': field \"width\": {} (initially {}; 1 .. 2^24, at most the initial width)", g.name, g.width, g.initial));
+      bad(fmt::format("group '{}': field \"width\": {} (initially {}; 1 .. 2^24, at most the initial width)",
+                      g.name, g.width, g.initial));
     }
     if (g.hw < 1 || g.hw > (int64_t{1} << 32)) bad("group '" + g.name + "': field \"hw\" out of range");
   }
@@ -414,11 +415,14 @@ void check_arch(const Arch& a) {
     const Layer& l = a.layers[li];
     const std::string lw = fmt::format("layer '{}' (#{})", l.name, li);
     if (l.kind != LayerKind::Conv && l.kind != LayerKind::Linear) bad(lw + ": field \"kind\": unknown kind");
-    if (l.in_group < 0 || l.in_group >= ng) bad(fmt::format("{}: field \"in_group\": {} is not a group (0..{})", lw, l.in_group, ng - 1));
-    if (l.out_group < 0 || l.out_group >= ng) bad(fmt::format("{}: field \"out_group\": {} is not a group (0..{})", lw, l.out_group, ng - 1));
+    if (l.in_group < 0 || l.in_group >= ng)
+      bad(fmt::format("{}: field \"in_group\": {} is not a group (0..{})", lw, l.in_group, ng - 1));
+    if (l.out_group < 0 || l.out_group >= ng)
+      bad(fmt::format("{}: field \"out_group\": {} is not a group (0..{})", lw, l.out_group, ng - 1));
     if (l.out_group == 0) bad(lw + ": field \"out_group\": a layer cannot write the input group");
     auto in_range = [&](const char* field, int64_t x, int64_t lo, int64_t hi) {
-      if (x < lo || x > hi) bad(fmt::format("{}: field \"{}\": {} is out of range ({} .. {})", lw, field, x, lo, hi));
+      if (x < lo || x > hi)
+        bad(fmt::format("{}: field \"{}\": {} is out of range ({} .. {})", lw, field, x, lo, hi));
     };
     in_range("kernel", l.kernel, 1, 64);
     in_range("stride", l.stride, 1, 64);
@@ -477,15 +481,17 @@ void check_arch(const Arch& a) {
     switch (op.kind) {
       case Op::Layer: {
         if (op.a < 0 || op.a >= static_cast<int>(a.layers.size())) {
-          bad(fmt::format("forward program op #{}: field \"a\": layer index {} out of range (0..{})", oi, op.a, a.layers.size() - 1));
+          bad(fmt::format("forward program op #{}: field \"a\": layer index {} out of range (0..{})", oi,
+                          op.a, a.layers.size() - 1));
         }
         const Layer& l = a.layers[static_cast<size_t>(op.a)];
         const std::string lw = fmt::format("layer '{}' (#{}) at program op #{}", l.name, op.a, oi);
         const Shape in = read(op.b, "a layer");
         if (in.group != l.in_group) {
-          bad(fmt::format("{}: field \"in_group\": built for group '{}' ({} units) but reads group '{}' ({} units)", lw,
-                          a.groups[static_cast<size_t>(l.in_group)].name, a.groups[static_cast<size_t>(l.in_group)].width,
-                          a.groups[static_cast<size_t>(in.group)].name, a.groups[static_cast<size_t>(in.group)].width));
+          bad(fmt::format(
+              "{}: field \"in_group\": built for group '{}' ({} units) but reads group '{}' ({} units)", lw,
+              a.groups[static_cast<size_t>(l.in_group)].name, a.groups[static_cast<size_t>(l.in_group)].width,
+              a.groups[static_cast<size_t>(in.group)].name, a.groups[static_cast<size_t>(in.group)].width));
         }
         Shape out{true, l.out_group, 1, 1, 1, true};
         if (l.kind == LayerKind::Conv) {
@@ -499,7 +505,8 @@ void check_arch(const Arch& a) {
         } else {
           const int64_t features = in.flat ? in.flat_hw : -1;
           if (features != l.in_block) {
-            bad(fmt::format("{}: field \"in_block\": built for {} features per input unit, gets {}", lw, l.in_block, features));
+            bad(fmt::format("{}: field \"in_block\": built for {} features per input unit, gets {}", lw,
+                            l.in_block, features));
           }
         }
         slot(op.c, "a layer") = out;
@@ -517,7 +524,8 @@ void check_arch(const Arch& a) {
         }
         auto out = [&](int64_t n) {
           const double t = static_cast<double>(n + 2 * op.p - op.k) / static_cast<double>(op.s);
-          int64_t o = (op.b != 0 ? static_cast<int64_t>(std::ceil(t)) : static_cast<int64_t>(std::floor(t))) + 1;
+          int64_t o =
+              (op.b != 0 ? static_cast<int64_t>(std::ceil(t)) : static_cast<int64_t>(std::floor(t))) + 1;
           if (op.b != 0 && (o - 1) * op.s >= n + op.p) --o;
           return o;
         };
@@ -558,7 +566,8 @@ void check_arch(const Arch& a) {
         }
         break;
       }
-      default: bad("forward program: unknown op");
+      default:
+        bad("forward program: unknown op");
     }
   }
   if (!v[0].flat || v[0].group != ng - 1) bad("the forward program does not end in the logits");
@@ -567,21 +576,29 @@ void check_arch(const Arch& a) {
 // ---- JSON ----------------------------------------------------------------------------------
 
 void to_json(nlohmann::json& j, const Arch& a) {
-  j = nlohmann::json{{"model", a.model},       {"in_channels", a.in_channels},
-                     {"in_height", a.in_height}, {"in_width", a.in_width},
-                     {"classes", a.classes},   {"width_mult", a.width_mult},
+  j = nlohmann::json{{"model", a.model},        {"in_channels", a.in_channels}, {"in_height", a.in_height},
+                     {"in_width", a.in_width},  {"classes", a.classes},         {"width_mult", a.width_mult},
                      {"num_slots", a.num_slots}};
   for (const auto& g : a.groups) {
-    j["groups"].push_back({{"name", g.name}, {"width", g.width}, {"initial", g.initial},
-                           {"prunable", g.prunable}, {"hw", g.hw}});
+    j["groups"].push_back({{"name", g.name},
+                           {"width", g.width},
+                           {"initial", g.initial},
+                           {"prunable", g.prunable},
+                           {"hw", g.hw}});
   }
   for (const auto& l : a.layers) {
     j["layers"].push_back({{"name", l.name},
                            {"kind", l.kind == LayerKind::Conv ? "conv" : "linear"},
-                           {"in_group", l.in_group}, {"out_group", l.out_group},
-                           {"in_block", l.in_block}, {"kernel", l.kernel},
-                           {"stride", l.stride}, {"padding", l.padding}, {"out_hw", l.out_hw},
-                           {"bias", l.bias}, {"bn", l.bn}, {"zero_init_bn", l.zero_init_bn}});
+                           {"in_group", l.in_group},
+                           {"out_group", l.out_group},
+                           {"in_block", l.in_block},
+                           {"kernel", l.kernel},
+                           {"stride", l.stride},
+                           {"padding", l.padding},
+                           {"out_hw", l.out_hw},
+                           {"bias", l.bias},
+                           {"bn", l.bn},
+                           {"zero_init_bn", l.zero_init_bn}});
   }
   j["skips"] = nlohmann::json::array();
   for (const auto& s : a.skips) {
@@ -590,8 +607,13 @@ void to_json(nlohmann::json& j, const Arch& a) {
   }
   static const char* names[] = {"layer", "relu", "maxpool", "gap", "flatten", "copy", "add"};
   for (const auto& op : a.program) {
-    j["program"].push_back({{"op", names[op.kind]}, {"a", op.a}, {"b", op.b}, {"c", op.c},
-                            {"k", op.k}, {"s", op.s}, {"p", op.p}});
+    j["program"].push_back({{"op", names[op.kind]},
+                            {"a", op.a},
+                            {"b", op.b},
+                            {"c", op.c},
+                            {"k", op.k},
+                            {"s", op.s},
+                            {"p", op.p}});
   }
 }
 
@@ -610,8 +632,7 @@ void from_json(const nlohmann::json& j, Arch& a) {
     j.at("width_mult").get_to(a.width_mult);
     j.at("num_slots").get_to(a.num_slots);
     for (const auto& g : j.at("groups")) {
-      a.groups.push_back(Group{g.at("name"), g.at("width"), g.at("initial"), g.at("prunable"),
-                               g.at("hw")});
+      a.groups.push_back(Group{g.at("name"), g.at("width"), g.at("initial"), g.at("prunable"), g.at("hw")});
     }
     for (const auto& x : j.at("layers")) {
       Layer l;
@@ -637,7 +658,7 @@ void from_json(const nlohmann::json& j, Arch& a) {
     for (const auto& s : j.at("skips")) {
       a.skips.push_back(SkipMap{s.at("in_group"), s.at("out_group"), s.at("src"), s.at("dst")});
     }
-    static const std::vector<std::string> names = {"layer", "relu", "maxpool", "gap",
+    static const std::vector<std::string> names = {"layer",   "relu", "maxpool", "gap",
                                                    "flatten", "copy", "add"};
     for (const auto& x : j.at("program")) {
       const auto it = std::find(names.begin(), names.end(), x.at("op").get<std::string>());

@@ -17,10 +17,10 @@ namespace demp::nn {
 
 struct Group {
   std::string name;
-  int64_t width = 0;       ///< current number of units (channels or features)
-  int64_t initial = 0;     ///< width when the network was built
-  bool prunable = true;    ///< false for the input and the logits
-  int64_t hw = 1;          ///< spatial positions per unit (H*W); 1 for features
+  int64_t width = 0;     ///< current number of units (channels or features)
+  int64_t initial = 0;   ///< width when the network was built
+  bool prunable = true;  ///< false for the input and the logits
+  int64_t hw = 1;        ///< spatial positions per unit (H*W); 1 for features
 };
 
 enum class LayerKind { Conv, Linear };
@@ -28,13 +28,13 @@ enum class LayerKind { Conv, Linear };
 struct Layer {
   std::string name;
   LayerKind kind = LayerKind::Conv;
-  int in_group = 0;        ///< group whose units are this layer's input channels / features
-  int out_group = 0;       ///< group whose units are this layer's output channels
-  int64_t in_block = 1;    ///< linear after flatten: input features per input unit (H*W)
+  int in_group = 0;      ///< group whose units are this layer's input channels / features
+  int out_group = 0;     ///< group whose units are this layer's output channels
+  int64_t in_block = 1;  ///< linear after flatten: input features per input unit (H*W)
   int64_t kernel = 1, stride = 1, padding = 0;
-  int64_t out_hw = 1;      ///< output spatial positions (for FLOPs)
+  int64_t out_hw = 1;  ///< output spatial positions (for FLOPs)
   bool bias = false;
-  bool bn = false;         ///< followed by BatchNorm on its output channels
+  bool bn = false;            ///< followed by BatchNorm on its output channels
   bool zero_init_bn = false;  ///< BN γ starts at 0 (ResNet-50 last BN of each bottleneck)
 };
 
@@ -42,32 +42,32 @@ struct Layer {
 struct SkipMap {
   int in_group = 0, out_group = 0;
   std::vector<int64_t> src, dst;
-  bool identity() const;   ///< src == dst == 0..n-1 with n = both widths
+  bool identity() const;  ///< src == dst == 0..n-1 with n = both widths
 };
 
 /// One instruction of the forward program, over numbered value slots.
 struct Op {
   enum Kind { Layer, Relu, MaxPool, GlobalAvgPool, Flatten, Copy, Add } kind;
-  int a = 0;      ///< Layer: layer index; Relu: slot; MaxPool/GlobalAvgPool/Flatten: slot; Copy/Add: dst slot
-  int b = 0;      ///< Layer: src slot; Add/Copy: src slot; Relu: group id
-  int c = 0;      ///< Layer: dst slot; Add: skip index (-1: plain add, same channel space)
+  int a = 0;  ///< Layer: layer index; Relu: slot; MaxPool/GlobalAvgPool/Flatten: slot; Copy/Add: dst slot
+  int b = 0;  ///< Layer: src slot; Add/Copy: src slot; Relu: group id
+  int c = 0;  ///< Layer: dst slot; Add: skip index (-1: plain add, same channel space)
   int64_t k = 0, s = 0, p = 0;  ///< MaxPool kernel, stride, padding (ceil mode)
 };
 
 struct Arch {
-  std::string model;        ///< "mlp", "vgg16", "resnet18", "resnet50"
+  std::string model;  ///< "mlp", "vgg16", "resnet18", "resnet50"
   int64_t in_channels = 1, in_height = 28, in_width = 28, classes = 10;
   double width_mult = 1.0;
-  std::vector<Group> groups;   ///< groups[0] is the input, the last is the logits
+  std::vector<Group> groups;  ///< groups[0] is the input, the last is the logits
   std::vector<Layer> layers;
   std::vector<SkipMap> skips;
   std::vector<Op> program;
   int num_slots = 1;
 
-  int64_t units() const;             ///< live units over all prunable groups
+  int64_t units() const;  ///< live units over all prunable groups
   int64_t initial_units() const;
-  int64_t params() const;            ///< parameters (weights, biases, BN γ and β)
-  int64_t flops() const;             ///< FLOPs per image: 2 × multiply-adds of conv and linear
+  int64_t params() const;  ///< parameters (weights, biases, BN γ and β)
+  int64_t flops() const;   ///< FLOPs per image: 2 × multiply-adds of conv and linear
   std::vector<int> prunable_groups() const;
   /// Architecture as a human-readable table (layer, kind, in → out, params, FLOPs/image).
   std::string table() const;
@@ -78,7 +78,7 @@ struct ModelOptions {
   /// ResNet stem: "auto" (resnet18: cifar, resnet50: imagenet), "cifar" (3x3 stride 1, no
   /// max-pool) or "imagenet" (torchvision's: 7x7 stride 2, BN, ReLU, 3x3 stride-2 max-pool).
   std::string stem = "auto";
-  double width = 1.0;                 ///< width multiplier on every hidden group
+  double width = 1.0;  ///< width multiplier on every hidden group
   int64_t in_channels = 1, in_height = 28, in_width = 28, classes = 10;
   std::vector<int64_t> mlp_widths{512, 256};  ///< MLP hidden widths (before the multiplier)
 };

@@ -36,8 +36,7 @@ std::string type_name(const json& v) {
 // Fields of one JSON object, read with messages that say where (`where`: "layer 'conv1' (#0)").
 class Obj {
  public:
-  Obj(const json& j, std::string where, std::vector<std::string> allowed)
-      : j_(j), where_(std::move(where)) {
+  Obj(const json& j, std::string where, std::vector<std::string> allowed) : j_(j), where_(std::move(where)) {
     if (!j.is_object()) fail(where_ + ": expected an object, got " + type_name(j) + " " + j.dump());
     for (auto it = j.begin(); it != j.end(); ++it) {
       if (std::find(allowed.begin(), allowed.end(), it.key()) == allowed.end()) {
@@ -79,11 +78,14 @@ class Obj {
     return v.get<bool>();
   }
   std::vector<int64_t> ints(const json& v, const std::string& field) const {
-    if (!v.is_array()) fail(fmt::format("{}: field \"{}\": expected an array of integers, got {} {}", where_, field, type_name(v), v.dump()));
+    if (!v.is_array())
+      fail(fmt::format("{}: field \"{}\": expected an array of integers, got {} {}", where_, field,
+                       type_name(v), v.dump()));
     std::vector<int64_t> out;
     for (const auto& x : v) {
       if (!x.is_number_integer() && !x.is_number_unsigned()) {
-        fail(fmt::format("{}: field \"{}\": expected integers, got {} {}", where_, field, type_name(x), x.dump()));
+        fail(fmt::format("{}: field \"{}\": expected integers, got {} {}", where_, field, type_name(x),
+                         x.dump()));
       }
       out.push_back(x.get<int64_t>());
     }
@@ -95,7 +97,9 @@ class Obj {
   }
 
  private:
-  [[noreturn]] void missing(const char* k) const { fail(fmt::format("{}: field \"{}\" is missing", where_, k)); }
+  [[noreturn]] void missing(const char* k) const {
+    fail(fmt::format("{}: field \"{}\" is missing", where_, k));
+  }
   [[noreturn]] void wrong(const char* k, const char* want, const json& v) const {
     fail(fmt::format("{}: field \"{}\": expected {}, got {} {}", where_, k, want, type_name(v), v.dump()));
   }
@@ -106,7 +110,9 @@ class Obj {
   std::string where_;
 };
 
-std::string layer_where(const std::string& name, size_t i) { return fmt::format("layer '{}' (#{})", name, i); }
+std::string layer_where(const std::string& name, size_t i) {
+  return fmt::format("layer '{}' (#{})", name, i);
+}
 
 int64_t pool_out(int64_t n, int64_t k, int64_t s, int64_t p, bool ceil_mode) {
   const double x = static_cast<double>(n + 2 * p - k) / static_cast<double>(s);
@@ -164,15 +170,20 @@ Arch arch_from_file_json(const json& j, const ArchShape& data) {
   if (!gs.is_array()) fail("architecture: field \"groups\": expected an array, got " + type_name(gs));
   for (size_t i = 0; i < gs.size(); ++i) {
     const std::string name = gs[i].is_object() && gs[i].contains("name") && gs[i]["name"].is_string()
-                                 ? gs[i]["name"].get<std::string>() : std::string("?");
-    const Obj g(gs[i], fmt::format("group '{}' (#{})", name, i), {"name", "width", "initial", "prunable", "comment"});
+                                 ? gs[i]["name"].get<std::string>()
+                                 : std::string("?");
+    const Obj g(gs[i], fmt::format("group '{}' (#{})", name, i),
+                {"name", "width", "initial", "prunable", "comment"});
     const std::string n = g.str("name");
     if (n.empty()) fail(g.where() + ": field \"name\" is empty");
-    if (n == "input" || n == "logits") fail(g.where() + ": field \"name\": '" + n + "' is reserved (the input and the classifier's outputs are implicit groups)");
+    if (n == "input" || n == "logits")
+      fail(g.where() + ": field \"name\": '" + n +
+           "' is reserved (the input and the classifier's outputs are implicit groups)");
     if (group_id.count(n)) fail(g.where() + ": field \"name\": a second group named '" + n + "'");
     const int64_t width = g.integer("width", std::nullopt, 1, int64_t{1} << 24);
     const int64_t initial = g.integer("initial", width, 1, int64_t{1} << 24);
-    if (initial < width) fail(fmt::format("{}: field \"initial\": {} is less than the width {}", g.where(), initial, width));
+    if (initial < width)
+      fail(fmt::format("{}: field \"initial\": {} is less than the width {}", g.where(), initial, width));
     group_id[n] = static_cast<int>(a.groups.size());
     a.groups.push_back(Group{n, width, initial, g.boolean("prunable", true), 1});
   }
@@ -186,18 +197,22 @@ Arch arch_from_file_json(const json& j, const ArchShape& data) {
   if (!ls.is_array() || ls.empty()) fail("architecture: field \"layers\": expected a non-empty array");
   for (size_t i = 0; i < ls.size(); ++i) {
     const std::string name = ls[i].is_object() && ls[i].contains("name") && ls[i]["name"].is_string()
-                                 ? ls[i]["name"].get<std::string>() : std::string("?");
+                                 ? ls[i]["name"].get<std::string>()
+                                 : std::string("?");
     const Obj o(ls[i], layer_where(name, i),
-                {"name", "kind", "in", "out", "kernel", "stride", "padding", "bias", "bn", "zero_init_bn", "comment"});
+                {"name", "kind", "in", "out", "kernel", "stride", "padding", "bias", "bn", "zero_init_bn",
+                 "comment"});
     Layer l;
     l.name = o.str("name");
     if (l.name.empty()) fail(o.where() + ": field \"name\" is empty");
     if (layer_id.count(l.name)) fail(o.where() + ": field \"name\": a second layer named '" + l.name + "'");
     const std::string kind = o.str("kind");
-    if (kind != "conv" && kind != "linear") fail(o.where() + ": field \"kind\": unknown kind '" + kind + "' (conv or linear)");
+    if (kind != "conv" && kind != "linear")
+      fail(o.where() + ": field \"kind\": unknown kind '" + kind + "' (conv or linear)");
     l.kind = kind == "conv" ? LayerKind::Conv : LayerKind::Linear;
     const std::string out = o.str("out");
-    if (!group_id.count(out) || out == "input") fail(o.where() + ": field \"out\": no group named '" + out + "'");
+    if (!group_id.count(out) || out == "input")
+      fail(o.where() + ": field \"out\": no group named '" + out + "'");
     l.out_group = group_id[out];
     const std::string in = o.str("in", std::string());
     if (!in.empty() && !group_id.count(in)) fail(o.where() + ": field \"in\": no group named '" + in + "'");
@@ -214,7 +229,8 @@ Arch arch_from_file_json(const json& j, const ArchShape& data) {
     l.bn = o.boolean("bn", false);
     l.bias = o.boolean("bias", !l.bn);
     l.zero_init_bn = o.boolean("zero_init_bn", false);
-    if (l.zero_init_bn && !l.bn) fail(o.where() + ": field \"zero_init_bn\": the layer has no BatchNorm (\"bn\": false)");
+    if (l.zero_init_bn && !l.bn)
+      fail(o.where() + ": field \"zero_init_bn\": the layer has no BatchNorm (\"bn\": false)");
     layer_id[l.name] = static_cast<int>(a.layers.size());
     a.layers.push_back(l);
   }
@@ -243,7 +259,8 @@ Arch arch_from_file_json(const json& j, const ArchShape& data) {
         opj = json{{"op", "layer"}, {"layer", s}};
       }
     }
-    std::string op_name = opj.is_object() && opj.contains("op") && opj["op"].is_string() ? opj["op"].get<std::string>() : "?";
+    std::string op_name =
+        opj.is_object() && opj.contains("op") && opj["op"].is_string() ? opj["op"].get<std::string>() : "?";
     std::string where = fmt::format("program op #{} ({})", i, op_name);
     if (op_name == "layer" && opj.contains("layer") && opj["layer"].is_string()) {
       where = fmt::format("program op #{} (layer '{}')", i, opj["layer"].get<std::string>());
@@ -258,7 +275,8 @@ Arch arch_from_file_json(const json& j, const ArchShape& data) {
         {"add", {"op", "from", "to", "map", "comment"}}};
     if (!opj.is_object()) fail(where + ": expected an object or a string, got " + type_name(opj));
     if (!fields.count(op_name)) {
-      fail(where + ": field \"op\": unknown op '" + op_name + "' (layer, relu, maxpool, gap, flatten, copy, add)");
+      fail(where + ": field \"op\": unknown op '" + op_name +
+           "' (layer, relu, maxpool, gap, flatten, copy, add)");
     }
     const Obj o(opj, where, fields.at(op_name));
     auto read = [&](const char* field) -> int {
@@ -284,8 +302,9 @@ Arch arch_from_file_json(const json& j, const ArchShape& data) {
       Layer& l = a.layers[static_cast<size_t>(li)];
       const std::string lw = layer_where(l.name, static_cast<size_t>(li));
       if (layer_used[static_cast<size_t>(li)] >= 0) {
-        fail(fmt::format("{}: {} already runs at op #{} (a layer holds its own weights: declare another layer)",
-                         where, lw, layer_used[static_cast<size_t>(li)]));
+        fail(fmt::format(
+            "{}: {} already runs at op #{} (a layer holds its own weights: declare another layer)", where, lw,
+            layer_used[static_cast<size_t>(li)]));
       }
       layer_used[static_cast<size_t>(li)] = static_cast<int>(i);
       const int src = read("from");
@@ -293,16 +312,21 @@ Arch arch_from_file_json(const json& j, const ArchShape& data) {
       l.in_group = in.group;
       const std::string& din = declared_in[static_cast<size_t>(li)];
       if (!din.empty() && group_id[din] != in.group) {
-        fail(fmt::format("{}: field \"in\": says group '{}' but the program feeds it group '{}' ({})", lw, din,
-                         a.groups[static_cast<size_t>(in.group)].name, where));
+        fail(fmt::format("{}: field \"in\": says group '{}' but the program feeds it group '{}' ({})", lw,
+                         din, a.groups[static_cast<size_t>(in.group)].name, where));
       }
-      if (in.group == static_cast<int>(a.groups.size()) - 1) fail(fmt::format("{}: reads the logits ({})", lw, where));
+      if (in.group == static_cast<int>(a.groups.size()) - 1)
+        fail(fmt::format("{}: reads the logits ({})", lw, where));
       Value out{true, l.out_group, 1, 1, 1, true};
       if (l.kind == LayerKind::Conv) {
-        if (in.flat) fail(fmt::format("{}: a convolution on flattened features ({}: the value was flattened or comes from a linear layer)", lw, where));
+        if (in.flat)
+          fail(
+              fmt::format("{}: a convolution on flattened features ({}: the value was flattened or comes "
+                          "from a linear layer)",
+                          lw, where));
         if (in.h + 2 * l.padding < l.kernel || in.w + 2 * l.padding < l.kernel) {
-          fail(fmt::format("{}: field \"kernel\": {}x{} does not fit the {}x{} input (padding {}) ({})", lw, l.kernel,
-                           l.kernel, in.h, in.w, l.padding, where));
+          fail(fmt::format("{}: field \"kernel\": {}x{} does not fit the {}x{} input (padding {}) ({})", lw,
+                           l.kernel, l.kernel, in.h, in.w, l.padding, where));
         }
         out.flat = false;
         out.h = (in.h + 2 * l.padding - l.kernel) / l.stride + 1;
@@ -310,8 +334,10 @@ Arch arch_from_file_json(const json& j, const ArchShape& data) {
         l.out_hw = out.h * out.w;
       } else {
         if (!in.flat) {
-          fail(fmt::format("{}: a linear layer on a {}x{} feature map ({}: add \"flatten\" before it, or \"gap\" then \"flatten\")",
-                           lw, in.h, in.w, where));
+          fail(
+              fmt::format("{}: a linear layer on a {}x{} feature map ({}: add \"flatten\" before it, or "
+                          "\"gap\" then \"flatten\")",
+                          lw, in.h, in.w, where));
         }
         l.in_block = in.flat_hw;
         l.out_hw = 1;
@@ -333,7 +359,8 @@ Arch arch_from_file_json(const json& j, const ArchShape& data) {
       op.k = o.integer("kernel", 2, 1, 64);
       op.s = o.integer("stride", op.k, 1, 64);
       op.p = o.integer("padding", 0, 0, 64);
-      if (2 * op.p > op.k) fail(fmt::format("{}: field \"padding\": {} is more than half the kernel {}", where, op.p, op.k));
+      if (2 * op.p > op.k)
+        fail(fmt::format("{}: field \"padding\": {} is more than half the kernel {}", where, op.p, op.k));
       if (x.flat) fail(where + ": max-pooling of flattened features");
       x.h = pool_out(x.h, op.k, op.s, op.p, op.b != 0);
       x.w = pool_out(x.w, op.k, op.s, op.p, op.b != 0);
@@ -365,9 +392,10 @@ Arch arch_from_file_json(const json& j, const ArchShape& data) {
       const Group& gs_ = a.groups[static_cast<size_t>(s.group)];
       const Group& gd = a.groups[static_cast<size_t>(d.group)];
       if (s.flat != d.flat || s.h != d.h || s.w != d.w) {
-        fail(fmt::format("{}: adds a {}x{} value (group '{}') to a {}x{} one (group '{}'); the shapes must match "
-                         "(a strided block needs a strided projection on its shortcut)",
-                         where, s.h, s.w, gs_.name, d.h, d.w, gd.name));
+        fail(fmt::format(
+            "{}: adds a {}x{} value (group '{}') to a {}x{} one (group '{}'); the shapes must match "
+            "(a strided block needs a strided projection on its shortcut)",
+            where, s.h, s.w, gs_.name, d.h, d.w, gd.name));
       }
       int skip = -1;
       if (o.has("map")) {
@@ -376,17 +404,19 @@ Arch arch_from_file_json(const json& j, const ArchShape& data) {
         if (k.src.size() != k.dst.size()) fail(where + ": field \"map\": src and dst have different lengths");
         for (size_t q = 0; q < k.src.size(); ++q) {
           if (k.src[q] < 0 || k.src[q] >= gs_.width || k.dst[q] < 0 || k.dst[q] >= gd.width) {
-            fail(fmt::format("{}: field \"map\": entry {} maps unit {} of '{}' (width {}) to unit {} of '{}' (width {})",
-                             where, q, k.src[q], gs_.name, gs_.width, k.dst[q], gd.name, gd.width));
+            fail(fmt::format(
+                "{}: field \"map\": entry {} maps unit {} of '{}' (width {}) to unit {} of '{}' (width {})",
+                where, q, k.src[q], gs_.name, gs_.width, k.dst[q], gd.name, gd.width));
           }
         }
         a.skips.push_back(k);
         skip = static_cast<int>(a.skips.size()) - 1;
       } else if (s.group != d.group) {
         if (gs_.width != gd.width) {
-          fail(fmt::format("{}: adds group '{}' ({} units) to group '{}' ({} units): the widths differ "
-                           "(project the shortcut with a 1x1 conv layer into '{}')",
-                           where, gs_.name, gs_.width, gd.name, gd.width, gd.name));
+          fail(
+              fmt::format("{}: adds group '{}' ({} units) to group '{}' ({} units): the widths differ "
+                          "(project the shortcut with a 1x1 conv layer into '{}')",
+                          where, gs_.name, gs_.width, gd.name, gd.width, gd.name));
         }
         SkipMap k{s.group, d.group, {}, {}};
         for (int64_t u = 0; u < gd.width; ++u) {
@@ -406,19 +436,24 @@ Arch arch_from_file_json(const json& j, const ArchShape& data) {
   for (size_t g = 1; g + 1 < a.groups.size(); ++g) {
     bool produced = false;
     for (const auto& l : a.layers) produced = produced || l.out_group == static_cast<int>(g);
-    if (!produced) fail(fmt::format("group '{}' (#{}): no layer produces it (no layer has \"out\": \"{}\")", a.groups[g].name, g - 1, a.groups[g].name));
+    if (!produced)
+      fail(fmt::format("group '{}' (#{}): no layer produces it (no layer has \"out\": \"{}\")",
+                       a.groups[g].name, g - 1, a.groups[g].name));
     bool activated = false;
-    for (const auto& op : a.program) activated = activated || (op.kind == Op::Relu && op.b == static_cast<int>(g));
+    for (const auto& op : a.program)
+      activated = activated || (op.kind == Op::Relu && op.b == static_cast<int>(g));
     if (!activated && a.groups[g].prunable) {
-      fail(fmt::format("group '{}' (#{}): no relu follows it (a prunable group's units are its ReLU outputs; "
-                       "add \"relu\" after its layer, or mark it \"prunable\": false)",
-                       a.groups[g].name, g - 1));
+      fail(
+          fmt::format("group '{}' (#{}): no relu follows it (a prunable group's units are its ReLU outputs; "
+                      "add \"relu\" after its layer, or mark it \"prunable\": false)",
+                      a.groups[g].name, g - 1));
     }
   }
   if (!v[0].flat || v[0].group != static_cast<int>(a.groups.size()) - 1) {
-    fail(fmt::format("program: value 'x' ends as group '{}'{}, not the logits (the program must end with a linear layer "
-                     "into \"logits\" written to 'x')",
-                     a.groups[static_cast<size_t>(v[0].group)].name, v[0].flat ? "" : " (a feature map)"));
+    fail(fmt::format(
+        "program: value 'x' ends as group '{}'{}, not the logits (the program must end with a linear layer "
+        "into \"logits\" written to 'x')",
+        a.groups[static_cast<size_t>(v[0].group)].name, v[0].flat ? "" : " (a feature map)"));
   }
   try {
     check_arch(a);
@@ -449,8 +484,10 @@ nlohmann::ordered_json file_json(const Arch& a) {
   }
   j["layers"] = json::array();
   for (const auto& l : a.layers) {
-    json o{{"name", l.name}, {"kind", l.kind == LayerKind::Conv ? "conv" : "linear"},
-           {"in", a.groups[static_cast<size_t>(l.in_group)].name}, {"out", a.groups[static_cast<size_t>(l.out_group)].name}};
+    json o{{"name", l.name},
+           {"kind", l.kind == LayerKind::Conv ? "conv" : "linear"},
+           {"in", a.groups[static_cast<size_t>(l.in_group)].name},
+           {"out", a.groups[static_cast<size_t>(l.out_group)].name}};
     if (l.kind == LayerKind::Conv) {
       o["kernel"] = l.kernel;
       o["stride"] = l.stride;
@@ -461,7 +498,9 @@ nlohmann::ordered_json file_json(const Arch& a) {
     if (l.zero_init_bn) o["zero_init_bn"] = true;
     j["layers"].push_back(o);
   }
-  auto slot = [](int s) { return s == 0 ? std::string("x") : s == 1 ? std::string("skip") : fmt::format("s{}", s); };
+  auto slot = [](int s) {
+    return s == 0 ? std::string("x") : s == 1 ? std::string("skip") : fmt::format("s{}", s);
+  };
   j["program"] = json::array();
   for (const auto& op : a.program) {
     json o;
@@ -470,23 +509,36 @@ nlohmann::ordered_json file_json(const Arch& a) {
         if (op.b == 0 && op.c == 0) {
           o = a.layers[static_cast<size_t>(op.a)].name;
         } else {
-          o = {{"op", "layer"}, {"layer", a.layers[static_cast<size_t>(op.a)].name}, {"from", slot(op.b)}, {"to", slot(op.c)}};
+          o = {{"op", "layer"},
+               {"layer", a.layers[static_cast<size_t>(op.a)].name},
+               {"from", slot(op.b)},
+               {"to", slot(op.c)}};
         }
         break;
-      case Op::Relu: o = op.a == 0 ? json("relu") : json{{"op", "relu"}, {"on", slot(op.a)}}; break;
-      case Op::GlobalAvgPool: o = op.a == 0 ? json("gap") : json{{"op", "gap"}, {"on", slot(op.a)}}; break;
-      case Op::Flatten: o = op.a == 0 ? json("flatten") : json{{"op", "flatten"}, {"on", slot(op.a)}}; break;
+      case Op::Relu:
+        o = op.a == 0 ? json("relu") : json{{"op", "relu"}, {"on", slot(op.a)}};
+        break;
+      case Op::GlobalAvgPool:
+        o = op.a == 0 ? json("gap") : json{{"op", "gap"}, {"on", slot(op.a)}};
+        break;
+      case Op::Flatten:
+        o = op.a == 0 ? json("flatten") : json{{"op", "flatten"}, {"on", slot(op.a)}};
+        break;
       case Op::MaxPool:
         o = {{"op", "maxpool"}, {"kernel", op.k}, {"stride", op.s}, {"padding", op.p}, {"ceil", op.b != 0}};
         if (op.a != 0) o["on"] = slot(op.a);
         break;
-      case Op::Copy: o = {{"op", "copy"}, {"from", slot(op.b)}, {"to", slot(op.a)}}; break;
+      case Op::Copy:
+        o = {{"op", "copy"}, {"from", slot(op.b)}, {"to", slot(op.a)}};
+        break;
       case Op::Add: {
         o = {{"op", "add"}, {"from", slot(op.b)}, {"to", slot(op.a)}};
         if (op.c >= 0) {
           const SkipMap& k = a.skips[static_cast<size_t>(op.c)];
-          const bool full = k.identity() && static_cast<int64_t>(k.src.size()) == a.groups[static_cast<size_t>(k.in_group)].width &&
-                            static_cast<int64_t>(k.dst.size()) == a.groups[static_cast<size_t>(k.out_group)].width;
+          const bool full =
+              k.identity() &&
+              static_cast<int64_t>(k.src.size()) == a.groups[static_cast<size_t>(k.in_group)].width &&
+              static_cast<int64_t>(k.dst.size()) == a.groups[static_cast<size_t>(k.out_group)].width;
           if (!full) o["map"] = {{"src", k.src}, {"dst", k.dst}};
         }
         break;
@@ -517,8 +569,12 @@ std::string arch_file_text(const Arch& a) {
 }
 
 Arch load_arch_file(const std::string& path, const ArchShape& data) {
-  if (is_directory(path)) throw Error("--arch " + path + " is a directory", "give a JSON architecture file, e.g. examples/arch/small_vgg.json");
-  if (!file_exists(path)) throw Error("architecture file " + path + " does not exist", "give a JSON architecture file, e.g. examples/arch/small_vgg.json");
+  if (is_directory(path))
+    throw Error("--arch " + path + " is a directory",
+                "give a JSON architecture file, e.g. examples/arch/small_vgg.json");
+  if (!file_exists(path))
+    throw Error("architecture file " + path + " does not exist",
+                "give a JSON architecture file, e.g. examples/arch/small_vgg.json");
   json j;
   try {
     j = json::parse(read_file(path));

@@ -91,8 +91,8 @@ void Model::apply_memory_format() {
 
 void Model::validate() const {
   if (layers_.size() != arch_.layers.size()) {
-    throw Error(fmt::format("architecture has {} layers but {} tensor sets were given",
-                            arch_.layers.size(), layers_.size()),
+    throw Error(fmt::format("architecture has {} layers but {} tensor sets were given", arch_.layers.size(),
+                            layers_.size()),
                 "the checkpoint is corrupt or does not match its architecture");
   }
   for (size_t i = 0; i < layers_.size(); ++i) {
@@ -101,14 +101,14 @@ void Model::validate() const {
     const int64_t out = arch_.groups[l.out_group].width;
     auto check = [&](const torch::Tensor& x, std::vector<int64_t> shape, const char* what) {
       if (!x.defined() || x.sizes().vec() != shape) {
-        throw Error(fmt::format("tensor {} of layer {} has shape {} but the architecture says {}",
-                                what, l.name, x.defined() ? fmt::format("{}", x.sizes().vec()) : "none",
-                                fmt::format("{}", shape)),
-                    "the checkpoint is corrupt or does not match its architecture");
+        throw Error(
+            fmt::format("tensor {} of layer {} has shape {} but the architecture says {}", what, l.name,
+                        x.defined() ? fmt::format("{}", x.sizes().vec()) : "none", fmt::format("{}", shape)),
+            "the checkpoint is corrupt or does not match its architecture");
       }
       if (!x.is_floating_point() || x.scalar_type() != layers_[0].weight.scalar_type()) {
-        throw Error(fmt::format("tensor {} of layer {} holds {}, not floating point like the first weight", what, l.name,
-                                c10::toString(x.scalar_type())),
+        throw Error(fmt::format("tensor {} of layer {} holds {}, not floating point like the first weight",
+                                what, l.name, c10::toString(x.scalar_type())),
                     "the checkpoint is damaged or was edited; demp stores weights as float32");
       }
     };
@@ -184,9 +184,8 @@ torch::Tensor Model::forward(const torch::Tensor& x, bool train, std::vector<tor
                              const std::vector<torch::Tensor>* gates) const {
   if (x.dim() != 4 || x.size(1) != arch_.in_channels || x.size(2) != arch_.in_height ||
       x.size(3) != arch_.in_width) {
-    throw Error(fmt::format("input of shape {} does not fit {} built for {}x{}x{} images",
-                            x.sizes().vec(), arch_.model, arch_.in_channels, arch_.in_height,
-                            arch_.in_width),
+    throw Error(fmt::format("input of shape {} does not fit {} built for {}x{}x{} images", x.sizes().vec(),
+                            arch_.model, arch_.in_channels, arch_.in_height, arch_.in_width),
                 "build the model with the data's shape (--input-size / data set)");
   }
   if (groups) groups->assign(arch_.groups.size(), torch::Tensor());
@@ -197,10 +196,9 @@ torch::Tensor Model::forward(const torch::Tensor& x, bool train, std::vector<tor
       case Op::Layer: {
         const Layer& l = arch_.layers[op.a];
         const LayerTensors& t = layers_[op.a];
-        torch::Tensor y =
-            l.kind == LayerKind::Conv
-                ? at::conv2d(v[op.b], t.weight, t.bias, {l.stride, l.stride}, {l.padding, l.padding})
-                : at::linear(v[op.b], t.weight, t.bias);
+        torch::Tensor y = l.kind == LayerKind::Conv ? at::conv2d(v[op.b], t.weight, t.bias,
+                                                                 {l.stride, l.stride}, {l.padding, l.padding})
+                                                    : at::linear(v[op.b], t.weight, t.bias);
         // A 1-channel input makes the layout ambiguous and the convolution then answers in NCHW;
         // one NCHW tensor in a channels-last network sends later BatchNorm backwards down slow
         // mixed-layout paths, so pin the layout here.

@@ -22,8 +22,8 @@ struct LayerTensors {
 struct ParamInfo {
   enum Field { Weight, Bias, Gamma, Beta } field;
   int layer = 0;
-  int out_group = 0;   ///< dim 0 is sliced by this group's keep set
-  int in_group = -1;   ///< dim 1 is sliced by this group's keep set (weights only), else -1
+  int out_group = 0;  ///< dim 0 is sliced by this group's keep set
+  int in_group = -1;  ///< dim 1 is sliced by this group's keep set (weights only), else -1
   int64_t in_block = 1;
   std::string name() const;
 };
@@ -47,8 +47,7 @@ class Model {
   /// `gates`, when given, holds per group id an optional vector of `width` multipliers applied
   /// to that group's post-activation output (the "gate trick" of score-based pruning methods:
   /// derivatives of the loss with respect to the gates score the units).
-  torch::Tensor forward(const torch::Tensor& x, bool train,
-                        std::vector<torch::Tensor>* groups = nullptr,
+  torch::Tensor forward(const torch::Tensor& x, bool train, std::vector<torch::Tensor>* groups = nullptr,
                         const std::vector<torch::Tensor>* gates = nullptr) const;
 
   /// Parameters in a fixed order (the optimizer's state follows this order).

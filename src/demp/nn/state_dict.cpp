@@ -25,13 +25,27 @@ const char* kSafeHint =
 struct Value;
 using V = std::shared_ptr<Value>;
 struct Value {
-  enum Kind { None, Bool, Int, Float, Str, Tuple, List, Dict, Global, Storage, Tensor, Object, Mark } kind = None;
+  enum Kind {
+    None,
+    Bool,
+    Int,
+    Float,
+    Str,
+    Tuple,
+    List,
+    Dict,
+    Global,
+    Storage,
+    Tensor,
+    Object,
+    Mark
+  } kind = None;
   int64_t i = 0;
   double f = 0;
-  std::string s;                       // Str; Global and Object: "module.name"
-  std::vector<V> items;                // Tuple, List
-  std::vector<std::pair<V, V>> dict;   // Dict
-  torch::Tensor t;                     // Storage (1-D), Tensor
+  std::string s;                      // Str; Global and Object: "module.name"
+  std::vector<V> items;               // Tuple, List
+  std::vector<std::pair<V, V>> dict;  // Dict
+  torch::Tensor t;                    // Storage (1-D), Tensor
 };
 
 V make(Value::Kind k) {
@@ -42,30 +56,43 @@ V make(Value::Kind k) {
 
 std::string describe(const Value& v) {
   switch (v.kind) {
-    case Value::None: return "None";
-    case Value::Bool: return "a bool";
-    case Value::Int: return "an int";
-    case Value::Float: return "a float";
-    case Value::Str: return "a string";
-    case Value::Tuple: return "a tuple";
-    case Value::List: return "a list";
-    case Value::Dict: return "a dict";
-    case Value::Global: return "the global " + v.s;
-    case Value::Storage: return "a bare storage";
-    case Value::Tensor: return "a tensor";
-    case Value::Object: return "an object of the global " + v.s;
-    case Value::Mark: return "a mark";
+    case Value::None:
+      return "None";
+    case Value::Bool:
+      return "a bool";
+    case Value::Int:
+      return "an int";
+    case Value::Float:
+      return "a float";
+    case Value::Str:
+      return "a string";
+    case Value::Tuple:
+      return "a tuple";
+    case Value::List:
+      return "a list";
+    case Value::Dict:
+      return "a dict";
+    case Value::Global:
+      return "the global " + v.s;
+    case Value::Storage:
+      return "a bare storage";
+    case Value::Tensor:
+      return "a tensor";
+    case Value::Object:
+      return "an object of the global " + v.s;
+    case Value::Mark:
+      return "a mark";
   }
   return "?";
 }
 
 const std::map<std::string, c10::ScalarType>& storage_types() {
   static const std::map<std::string, c10::ScalarType> m = {
-      {"torch.FloatStorage", torch::kFloat},   {"torch.DoubleStorage", torch::kDouble},
-      {"torch.HalfStorage", torch::kHalf},     {"torch.BFloat16Storage", torch::kBFloat16},
-      {"torch.LongStorage", torch::kLong},     {"torch.IntStorage", torch::kInt},
-      {"torch.ShortStorage", torch::kShort},   {"torch.CharStorage", torch::kChar},
-      {"torch.ByteStorage", torch::kByte},     {"torch.BoolStorage", torch::kBool}};
+      {"torch.FloatStorage", torch::kFloat}, {"torch.DoubleStorage", torch::kDouble},
+      {"torch.HalfStorage", torch::kHalf},   {"torch.BFloat16Storage", torch::kBFloat16},
+      {"torch.LongStorage", torch::kLong},   {"torch.IntStorage", torch::kInt},
+      {"torch.ShortStorage", torch::kShort}, {"torch.CharStorage", torch::kChar},
+      {"torch.ByteStorage", torch::kByte},   {"torch.BoolStorage", torch::kBool}};
   return m;
 }
 
@@ -78,23 +105,44 @@ class Unpickler {
     while (true) {
       const uint8_t op = u8();
       switch (op) {
-        case 0x80: u8(); break;                           // PROTO
-        case 0x95: bytes(8); break;                       // FRAME
-        case '}': push(make(Value::Dict)); break;         // EMPTY_DICT
-        case ']': push(make(Value::List)); break;         // EMPTY_LIST
-        case ')': push(make(Value::Tuple)); break;        // EMPTY_TUPLE
-        case '(': push(make(Value::Mark)); break;         // MARK
-        case 'N': push(make(Value::None)); break;
-        case 0x88: case 0x89: {                           // NEWTRUE, NEWFALSE
+        case 0x80:
+          u8();
+          break;  // PROTO
+        case 0x95:
+          bytes(8);
+          break;  // FRAME
+        case '}':
+          push(make(Value::Dict));
+          break;  // EMPTY_DICT
+        case ']':
+          push(make(Value::List));
+          break;  // EMPTY_LIST
+        case ')':
+          push(make(Value::Tuple));
+          break;  // EMPTY_TUPLE
+        case '(':
+          push(make(Value::Mark));
+          break;  // MARK
+        case 'N':
+          push(make(Value::None));
+          break;
+        case 0x88:
+        case 0x89: {  // NEWTRUE, NEWFALSE
           auto v = make(Value::Bool);
           v->i = op == 0x88;
           push(v);
           break;
         }
-        case 'K': push_int(u8()); break;                  // BININT1
-        case 'M': push_int(le(2)); break;                 // BININT2
-        case 'J': push_int(static_cast<int32_t>(le(4))); break;  // BININT
-        case 0x8a: {                                      // LONG1
+        case 'K':
+          push_int(u8());
+          break;  // BININT1
+        case 'M':
+          push_int(le(2));
+          break;  // BININT2
+        case 'J':
+          push_int(static_cast<int32_t>(le(4)));
+          break;      // BININT
+        case 0x8a: {  // LONG1
           const size_t n = u8();
           if (n > 8) fail("an integer wider than 64 bits");
           const std::string b = bytes(n);
@@ -104,7 +152,7 @@ class Unpickler {
           push_int(static_cast<int64_t>(x));
           break;
         }
-        case 'G': {                                       // BINFLOAT (big-endian)
+        case 'G': {  // BINFLOAT (big-endian)
           const std::string b = bytes(8);
           uint64_t x = 0;
           for (int k = 0; k < 8; ++k) x = (x << 8) | static_cast<uint8_t>(b[k]);
@@ -113,71 +161,97 @@ class Unpickler {
           push(v);
           break;
         }
-        case 'X': push_str(bytes(le(4))); break;          // BINUNICODE
-        case 0x8c: push_str(bytes(u8())); break;          // SHORT_BINUNICODE
-        case 0x8d: push_str(bytes(le(8))); break;         // BINUNICODE8
-        case 'T': push_str(bytes(le(4))); break;          // BINSTRING
-        case 'U': push_str(bytes(u8())); break;           // SHORT_BINSTRING
-        case 'q': memo_[u8()] = top(); break;             // BINPUT
-        case 'r': memo_[le(4)] = top(); break;            // LONG_BINPUT
-        case 0x94: memo_[memo_.size()] = top(); break;    // MEMOIZE
-        case 'h': push(get_memo(u8())); break;            // BINGET
-        case 'j': push(get_memo(le(4))); break;           // LONG_BINGET
-        case 'c': {                                       // GLOBAL
+        case 'X':
+          push_str(bytes(le(4)));
+          break;  // BINUNICODE
+        case 0x8c:
+          push_str(bytes(u8()));
+          break;  // SHORT_BINUNICODE
+        case 0x8d:
+          push_str(bytes(le(8)));
+          break;  // BINUNICODE8
+        case 'T':
+          push_str(bytes(le(4)));
+          break;  // BINSTRING
+        case 'U':
+          push_str(bytes(u8()));
+          break;  // SHORT_BINSTRING
+        case 'q':
+          memo_[u8()] = top();
+          break;  // BINPUT
+        case 'r':
+          memo_[le(4)] = top();
+          break;  // LONG_BINPUT
+        case 0x94:
+          memo_[memo_.size()] = top();
+          break;  // MEMOIZE
+        case 'h':
+          push(get_memo(u8()));
+          break;  // BINGET
+        case 'j':
+          push(get_memo(le(4)));
+          break;     // LONG_BINGET
+        case 'c': {  // GLOBAL
           const std::string module = line(), name = line();
           push_global(module, name);
           break;
         }
-        case 0x93: {                                      // STACK_GLOBAL
+        case 0x93: {  // STACK_GLOBAL
           const V name = pop(), module = pop();
           if (name->kind != Value::Str || module->kind != Value::Str) fail("STACK_GLOBAL of non-strings");
           push_global(module->s, name->s);
           break;
         }
-        case 't': {                                       // TUPLE
+        case 't': {  // TUPLE
           auto v = make(Value::Tuple);
           v->items = pop_mark();
           push(v);
           break;
         }
-        case 0x85: case 0x86: case 0x87: {                // TUPLE1..3
+        case 0x85:
+        case 0x86:
+        case 0x87: {  // TUPLE1..3
           auto v = make(Value::Tuple);
           v->items.resize(op - 0x84);
           for (size_t k = v->items.size(); k-- > 0;) v->items[k] = pop();
           push(v);
           break;
         }
-        case 'a': {                                       // APPEND
+        case 'a': {  // APPEND
           const V x = pop();
           list(top())->items.push_back(x);
           break;
         }
-        case 'e': {                                       // APPENDS
+        case 'e': {  // APPENDS
           auto xs = pop_mark();
           auto& l = list(top())->items;
           l.insert(l.end(), xs.begin(), xs.end());
           break;
         }
-        case 's': {                                       // SETITEM
+        case 's': {  // SETITEM
           const V val = pop(), key = pop();
           dict(top())->dict.emplace_back(key, val);
           break;
         }
-        case 'u': {                                       // SETITEMS
+        case 'u': {  // SETITEMS
           auto xs = pop_mark();
           if (xs.size() % 2) fail("SETITEMS with an odd number of values");
           auto* dct = dict(top());
           for (size_t k = 0; k < xs.size(); k += 2) dct->dict.emplace_back(xs[k], xs[k + 1]);
           break;
         }
-        case 'b': pop(); break;  // BUILD: the state of an OrderedDict is its _metadata: not needed
-        case 'Q': push(persistent_load(pop())); break;    // BINPERSID
-        case 'R': {                                       // REDUCE
+        case 'b':
+          pop();
+          break;  // BUILD: the state of an OrderedDict is its _metadata: not needed
+        case 'Q':
+          push(persistent_load(pop()));
+          break;     // BINPERSID
+        case 'R': {  // REDUCE
           const V args = pop(), fn = pop();
           push(reduce(*fn, *args));
           break;
         }
-        case '.': {                                       // STOP
+        case '.': {  // STOP
           if (stack_.size() != 1) fail("the pickle ends with more than one value");
           return stack_.back();
         }
@@ -287,7 +361,8 @@ class Unpickler {
     auto [ptr, size] = zip_.getRecord(record);
     const size_t elem = c10::elementSize(st->second);
     if (numel < 0 || static_cast<uint64_t>(numel) * elem != size) {
-      fail(fmt::format("storage '{}' holds {} bytes, not {} elements of {}", key, size, numel, c10::toString(st->second)));
+      fail(fmt::format("storage '{}' holds {} bytes, not {} elements of {}", key, size, numel,
+                       c10::toString(st->second)));
     }
     auto v = make(Value::Storage);
     v->t = torch::empty({numel}, torch::TensorOptions().dtype(st->second));
@@ -300,7 +375,8 @@ class Unpickler {
     if (v.kind != Value::Tuple) fail(std::string("a tensor's ") + what + " is not a tuple");
     std::vector<int64_t> out;
     for (const auto& x : v.items) {
-      if (x->kind != Value::Int || x->i < 0) fail(std::string("a tensor's ") + what + " holds a non-integer or a negative value");
+      if (x->kind != Value::Int || x->i < 0)
+        fail(std::string("a tensor's ") + what + " holds a non-integer or a negative value");
       out.push_back(x->i);
     }
     return out;
@@ -314,7 +390,8 @@ class Unpickler {
       return make(Value::Dict);
     }
     if (fn.s == "torch._utils._rebuild_tensor_v2") {
-      if (args.items.size() < 4 || args.items[0]->kind != Value::Storage || args.items[1]->kind != Value::Int) {
+      if (args.items.size() < 4 || args.items[0]->kind != Value::Storage ||
+          args.items[1]->kind != Value::Int) {
         fail("torch._utils._rebuild_tensor_v2 with unexpected arguments");
       }
       const torch::Tensor& storage = args.items[0]->t;
@@ -324,17 +401,20 @@ class Unpickler {
       if (size.size() != stride.size()) fail("a tensor's size and stride differ in length");
       int64_t last = offset, n = 1;
       for (size_t k = 0; k < size.size(); ++k) {
-        if (size[k] > (int64_t{1} << 40) || stride[k] > (int64_t{1} << 40)) fail("a tensor's size or stride is too large");
+        if (size[k] > (int64_t{1} << 40) || stride[k] > (int64_t{1} << 40))
+          fail("a tensor's size or stride is too large");
         n *= size[k] == 0 ? 0 : 1;
         last += (size[k] - 1) * stride[k];
       }
       if (offset < 0 || (n != 0 && last >= storage.numel())) fail("a tensor reaches outside its storage");
       auto v = make(Value::Tensor);
-      v->t = n == 0 ? torch::empty(size, storage.options()) : storage.as_strided(size, stride, offset).clone();
+      v->t =
+          n == 0 ? torch::empty(size, storage.options()) : storage.as_strided(size, stride, offset).clone();
       return v;
     }
     if (fn.s == "torch._utils._rebuild_parameter") {
-      if (args.items.empty() || args.items[0]->kind != Value::Tensor) fail("torch._utils._rebuild_parameter without a tensor");
+      if (args.items.empty() || args.items[0]->kind != Value::Tensor)
+        fail("torch._utils._rebuild_parameter without a tensor");
       return args.items[0];
     }
     // Anything else stays inert: an object of a global that is not allowed.
@@ -357,8 +437,10 @@ std::string shape_str(at::IntArrayRef s) { return fmt::format("[{}]", fmt::join(
 }  // namespace
 
 StateDict read_state_dict(const std::string& path) {
-  if (!file_exists(path)) throw Error("no file at " + path, "give a file written by torch.save(model.state_dict(), path)");
-  if (is_directory(path)) throw Error(path + " is a directory", "give a file written by torch.save(model.state_dict(), path)");
+  if (!file_exists(path))
+    throw Error("no file at " + path, "give a file written by torch.save(model.state_dict(), path)");
+  if (is_directory(path))
+    throw Error(path + " is a directory", "give a file written by torch.save(model.state_dict(), path)");
   std::unique_ptr<caffe2::serialize::PyTorchStreamReader> zip;
   std::string pickle;
   try {
@@ -370,7 +452,8 @@ StateDict read_state_dict(const std::string& path) {
     if (zip->hasRecord("byteorder")) {
       auto [p, n] = zip->getRecord("byteorder");
       const std::string order(static_cast<const char*>(p.get()), n);
-      if (order != "little") throw Error(path + " was written on a big-endian machine", "save it on a little-endian one");
+      if (order != "little")
+        throw Error(path + " was written on a big-endian machine", "save it on a little-endian one");
     }
     auto [p, n] = zip->getRecord("data.pkl");
     pickle.assign(static_cast<const char*>(p.get()), n);
@@ -394,7 +477,8 @@ StateDict read_state_dict(const std::string& path) {
   StateDict out;
   std::set<std::string> seen;
   for (const auto& [k, v] : root->dict) {
-    if (k->kind != Value::Str) throw Error(path + ": a key of the dict is " + describe(*k) + ", not a string", kSafeHint);
+    if (k->kind != Value::Str)
+      throw Error(path + ": a key of the dict is " + describe(*k) + ", not a string", kSafeHint);
     if (v->kind != Value::Tensor) {
       throw Error(fmt::format("{}: key '{}' holds {}, not a tensor", path, k->s, describe(*v)),
                   v->kind == Value::Dict ? "save the model's state_dict() itself, not a dict that contains it"
@@ -441,13 +525,15 @@ std::vector<LayerTensors> layers_from_state_dict(const Arch& arch, const StateDi
       used.insert(key);
       const torch::Tensor& t = *it->second;
       if (t.sizes().vec() != shape) {
-        throw Error(fmt::format("key '{}' has shape {} in the file but layer '{}' (#{}) needs {}", key,
-                                shape_str(t.sizes()), l.name, i, shape_str(shape)),
-                    "import into the architecture the weights were trained with (model, --width, --classes, --stem)");
+        throw Error(
+            fmt::format("key '{}' has shape {} in the file but layer '{}' (#{}) needs {}", key,
+                        shape_str(t.sizes()), l.name, i, shape_str(shape)),
+            "import into the architecture the weights were trained with (model, --width, --classes, --stem)");
       }
       if (!t.is_floating_point()) {
-        throw Error(fmt::format("key '{}' holds {} values, not floating point", key, c10::toString(t.scalar_type())),
-                    "the file does not hold this layer's weights");
+        throw Error(
+            fmt::format("key '{}' holds {} values, not floating point", key, c10::toString(t.scalar_type())),
+            "the file does not hold this layer's weights");
       }
       return t.to(torch::kFloat).contiguous().clone();
     };
@@ -476,11 +562,14 @@ std::vector<LayerTensors> layers_from_state_dict(const Arch& arch, const StateDi
   if (!missing.empty() || !unexpected.empty()) {
     std::string what;
     if (!missing.empty()) what += fmt::format("missing keys: {}", list(missing));
-    if (!unexpected.empty()) what += fmt::format("{}unexpected keys: {}", what.empty() ? "" : "; ", list(unexpected));
-    throw Error("the state_dict does not match the network: " + what,
-                naming == Naming::Torchvision
-                    ? "torchvision names are expected (conv1, bn1, layer1.0.conv1, ..., fc); check --model and --stem"
-                    : "architecture files use <layer>.weight, <layer>.bias and <layer>.bn.{weight,bias,running_mean,running_var} (docs/architecture.md)");
+    if (!unexpected.empty())
+      what += fmt::format("{}unexpected keys: {}", what.empty() ? "" : "; ", list(unexpected));
+    throw Error(
+        "the state_dict does not match the network: " + what,
+        naming == Naming::Torchvision
+            ? "torchvision names are expected (conv1, bn1, layer1.0.conv1, ..., fc); check --model and --stem"
+            : "architecture files use <layer>.weight, <layer>.bias and "
+              "<layer>.bn.{weight,bias,running_mean,running_var} (docs/architecture.md)");
   }
   return out;
 }

@@ -81,10 +81,18 @@ std::vector<GroupChange> remove_units(nn::Model& model, OptimizerState* optimize
     }
     nn::LayerTensors& lt = model.layers()[pi.layer];
     switch (pi.field) {
-      case nn::ParamInfo::Weight: lt.weight = np; break;
-      case nn::ParamInfo::Bias: lt.bias = np; break;
-      case nn::ParamInfo::Gamma: lt.gamma = np; break;
-      case nn::ParamInfo::Beta: lt.beta = np; break;
+      case nn::ParamInfo::Weight:
+        lt.weight = np;
+        break;
+      case nn::ParamInfo::Bias:
+        lt.bias = np;
+        break;
+      case nn::ParamInfo::Gamma:
+        lt.gamma = np;
+        break;
+      case nn::ParamInfo::Beta:
+        lt.beta = np;
+        break;
     }
   }
   // BatchNorm running statistics follow their layer's output group.
@@ -128,8 +136,8 @@ std::vector<GroupChange> remove_units(nn::Model& model, OptimizerState* optimize
   return changes;
 }
 
-ScanResult scan_dead(const nn::Model& model, const torch::Tensor& images, int64_t batch,
-                     double eps, const std::vector<double>& quasi_eps,
+ScanResult scan_dead(const nn::Model& model, const torch::Tensor& images, int64_t batch, double eps,
+                     const std::vector<double>& quasi_eps,
                      const std::function<void(torch::Tensor&)>& combine_max) {
   torch::NoGradGuard no_grad;
   const auto& arch = model.arch();

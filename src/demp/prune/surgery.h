@@ -7,7 +7,9 @@
 #include <string>
 #include <vector>
 
-namespace demp::nn { class Model; }
+namespace demp::nn {
+class Model;
+}
 
 namespace demp::prune {
 
@@ -28,15 +30,15 @@ struct GroupChange {
 /// Removes every unit not in `keep` from the model: producer weights/biases/BN γ, β and running
 /// statistics, consumer input channels (or flattened feature blocks), residual skip maps, the
 /// parameters' gradients and each touched parameter's slots in `optimizer_state` (null or empty:
-/// none; the optimizer's step count is not surgery's business). Groups are never emptied: an empty keep set is an error.
-/// Returns the groups that changed.
+/// none; the optimizer's step count is not surgery's business). Groups are never emptied: an empty keep set
+/// is an error. Returns the groups that changed.
 std::vector<GroupChange> remove_units(nn::Model& model, OptimizerState* optimizer_state,
                                       const KeepSets& keep);
 
 /// Result of the dead-unit scan.
 struct ScanResult {
-  std::vector<torch::Tensor> dead;     ///< per group: bool mask of dead units (undefined if not prunable)
-  std::vector<torch::Tensor> activity; ///< per group: max over batches of the per-unit activity sum
+  std::vector<torch::Tensor> dead;      ///< per group: bool mask of dead units (undefined if not prunable)
+  std::vector<torch::Tensor> activity;  ///< per group: max over batches of the per-unit activity sum
   int64_t dead_total = 0, units_total = 0;
   /// quasi-dead counts at each epsilon in `quasi_eps` (total over groups)
   std::vector<int64_t> quasi_dead;
@@ -47,8 +49,8 @@ struct ScanResult {
 /// `combine_max`, when given, replaces each group's per-unit activity (float, CPU) by its maximum
 /// over the ranks of a data-parallel run before anything is decided from it: a unit is then dead
 /// only if it is dead on every rank's check images.
-ScanResult scan_dead(const nn::Model& model, const torch::Tensor& images, int64_t batch,
-                     double eps = 0.0, const std::vector<double>& quasi_eps = {},
+ScanResult scan_dead(const nn::Model& model, const torch::Tensor& images, int64_t batch, double eps = 0.0,
+                     const std::vector<double>& quasi_eps = {},
                      const std::function<void(torch::Tensor&)>& combine_max = {});
 
 /// Keep sets from a scan: the live units of each group, or its most active unit if all are dead.

@@ -18,11 +18,13 @@ std::vector<CompareRow> read_summaries(const std::vector<std::string>& dirs) {
     if (j.is_discarded() || !j.is_object()) {
       throw Error(path + " is not valid JSON", "the file is damaged; the run writes it when it ends");
     }
-    const std::string status = j.contains("status") && j["status"].is_string() ? j["status"].get<std::string>() : "?";
+    const std::string status =
+        j.contains("status") && j["status"].is_string() ? j["status"].get<std::string>() : "?";
     if (status == "diverged") {
       // --resume would replay the same steps from the last checkpoint into the same divergence.
-      throw Error("the run in " + d + " diverged at step " + j.value("diverged_at_step", nlohmann::json()).dump(),
-                  "run it again with a lower --lr: demp train ... --overwrite --out " + d);
+      throw Error(
+          "the run in " + d + " diverged at step " + j.value("diverged_at_step", nlohmann::json()).dump(),
+          "run it again with a lower --lr: demp train ... --overwrite --out " + d);
     }
     if (status != "finished") {
       throw Error("the run in " + d + " has not finished (status " + status + ")",
@@ -56,8 +58,8 @@ std::string compare_table(const std::vector<CompareRow>& rows, const std::string
     if (name.size() > 28) name = "…" + name.substr(name.size() - 27);
     const double secs = s.value("train_seconds", 0.0);
     const double acc = s.value("test_accuracy", 0.0);
-    out += fmt::format("{:<28} {:<8} {:>8.2f}% {:>+7.2f} {:>9.1f} {:>9.1f} {:>9.1f} {:>9.1f} {:>7.2f}x{}\n", name,
-                       s.value("method", "?"), 100 * acc, 100 * (acc - base_acc),
+    out += fmt::format("{:<28} {:<8} {:>8.2f}% {:>+7.2f} {:>9.1f} {:>9.1f} {:>9.1f} {:>9.1f} {:>7.2f}x{}\n",
+                       name, s.value("method", "?"), 100 * acc, 100 * (acc - base_acc),
                        pct(s, "units_final", "units_initial"), pct(s, "params_final", "params_initial"),
                        pct(s, "flops_final", "flops_initial"), secs, secs > 0 ? base_s / secs : 0.0,
                        s.contains("warning") ? "  (collapsed)" : "");

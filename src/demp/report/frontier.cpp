@@ -16,8 +16,8 @@
 #include "demp/common/error.h"
 #include "demp/common/files.h"
 #include "demp/common/process.h"
-#include "demp/train/run_dir.h"
 #include "demp/report/sweep.h"
+#include "demp/train/run_dir.h"
 
 namespace demp::report {
 
@@ -27,25 +27,48 @@ using nlohmann::ordered_json;
 const std::vector<FrontierSeries>& frontier_catalogue() {
   static const std::vector<FrontierSeries> c = {
       {"dense", "dense", {"--method", "dense"}, false, "the reference: no pruning"},
-      {"demp", "DemP (ours)", {"--method", "demp"}, true,
+      {"demp",
+       "DemP (ours)",
+       {"--method", "demp"},
+       true,
        "DemP as demp runs it by default: proximal L1 step on γ, constant units shrunk to death, "
        "λ(t) driven to the size by --target-by of the run"},
-      {"demp-paper", "DemP (paper form)",
-       {"--method", "demp", "--l1-step", "loss", "--constant-units", "keep"}, true,
+      {"demp-paper",
+       "DemP (paper form)",
+       {"--method", "demp", "--l1-step", "loss", "--constant-units", "keep"},
+       true,
        "the paper's DemP (λΣ|γ| in the loss, constant units kept), with our size controller on λ"},
-      {"gradual", "gradual (BN scale)", {"--method", "gradual"}, true,
+      {"gradual",
+       "gradual (BN scale)",
+       {"--method", "gradual"},
+       true,
        "gradual global BN-scale pruning during training on Zhu & Gupta's cubic schedule, "
        "reaching the size by --target-by of the run (what pruning-library users run)"},
-      {"slimming", "Network Slimming", {"--method", "slimming", "--lambda", "1e-4"}, true,
+      {"slimming",
+       "Network Slimming",
+       {"--method", "slimming", "--lambda", "1e-4"},
+       true,
        "L1 on γ at Liu et al.'s λ = 1e-4, one global |γ| cut at half of the run, fine-tuning"},
       {"snap", "SNAP", {"--method", "snap"}, true, "structured SNIP at initialisation"},
-      {"crop", "CroP-it", {"--method", "crop"}, true,
+      {"crop",
+       "CroP-it",
+       {"--method", "crop"},
+       true,
        "structured gradient-flow preservation at initialisation, iterative"},
-      {"earlycrop", "EarlyCroP", {"--method", "earlycrop"}, true,
+      {"earlycrop",
+       "EarlyCroP",
+       {"--method", "earlycrop"},
+       true,
        "CroP-it early in training, when the weights' distance from initialisation settles"},
-      {"l1norm", "L1-norm filters", {"--method", "l1norm"}, true,
+      {"l1norm",
+       "L1-norm filters",
+       {"--method", "l1norm"},
+       true,
        "Li et al.'s smallest-L1 filters, per layer, gradually to half of the run"},
-      {"random", "random (init)", {"--method", "random"}, true,
+      {"random",
+       "random (init)",
+       {"--method", "random"},
+       true,
        "random per-layer pruning at initialisation: the floor"},
   };
   return c;
@@ -54,16 +77,15 @@ const std::vector<FrontierSeries>& frontier_catalogue() {
 namespace {
 
 // Options the frontier sets on every run itself.
-const std::vector<std::string> kSetByFrontier = {
-    "out",    "resume",        "overwrite",    "progress",     "stop-after", "seed",
-    "method", "target-params", "target-flops", "target-units", "density"};
+const std::vector<std::string> kSetByFrontier = {"out",          "resume",       "overwrite", "progress",
+                                                 "stop-after",   "seed",         "method",    "target-params",
+                                                 "target-flops", "target-units", "density"};
 
 // A CI-sized frontier: short runs on a slice of the data (only where the options after "--" do
 // not say otherwise).
 const std::vector<std::pair<std::string, std::string>> kQuickArgs = {
-    {"steps", "40"},        {"train-limit", "2048"}, {"test-limit", "500"},
-    {"check-size", "256"},  {"prune-after", "5"},    {"log-every", "10"},
-    {"eval-batch-size", "500"}};
+    {"steps", "40"},      {"train-limit", "2048"}, {"test-limit", "500"},     {"check-size", "256"},
+    {"prune-after", "5"}, {"log-every", "10"},     {"eval-batch-size", "500"}};
 
 std::string flag_name(const std::string& a) {
   if (a.rfind("--", 0) != 0 || a.size() == 2) return {};
@@ -155,9 +177,9 @@ std::vector<FrontierRun> plan_frontier(const FrontierOptions& o) {
     }
     for (const auto* s : series) {
       if (has_flag(s->args, f)) {
-        throw Error("--" + f + " after '--' would change the '" + s->key + "' series (" +
-                        shell_join(s->args) + ")",
-                    "leave it out, or leave '" + s->key + "' out of --methods");
+        throw Error(
+            "--" + f + " after '--' would change the '" + s->key + "' series (" + shell_join(s->args) + ")",
+            "leave it out, or leave '" + s->key + "' out of --methods");
       }
     }
   }
@@ -221,7 +243,8 @@ std::vector<ordered_json> frontier_rows(const std::vector<FrontierRun>& runs, co
     const json s = read_json_or_null(r.dir + "/summary.json");
     if (!s.is_object() || s.value("status", std::string()) != "finished") continue;
     a.acc.add(s.value("test_accuracy", 0.0));
-    for (auto [stat, q] : {std::pair<Stat*, const char*>{&a.params, "params"}, {&a.flops, "flops"}, {&a.units, "units"}}) {
+    for (auto [stat, q] :
+         {std::pair<Stat*, const char*>{&a.params, "params"}, {&a.flops, "flops"}, {&a.units, "units"}}) {
       const json f = fraction(s, (std::string(q) + "_final").c_str(), (std::string(q) + "_initial").c_str());
       if (f.is_number()) stat->add(f.get<double>());
     }
@@ -235,7 +258,8 @@ std::vector<ordered_json> frontier_rows(const std::vector<FrontierRun>& runs, co
   // Catalogue order, then levels from the largest down.
   const auto& cat = frontier_catalogue();
   auto rank = [&](const std::string& k) {
-    return std::find_if(cat.begin(), cat.end(), [&](const FrontierSeries& s) { return s.key == k; }) - cat.begin();
+    return std::find_if(cat.begin(), cat.end(), [&](const FrontierSeries& s) { return s.key == k; }) -
+           cat.begin();
   };
   std::stable_sort(aggs.begin(), aggs.end(), [&](const Agg& x, const Agg& y) {
     if (rank(x.series) != rank(y.series)) return rank(x.series) < rank(y.series);
@@ -275,7 +299,9 @@ std::vector<ordered_json> frontier_rows(const std::vector<FrontierRun>& runs, co
     r["runs"] = a.runs;
     r["test_accuracy_mean"] = a.acc.mean();
     r["test_accuracy_std"] = a.acc.std();
-    r["delta_vs_dense"] = a.acc.n && dense_acc.is_number() ? json(a.acc.sum / a.acc.n - dense_acc.get<double>()) : json(nullptr);
+    r["delta_vs_dense"] = a.acc.n && dense_acc.is_number()
+                              ? json(a.acc.sum / a.acc.n - dense_acc.get<double>())
+                              : json(nullptr);
     r["params_fraction"] = a.params.mean();
     r["flops_fraction"] = a.flops.mean();
     r["units_fraction"] = a.units.mean();
@@ -292,10 +318,12 @@ std::vector<ordered_json> frontier_rows(const std::vector<FrontierRun>& runs, co
 }
 
 std::string frontier_text(const std::vector<ordered_json>& rows, bool markdown) {
-  auto pct = [](const json& x) { return x.is_number() ? fmt::format("{:.2f}", 100 * x.get<double>()) : std::string("-"); };
-  std::vector<std::vector<std::string>> cells = {{"method", "level", "seeds", "test acc %",
-                                                  "Δ dense", "params %", "FLOPs %", "units %",
-                                                  "train s", "speed-up", "best"}};
+  auto pct = [](const json& x) {
+    return x.is_number() ? fmt::format("{:.2f}", 100 * x.get<double>()) : std::string("-");
+  };
+  std::vector<std::vector<std::string>> cells = {{"method", "level", "seeds", "test acc %", "Δ dense",
+                                                  "params %", "FLOPs %", "units %", "train s", "speed-up",
+                                                  "best"}};
   for (const auto& r : rows) {
     const bool any = r["seeds_finished"].get<int>() > 0;
     std::string acc = "-";
@@ -303,16 +331,19 @@ std::string frontier_text(const std::vector<ordered_json>& rows, bool markdown) 
       acc = fmt::format("{:.2f} ± {:.2f}", 100 * r["test_accuracy_mean"].get<double>(),
                         100 * r["test_accuracy_std"].get<double>());
     }
-    cells.push_back({r["method"].get<std::string>(),
-                     r["level"].is_number() ? fmt::format("{:g}%", 100 * r["level"].get<double>()) : "-",
-                     fmt::format("{}/{}", r["seeds_finished"].get<int>(), r["runs"].get<int>()), acc,
-                     r["delta_vs_dense"].is_number() ? fmt::format("{:+.2f}", 100 * r["delta_vs_dense"].get<double>()) : "-",
-                     pct(r["params_fraction"]), pct(r["flops_fraction"]), pct(r["units_fraction"]),
-                     r["train_seconds"].is_number() ? fmt::format("{:.1f}", r["train_seconds"].get<double>()) : "-",
-                     r["speedup_vs_dense"].is_number() ? fmt::format("{:.2f}x", r["speedup_vs_dense"].get<double>()) : "-",
-                     r["best"].get<bool>()                                   ? "best"
-                     : r["at_level"].is_boolean() && !r["at_level"].get<bool>() && any ? "missed"
-                                                                                       : ""});
+    cells.push_back(
+        {r["method"].get<std::string>(),
+         r["level"].is_number() ? fmt::format("{:g}%", 100 * r["level"].get<double>()) : "-",
+         fmt::format("{}/{}", r["seeds_finished"].get<int>(), r["runs"].get<int>()), acc,
+         r["delta_vs_dense"].is_number() ? fmt::format("{:+.2f}", 100 * r["delta_vs_dense"].get<double>())
+                                         : "-",
+         pct(r["params_fraction"]), pct(r["flops_fraction"]), pct(r["units_fraction"]),
+         r["train_seconds"].is_number() ? fmt::format("{:.1f}", r["train_seconds"].get<double>()) : "-",
+         r["speedup_vs_dense"].is_number() ? fmt::format("{:.2f}x", r["speedup_vs_dense"].get<double>())
+                                           : "-",
+         r["best"].get<bool>()                                             ? "best"
+         : r["at_level"].is_boolean() && !r["at_level"].get<bool>() && any ? "missed"
+                                                                           : ""});
   }
   auto width = [](const std::string& s) {
     size_t n = 0;
@@ -396,7 +427,8 @@ ordered_json frontier_json(const FrontierOptions& o, const std::vector<FrontierR
   std::vector<double> levels;
   std::vector<int> seeds;
   for (const auto& r : runs) {
-    if (r.level > 0 && std::find(levels.begin(), levels.end(), r.level) == levels.end()) levels.push_back(r.level);
+    if (r.level > 0 && std::find(levels.begin(), levels.end(), r.level) == levels.end())
+      levels.push_back(r.level);
     if (std::find(seeds.begin(), seeds.end(), r.seed) == seeds.end()) seeds.push_back(r.seed);
   }
   j["levels"] = levels;
@@ -421,7 +453,8 @@ int run_frontier(const FrontierOptions& o) {
   const size_t n = runs.size();
   if (o.dry_run) {
     for (size_t i = 0; i < n; ++i) {
-      std::printf("[%zu/%zu] %s: %s\n", i + 1, n, runs[i].name.c_str(), display_command(runs[i].argv).c_str());
+      std::printf("[%zu/%zu] %s: %s\n", i + 1, n, runs[i].name.c_str(),
+                  display_command(runs[i].argv).c_str());
     }
     return 0;
   }
@@ -437,8 +470,9 @@ int run_frontier(const FrontierOptions& o) {
         old.value("quick", false) != o.quick) {
       throw Error(fmt::format("{} holds a frontier started with other settings ({}{}{}), not ({}{}{})", o.out,
                               shell_join(old_args.get<std::vector<std::string>>()),
-                              old.value("quick", false) ? " --quick" : "", " --measure " + old.value("measure", std::string("?")),
-                              shell_join(o.base_args), o.quick ? " --quick" : "", " --measure " + o.measure),
+                              old.value("quick", false) ? " --quick" : "",
+                              " --measure " + old.value("measure", std::string("?")), shell_join(o.base_args),
+                              o.quick ? " --quick" : "", " --measure " + o.measure),
                   "give the same options to continue it (more seeds, levels or methods may be added), or "
                   "another --out");
     }
@@ -501,19 +535,22 @@ int run_frontier(const FrontierOptions& o) {
         r.status = "finished";
         ++done;
         const json s = read_json_or_null(r.dir + "/summary.json");
-        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-        std::fprintf(stderr, "%s: finished in %.1f s | test acc %.2f%% | params %s%% | %zu/%zu done, %.0f s so far\n",
-                     tag.c_str(), secs, 100 * s.value("test_accuracy", 0.0),
-                     fraction(s, "params_final", "params_initial").is_number()
-                         ? fmt::format("{:.1f}", 100 * fraction(s, "params_final", "params_initial").get<double>()).c_str()
-                         : "-",
-                     done, n, elapsed);
+        const double elapsed =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+        std::fprintf(
+            stderr, "%s: finished in %.1f s | test acc %.2f%% | params %s%% | %zu/%zu done, %.0f s so far\n",
+            tag.c_str(), secs, 100 * s.value("test_accuracy", 0.0),
+            fraction(s, "params_final", "params_initial").is_number()
+                ? fmt::format("{:.1f}", 100 * fraction(s, "params_final", "params_initial").get<double>())
+                      .c_str()
+                : "-",
+            done, n, elapsed);
       } else {
         r.status = st == "diverged" ? "diverged" : "failed";
         ++failed;
         std::fprintf(stderr, "%s: %s (exit %d) after %.1f s: %s (output: %s)\n", tag.c_str(),
-                     r.status == "diverged" ? "DIVERGED" : "FAILED", res.exit_code, secs, res.last_line.c_str(),
-                     log.c_str());
+                     r.status == "diverged" ? "DIVERGED" : "FAILED", res.exit_code, secs,
+                     res.last_line.c_str(), log.c_str());
       }
       std::fflush(stderr);
       write_frontier_tables(o, runs);
@@ -527,8 +564,10 @@ int run_frontier(const FrontierOptions& o) {
   std::printf("%zu runs: %zu finished, %d did not; tables: %s/table.md, table.csv, table.json, runs.csv\n", n,
               done, failed, o.out.c_str());
   if (o.jobs > 1) {
-    std::printf("note: %d runs shared the machine at a time; train s and speed-up compare runs under the same "
-                "sharing, not against a run alone\n", o.jobs);
+    std::printf(
+        "note: %d runs shared the machine at a time; train s and speed-up compare runs under the same "
+        "sharing, not against a run alone\n",
+        o.jobs);
   }
   return failed > 0 ? 1 : 0;
 }

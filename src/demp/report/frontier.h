@@ -14,29 +14,29 @@ namespace demp::report {
 
 /// One row family of the frontier: a method with its fixed options.
 struct FrontierSeries {
-  std::string key;    ///< --methods name and run-name prefix: "demp", "demp-paper", "snap"...
-  std::string label;  ///< in tables and plots: "DemP (ours)", "DemP (paper form)", ...
+  std::string key;                ///< --methods name and run-name prefix: "demp", "demp-paper", "snap"...
+  std::string label;              ///< in tables and plots: "DemP (ours)", "DemP (paper form)", ...
   std::vector<std::string> args;  ///< train options that make this series
-  bool sized = true;  ///< driven to each level (false: dense, one run per seed)
-  std::string note;   ///< one line on what it is, for --help and the README
+  bool sized = true;              ///< driven to each level (false: dense, one run per seed)
+  std::string note;               ///< one line on what it is, for --help and the README
 };
 
 /// Every series the frontier knows, in table order (dense first).
 const std::vector<FrontierSeries>& frontier_catalogue();
 
 struct FrontierOptions {
-  std::string out;                      ///< the frontier directory
-  std::vector<double> levels;           ///< fractions kept; empty: 0.25, 0.1, 0.05 (--quick: 0.25)
-  int seeds = 0;                        ///< 0: 3 (--quick: 1)
+  std::string out;             ///< the frontier directory
+  std::vector<double> levels;  ///< fractions kept; empty: 0.25, 0.1, 0.05 (--quick: 0.25)
+  int seeds = 0;               ///< 0: 3 (--quick: 1)
   int first_seed = 0;
-  std::vector<std::string> methods;     ///< series keys; empty: all
-  std::string measure = "params";       ///< params, flops or units: what --levels are fractions of
-  std::vector<std::string> base_args;   ///< train options after "--" (a --config recipe...)
-  int jobs = 1;                         ///< runs side by side
-  bool quick = false;                   ///< a CI-sized smoke: short runs on a data slice
+  std::vector<std::string> methods;    ///< series keys; empty: all
+  std::string measure = "params";      ///< params, flops or units: what --levels are fractions of
+  std::vector<std::string> base_args;  ///< train options after "--" (a --config recipe...)
+  int jobs = 1;                        ///< runs side by side
+  bool quick = false;                  ///< a CI-sized smoke: short runs on a data slice
   bool dry_run = false;
   bool verbose = false;
-  std::string exe = "/proc/self/exe";   ///< the demp binary (tests put a stand-in here)
+  std::string exe = "/proc/self/exe";  ///< the demp binary (tests put a stand-in here)
 };
 
 /// One run of the frontier.
@@ -44,7 +44,7 @@ struct FrontierRun {
   std::string name, dir, series, label, method;
   double level = 0;  ///< 0 for an unsized series (dense)
   int seed = 0;
-  std::vector<std::string> argv;  ///< the whole `demp train` command (argv[0] is the binary)
+  std::vector<std::string> argv;   ///< the whole `demp train` command (argv[0] is the binary)
   std::string status = "pending";  ///< finished, diverged, failed, pending
   bool skipped = false;
 };

@@ -14,9 +14,9 @@
 #include "demp/common/error.h"
 #include "demp/common/files.h"
 #include "demp/report/plots.h"
-#include "demp/train/run_dir.h"
 #include "demp/report/study.h"
 #include "demp/report/sweep.h"
+#include "demp/train/run_dir.h"
 
 namespace demp::report {
 
@@ -69,13 +69,10 @@ ReportRun load_run(const std::string& label, const std::string& dir) {
 }
 
 double number_or_nan(const json& o, const char* key) {
-  return o.is_object() && o.contains(key) && o[key].is_number() ? o[key].get<double>()
-                                                                : std::nan("");
+  return o.is_object() && o.contains(key) && o[key].is_number() ? o[key].get<double>() : std::nan("");
 }
 
-std::string pct(const json& x) {
-  return x.is_number() ? fmt::format("{:.1f}", 100 * x.get<double>()) : "-";
-}
+std::string pct(const json& x) { return x.is_number() ? fmt::format("{:.1f}", 100 * x.get<double>()) : "-"; }
 
 double fraction_or_nan(const json& s, const char* a, const char* b) {
   const json f = fraction(s, a, b);
@@ -164,9 +161,8 @@ std::vector<RunGroup> group_runs(const std::vector<ReportRun>& runs) {
     if (std::find(series_order.begin(), series_order.end(), r.series) == series_order.end()) {
       series_order.push_back(r.series);
     }
-    auto it = std::find_if(groups.begin(), groups.end(), [&](const RunGroup& g) {
-      return g.series == r.series && g.setting == r.setting;
-    });
+    auto it = std::find_if(groups.begin(), groups.end(),
+                           [&](const RunGroup& g) { return g.series == r.series && g.setting == r.setting; });
     if (it == groups.end()) {
       groups.push_back({r.series, r.setting, {}, {}, {}, {}, {}, {}, {}});
       it = groups.end() - 1;
@@ -271,8 +267,8 @@ std::vector<ReportRun> collect_runs(const std::vector<std::string>& dirs,
   return runs;
 }
 
-std::vector<const ReportRun*> reference_runs(const std::vector<ReportRun>& runs,
-                                             const std::string& baseline, std::string* label) {
+std::vector<const ReportRun*> reference_runs(const std::vector<ReportRun>& runs, const std::string& baseline,
+                                             std::string* label) {
   const auto groups = group_runs(runs);
   const RunGroup* ref = nullptr;
   if (!baseline.empty()) {
@@ -294,8 +290,7 @@ std::vector<const ReportRun*> reference_runs(const std::vector<ReportRun>& runs,
     }
     if (!out.empty()) {
       if (label)
-        *label = fmt::format("{} (mean of {} run{})", kDenseSeries, out.size(),
-                             out.size() == 1 ? "" : "s");
+        *label = fmt::format("{} (mean of {} run{})", kDenseSeries, out.size(), out.size() == 1 ? "" : "s");
       return out;
     }
     for (const auto& g : groups) {
@@ -317,26 +312,24 @@ std::vector<const ReportRun*> reference_runs(const std::vector<ReportRun>& runs,
 std::vector<std::vector<std::string>> summary_cells(const std::vector<ReportRun>& runs,
                                                     const std::string& baseline,
                                                     std::string* baseline_label) {
-  std::vector<std::vector<std::string>> rows = {{"series", "setting", "seeds", "test acc %",
-                                                 "Δ acc", "params %", "FLOPs %", "units %",
-                                                 "train s", "speed-up"}};
+  std::vector<std::vector<std::string>> rows = {{"series", "setting", "seeds", "test acc %", "Δ acc",
+                                                 "params %", "FLOPs %", "units %", "train s", "speed-up"}};
   const auto ref = reference_runs(runs, baseline, baseline_label);
   const double ref_acc = mean_of(ref, "test_accuracy"), ref_s = mean_of(ref, "train_seconds");
   for (const auto& g : group_runs(runs)) {
     if (g.finished.empty()) continue;
     size_t collapsed = 0;
     for (const auto* r : g.finished) collapsed += r->summary.contains("warning");
-    rows.push_back({g.series + (collapsed ? fmt::format(" ({} collapsed)", collapsed) : ""),
-                    g.setting.empty() ? "-" : g.setting, std::to_string(g.finished.size()),
-                    mean_pm(g.accuracy, 100, 2),
-                    std::isfinite(ref_acc) && g.accuracy.n
-                        ? fmt::format("{:+.2f}", 100 * (g.accuracy.mean - ref_acc))
-                        : "-",
-                    mean_pm(g.params, 100, 1), mean_pm(g.flops, 100, 1), mean_pm(g.units, 100, 1),
-                    g.seconds.n ? fmt::format("{:.1f}", g.seconds.mean) : "-",
-                    g.seconds.n && g.seconds.mean > 0 && std::isfinite(ref_s)
-                        ? fmt::format("{:.2f}x", ref_s / g.seconds.mean)
-                        : "-"});
+    rows.push_back(
+        {g.series + (collapsed ? fmt::format(" ({} collapsed)", collapsed) : ""),
+         g.setting.empty() ? "-" : g.setting, std::to_string(g.finished.size()), mean_pm(g.accuracy, 100, 2),
+         std::isfinite(ref_acc) && g.accuracy.n ? fmt::format("{:+.2f}", 100 * (g.accuracy.mean - ref_acc))
+                                                : "-",
+         mean_pm(g.params, 100, 1), mean_pm(g.flops, 100, 1), mean_pm(g.units, 100, 1),
+         g.seconds.n ? fmt::format("{:.1f}", g.seconds.mean) : "-",
+         g.seconds.n && g.seconds.mean > 0 && std::isfinite(ref_s)
+             ? fmt::format("{:.2f}x", ref_s / g.seconds.mean)
+             : "-"});
   }
   return rows;
 }
@@ -344,9 +337,8 @@ std::vector<std::vector<std::string>> summary_cells(const std::vector<ReportRun>
 std::vector<std::vector<std::string>> compare_cells(const std::vector<ReportRun>& runs,
                                                     const std::string& baseline,
                                                     std::string* baseline_label) {
-  std::vector<std::vector<std::string>> rows = {{"run", "series", "setting", "seed", "test acc",
-                                                 "Δ acc", "units %", "params %", "FLOPs %",
-                                                 "train s", "speed-up"}};
+  std::vector<std::vector<std::string>> rows = {{"run", "series", "setting", "seed", "test acc", "Δ acc",
+                                                 "units %", "params %", "FLOPs %", "train s", "speed-up"}};
   const auto ref = reference_runs(runs, baseline, baseline_label);
   const double base_acc = mean_of(ref, "test_accuracy"), base_s = mean_of(ref, "train_seconds");
   for (const auto& r : runs) {
@@ -355,8 +347,7 @@ std::vector<std::vector<std::string>> compare_cells(const std::vector<ReportRun>
     const double acc = s.value("test_accuracy", 0.0), secs = s.value("train_seconds", 0.0);
     rows.push_back({r.label + (s.contains("warning") ? " (collapsed)" : ""), r.series,
                     r.setting.empty() ? "-" : r.setting, r.seed >= 0 ? std::to_string(r.seed) : "-",
-                    fmt::format("{:.2f}%", 100 * acc),
-                    fmt::format("{:+.2f}", 100 * (acc - base_acc)),
+                    fmt::format("{:.2f}%", 100 * acc), fmt::format("{:+.2f}", 100 * (acc - base_acc)),
                     pct(fraction(s, "units_final", "units_initial")),
                     pct(fraction(s, "params_final", "params_initial")),
                     pct(fraction(s, "flops_final", "flops_initial")), fmt::format("{:.1f}", secs),
@@ -477,9 +468,9 @@ std::string group_title(const RunGroup& g) {
 
 // Test accuracy against what is left (or the training time): the dense runs as a reference line
 // with a ±std band, every other series a curve of its settings with error bars over the seeds.
-PlotSpec accuracy_plot(const std::vector<RunGroup>& groups, const Palette& pal,
-                       const std::string& name, const std::string& what, const std::string& xlabel,
-                       Stat RunGroup::*x_of, double x_scale, bool dense_point = false) {
+PlotSpec accuracy_plot(const std::vector<RunGroup>& groups, const Palette& pal, const std::string& name,
+                       const std::string& what, const std::string& xlabel, Stat RunGroup::*x_of,
+                       double x_scale, bool dense_point = false) {
   PlotSpec p;
   p.name = name;
   p.title = "Test accuracy against " + what;
@@ -515,8 +506,7 @@ PlotSpec accuracy_plot(const std::vector<RunGroup>& groups, const Palette& pal,
   if (!dense_acc.empty()) {
     const Stat d = stat_of(dense_acc);
     Series ref;
-    ref.title =
-        fmt::format("dense {:.2f} ± {:.2f}% ({} run{})", d.mean, d.std, d.n, d.n == 1 ? "" : "s");
+    ref.title = fmt::format("dense {:.2f} ± {:.2f}% ({} run{})", d.mean, d.std, d.n, d.n == 1 ? "" : "s");
     if (d.n == 1) ref.title = fmt::format("dense {:.2f}% (1 run)", d.mean);
     ref.reference = true;
     ref.dashed = true;
@@ -573,10 +563,9 @@ double value_at(const std::vector<json>& rows, const char* key, double step) {
 // Curves over training from each group's representative run: one per group, the series' colour,
 // a dash per setting; prune events (summary.json) as markers on the curve when `events`.
 PlotSpec over_training(const std::vector<RunGroup>& groups, const Palette& pal,
-                       const std::map<const ReportRun*, std::vector<json>>& metrics,
-                       const std::string& name, const std::string& title, const char* x_key,
-                       const std::string& xlabel, const char* y_key, const std::string& ylabel,
-                       double y_scale, bool logy, bool events) {
+                       const std::map<const ReportRun*, std::vector<json>>& metrics, const std::string& name,
+                       const std::string& title, const char* x_key, const std::string& xlabel,
+                       const char* y_key, const std::string& ylabel, double y_scale, bool logy, bool events) {
   PlotSpec p;
   p.name = name;
   p.title = title;
@@ -668,9 +657,9 @@ std::string focus_accuracy(PlotSpec& p) {
         if (i < s.labels.size()) t.labels.push_back(s.labels[i]);
         continue;
       }
-      note += fmt::format("{}{}{} at {:.2f}%", note.empty() ? "" : "; ", s.title,
-                          i < s.labels.size() && !s.labels[i].empty() ? " " + s.labels[i] : "",
-                          s.xy[i].second);
+      note +=
+          fmt::format("{}{}{} at {:.2f}%", note.empty() ? "" : "; ", s.title,
+                      i < s.labels.size() && !s.labels[i].empty() ? " " + s.labels[i] : "", s.xy[i].second);
     }
     if (!t.xy.empty()) kept.push_back(std::move(t));
   }
@@ -708,8 +697,8 @@ std::vector<Figure> build_figures(const std::vector<ReportRun>& runs,
                              "units left (% of dense, log scale)", &RunGroup::units, 100);
   off = focus_accuracy(units);
   figs.push_back({units, acc, "Units: channels and features at the activations." + seeds_note + off});
-  auto time = accuracy_plot(groups, pal, "accuracy_vs_time", "training time",
-                            "training time (s, log scale)", &RunGroup::seconds, 1, true);
+  auto time = accuracy_plot(groups, pal, "accuracy_vs_time", "training time", "training time (s, log scale)",
+                            &RunGroup::seconds, 1, true);
   off = focus_accuracy(time);
   figs.push_back({time, acc,
                   "Training time is the summary's train_seconds (steps only, no evaluation), "
@@ -735,17 +724,15 @@ std::vector<Figure> build_figures(const std::vector<ReportRun>& runs,
     }
   }
   const bool split = pruned > 12 && settings.size() >= 2 && settings.size() <= 6;
-  auto add_training = [&](const std::vector<RunGroup>& gs, const std::string& suffix,
-                          const std::string& tail, const std::string& train) {
-    auto live =
-        over_training(gs, pal, metrics, "live_units" + suffix, "Live units over training" + tail,
-                      "step", "step", "live_units", "live units", 1, false, true);
+  auto add_training = [&](const std::vector<RunGroup>& gs, const std::string& suffix, const std::string& tail,
+                          const std::string& train) {
+    auto live = over_training(gs, pal, metrics, "live_units" + suffix, "Live units over training" + tail,
+                              "step", "step", "live_units", "live units", 1, false, true);
     live.yrange = "[0:*]";
-    figs.push_back(
-        {live, train,
-         "From metrics.jsonl: the units left after each removal; markers: the prune events "
-         "of summary.json. " +
-             rep});
+    figs.push_back({live, train,
+                    "From metrics.jsonl: the units left after each removal; markers: the prune events "
+                    "of summary.json. " +
+                        rep});
 
     PlotSpec dead;
     dead.name = "dead_units" + suffix;
@@ -769,8 +756,7 @@ std::vector<Figure> build_figures(const std::vector<ReportRun>& runs,
         }
         const int64_t step = row["last_scan"].value("step", row["step"].get<int64_t>());
         if (step != last_scan) {
-          d.xy.emplace_back(static_cast<double>(step),
-                            row["last_scan"]["dead_units"].get<double>());
+          d.xy.emplace_back(static_cast<double>(step), row["last_scan"]["dead_units"].get<double>());
           last_scan = step;
         }
       }
@@ -781,8 +767,8 @@ std::vector<Figure> build_figures(const std::vector<ReportRun>& runs,
                     "removal). Runs without scans (dense, most baselines) have no curve. " +
                         rep});
     figs.push_back({over_training(gs, pal, metrics, "lambda_schedule" + suffix,
-                                  "Regularisation strength λ(t) over training" + tail, "step",
-                                  "step", "reg_lambda", "λ (log scale)", 1, true, true),
+                                  "Regularisation strength λ(t) over training" + tail, "step", "step",
+                                  "reg_lambda", "λ (log scale)", 1, true, true),
                     train,
                     "From metrics.jsonl: reg_lambda, the strength of DemP's L1 penalty on the "
                     "normalisation scales (the schedule, or the size controller's value); markers: "
@@ -795,26 +781,24 @@ std::vector<Figure> build_figures(const std::vector<ReportRun>& runs,
                     "From metrics.jsonl: noise_std, the standard deviation of DemP's noise on live "
                     "units; markers: the prune events. " +
                         rep});
-    figs.push_back(
-        {over_training(gs, pal, metrics, "train_loss" + suffix, "Training loss" + tail, "step",
-                       "step", "train_loss", "training loss (log scale)", 1, true, false),
-         train,
-         "From metrics.jsonl: train_loss, the mean loss over the steps since the previous "
-         "row (the regulariser excluded). " +
-             rep});
-    figs.push_back(
-        {over_training(gs, pal, metrics, "test_accuracy" + suffix,
-                       "Test accuracy over training" + tail, "step", "step", "test_accuracy",
-                       "test accuracy (%)", 100, false, false),
-         train, "From metrics.jsonl: test_accuracy at each epoch's end and at the end. " + rep});
-    figs.push_back({over_training(gs, pal, metrics, "accuracy_vs_wallclock" + suffix,
-                                  "Test accuracy against wall-clock training time" + tail,
-                                  "elapsed_seconds", "training time so far (s)", "test_accuracy",
-                                  "test accuracy (%)", 100, false, false),
+    figs.push_back({over_training(gs, pal, metrics, "train_loss" + suffix, "Training loss" + tail, "step",
+                                  "step", "train_loss", "training loss (log scale)", 1, true, false),
                     train,
-                    "From metrics.jsonl: test_accuracy against elapsed_seconds (training steps "
-                    "only). A curve that ends further left trained faster. " +
+                    "From metrics.jsonl: train_loss, the mean loss over the steps since the previous "
+                    "row (the regulariser excluded). " +
                         rep});
+    figs.push_back(
+        {over_training(gs, pal, metrics, "test_accuracy" + suffix, "Test accuracy over training" + tail,
+                       "step", "step", "test_accuracy", "test accuracy (%)", 100, false, false),
+         train, "From metrics.jsonl: test_accuracy at each epoch's end and at the end. " + rep});
+    figs.push_back(
+        {over_training(gs, pal, metrics, "accuracy_vs_wallclock" + suffix,
+                       "Test accuracy against wall-clock training time" + tail, "elapsed_seconds",
+                       "training time so far (s)", "test_accuracy", "test accuracy (%)", 100, false, false),
+         train,
+         "From metrics.jsonl: test_accuracy against elapsed_seconds (training steps "
+         "only). A curve that ends further left trained faster. " +
+             rep});
   };
   if (!split) {
     add_training(groups, "", "", "Over training");
@@ -928,8 +912,7 @@ std::string table_html(const std::vector<std::vector<std::string>>& rows, const 
     h += "<tr>";
     for (size_t j = 0; j < rows[i].size(); ++j) {
       const std::string c = html_escape(rows[i][j]);
-      h += fmt::format("<{0}>{1}</{0}>", i == 0 ? "th" : "td",
-                       strong.count({i, j}) ? "<b>" + c + "</b>" : c);
+      h += fmt::format("<{0}>{1}</{0}>", i == 0 ? "th" : "td", strong.count({i, j}) ? "<b>" + c + "</b>" : c);
     }
     h += "</tr>\n";
   }
@@ -983,8 +966,7 @@ int run_report(const ReportOptions& o) {
 
   std::string h = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
   h += "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n";
-  h += "<title>" + html_escape(o.title) + "</title>\n<style>" + kStyle +
-       "</style>\n</head>\n<body>\n";
+  h += "<title>" + html_escape(o.title) + "</title>\n<style>" + kStyle + "</style>\n</head>\n<body>\n";
   h += "<h1>" + html_escape(o.title) + "</h1>\n";
   h += fmt::format(
       "<p class=\"meta\">{} runs ({} finished) from {} &middot; generated {} by demp "
@@ -1003,8 +985,8 @@ int run_report(const ReportOptions& o) {
   if (models.size() > 1) {
     std::string list;
     for (const auto& m : models) list += (list.empty() ? "" : ", ") + m;
-    const std::string warn = "these runs train " + std::to_string(models.size()) +
-                             " different networks (" + list +
+    const std::string warn = "these runs train " + std::to_string(models.size()) + " different networks (" +
+                             list +
                              "); runs are grouped by series and setting only, so report each "
                              "network separately";
     std::fprintf(stderr, "report: warning: %s\n", warn.c_str());
@@ -1044,10 +1026,9 @@ int run_report(const ReportOptions& o) {
   for (const auto& r : runs) {
     if (r.finished()) continue;
     const auto rows = read_metrics(r.dir);
-    unfinished.push_back(
-        {r.label,
-         r.summary.is_object() ? r.summary.value("status", std::string("?")) : "no summary",
-         rows.empty() ? "-" : std::to_string(rows.back().value("step", int64_t{0}))});
+    unfinished.push_back({r.label,
+                          r.summary.is_object() ? r.summary.value("status", std::string("?")) : "no summary",
+                          rows.empty() ? "-" : std::to_string(rows.back().value("step", int64_t{0}))});
   }
   if (unfinished.size() > 1) h += "<h3>Not finished</h3>\n" + table_html(unfinished, "unfinished");
 
@@ -1087,8 +1068,7 @@ int run_report(const ReportOptions& o) {
   write_file_atomic(out + "/index.html", h);
 
   std::printf("%s", text_table(summary).c_str());
-  std::printf("report: %s/index.html (%zu runs, %zu plots:", out.c_str(), runs.size(),
-              written.size());
+  std::printf("report: %s/index.html (%zu runs, %zu plots:", out.c_str(), runs.size(), written.size());
   for (const auto& w : written) std::printf(" %s", w.c_str());
   std::printf(")\n");
   return 0;

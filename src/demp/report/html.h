@@ -76,8 +76,7 @@ std::vector<ReportRun> collect_runs(const std::vector<std::string>& dirs,
 /// The finished runs whose means are the reference for Δ acc and speed-up: the group of
 /// `baseline` (a run's label or directory) when given, else the dense series, else the first
 /// group. `label` receives a name for them. Throws demp::Error for an unknown baseline.
-std::vector<const ReportRun*> reference_runs(const std::vector<ReportRun>& runs,
-                                             const std::string& baseline,
+std::vector<const ReportRun*> reference_runs(const std::vector<ReportRun>& runs, const std::string& baseline,
                                              std::string* label = nullptr);
 
 /// One row per group with a finished run: series, setting, seeds, test acc % (mean ± std over

@@ -78,8 +78,8 @@ Gnuplot find_gnuplot(const std::string& name) {
                 "--gnuplot PATH");
   }
   std::string terminals;
-  const auto r = run_process({g.exe, "-e", "set terminal"},
-                             [&](const std::string& line) { terminals += line + "\n"; });
+  const auto r =
+      run_process({g.exe, "-e", "set terminal"}, [&](const std::string& line) { terminals += line + "\n"; });
   if (r.exit_code != 0) {
     throw Error("gnuplot (" + g.exe + ") does not run: " + r.last_line,
                 "check the installation: gnuplot -e 'set terminal'");
@@ -92,9 +92,8 @@ namespace {
 
 // Readable on white, and apart from each other and from the black reference (after Sasha
 // Trubetskoy's 20 distinct colours, leaving out the pale ones and grey).
-const char* const kColors[kPaletteSize] = {"#4363d8", "#e6194b", "#3cb44b", "#f58231",
-                                           "#911eb4", "#1ba3c6", "#f032e6", "#9a6324",
-                                           "#469990", "#800000", "#808000", "#000075"};
+const char* const kColors[kPaletteSize] = {"#4363d8", "#e6194b", "#3cb44b", "#f58231", "#911eb4", "#1ba3c6",
+                                           "#f032e6", "#9a6324", "#469990", "#800000", "#808000", "#000075"};
 // Filled shapes first (they read best small), then open ones, then a star: 13 of them.
 const int kMarkers[] = {7, 5, 9, 11, 13, 15, 6, 4, 8, 10, 12, 14, 3};
 constexpr int kMarkerCount = sizeof(kMarkers) / sizeof(kMarkers[0]);
@@ -161,8 +160,8 @@ std::vector<double> log_tics(double lo, double hi) {
 }
 
 std::string gnuplot_script(const PlotSpec& p, bool pngcairo) {
-  std::string s = fmt::format("# {}: written by demp; the data is inline. Redraw: gnuplot {}.gp\n",
-                              p.title, p.name);
+  std::string s =
+      fmt::format("# {}: written by demp; the data is inline. Redraw: gnuplot {}.gp\n", p.title, p.name);
   s += "set encoding utf8\n";
   s += fmt::format("set title {} noenhanced\n", quoted(p.title));
   s += fmt::format("set xlabel {} noenhanced\n", quoted(p.xlabel));
@@ -234,18 +233,14 @@ std::string gnuplot_script(const PlotSpec& p, bool pngcairo) {
   }
   for (const auto& [x, text] : p.xmarks) {
     if (!(x >= xr0 && x <= xr1)) continue;
-    s += fmt::format("set arrow from {0}, graph 0 to {0}, graph 1 nohead dt 3 lc rgb '#999999'\n",
-                     num(x));
-    s +=
-        fmt::format("set label {} at {}, graph 1 offset 0,0.6 center tc rgb '#777777' noenhanced\n",
-                    quoted(text), num(x));
+    s += fmt::format("set arrow from {0}, graph 0 to {0}, graph 1 nohead dt 3 lc rgb '#999999'\n", num(x));
+    s += fmt::format("set label {} at {}, graph 1 offset 0,0.6 center tc rgb '#777777' noenhanced\n",
+                     quoted(text), num(x));
   }
 
   std::string plot;
   size_t keyed = 0, longest = 0;
-  auto add = [&](const std::string& clause) {
-    plot += (plot.empty() ? "plot " : ", \\\n     ") + clause;
-  };
+  auto add = [&](const std::string& clause) { plot += (plot.empty() ? "plot " : ", \\\n     ") + clause; };
   int position = 0;
   for (size_t k = 0; k < p.series.size(); ++k) {
     const auto& ser = p.series[k];
@@ -264,8 +259,7 @@ std::string gnuplot_script(const PlotSpec& p, bool pngcairo) {
       // The line and its band span the whole x range: data at the range's two ends.
       const double y = ser.xy[0].second;
       const double e = ser.yerr.empty() || !std::isfinite(ser.yerr[0]) ? 0 : ser.yerr[0];
-      for (double x : {xr0, xr1})
-        s += fmt::format("{} {} {} {}\n", num(x), num(y - e), num(y + e), num(y));
+      for (double x : {xr0, xr1}) s += fmt::format("{} {} {} {}\n", num(x), num(y - e), num(y + e), num(y));
       s += "EOD\n";
       if (e > 0) add(fmt::format("$d{} using 1:2:3 with filledcurves lc rgb '{}' notitle", k, rgb));
       add(fmt::format("$d{} using 1:4 with lines lc rgb '{}' lw 2 dt {} {}", k, rgb,
@@ -294,16 +288,15 @@ std::string gnuplot_script(const PlotSpec& p, bool pngcairo) {
     const std::string using_ = err ? "1:2:3" : "1:2";
     add(fmt::format("$d{} using {} with {} lc rgb '{}' lw 1.5 dt {}{} {}", k, using_, with, rgb,
                     ser.dashed ? 2 : ser.dash,
-                    pts || err
-                        ? fmt::format(" pt {} ps {}", c == kReferenceColor ? 7 : palette_marker(c),
-                                      ser.lines ? 1.1 : 1.5)
-                        : std::string(),
+                    pts || err ? fmt::format(" pt {} ps {}", c == kReferenceColor ? 7 : palette_marker(c),
+                                             ser.lines ? 1.1 : 1.5)
+                               : std::string(),
                     title));
     if (lab) {
-      add(fmt::format(
-          "$d{} using 1:2:4 with labels left offset char 0.6,0.6 font ',10' tc rgb '{}' "
-          "notitle",
-          k, rgb));
+      add(
+          fmt::format("$d{} using 1:2:4 with labels left offset char 0.6,0.6 font ',10' tc rgb '{}' "
+                      "notitle",
+                      k, rgb));
     }
   }
   if (!p.marker_note.empty() && !plot.empty()) {
@@ -315,8 +308,7 @@ std::string gnuplot_script(const PlotSpec& p, bool pngcairo) {
   const size_t per_row = std::max<size_t>(1, 900 / (longest * 7 + 60));
   const size_t key_rows = (keyed + per_row - 1) / per_row;
   const int h = 560 + 20 * static_cast<int>(key_rows);
-  s += fmt::format("set terminal svg size 960,{} dynamic font 'sans,12' background rgb 'white'\n",
-                   h);
+  s += fmt::format("set terminal svg size 960,{} dynamic font 'sans,12' background rgb 'white'\n", h);
   s += fmt::format("set termoption noenhanced\nset output {}\n", quoted(p.name + ".svg"));
   s += plot + "\n";
   s += pngcairo ? fmt::format("set terminal pngcairo size 1200,{} font 'sans,11'\n", h * 5 / 4)

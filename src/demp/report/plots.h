@@ -28,8 +28,8 @@ constexpr int kReferenceColor = -2;
 struct Series {
   // A constructor for the four fields most plots set, so that `{title, xy, dashed, color}` leaves
   // the others at their defaults without -Wmissing-field-initializers.
-  Series(std::string title = {}, std::vector<std::pair<double, double>> xy = {},
-         bool dashed = false, int color = -1)
+  Series(std::string title = {}, std::vector<std::pair<double, double>> xy = {}, bool dashed = false,
+         int color = -1)
       : title(std::move(title)), xy(std::move(xy)), dashed(dashed), color(color) {}
   std::string title;
   std::vector<std::pair<double, double>> xy;  ///< plotted in this order

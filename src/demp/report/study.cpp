@@ -97,8 +97,8 @@ std::vector<FactorCheck> check_expectations(const std::vector<GridAxis>& axes,
     FactorCheck c;
     c.factor = e.factor;
     c.expectation = e.text;
-    const auto ax = std::find_if(axes.begin(), axes.end(),
-                                 [&](const GridAxis& a) { return a.key == e.factor; });
+    const auto ax =
+        std::find_if(axes.begin(), axes.end(), [&](const GridAxis& a) { return a.key == e.factor; });
     if (ax != axes.end()) {
       const size_t k = static_cast<size_t>(ax - axes.begin());
       // Runs that differ in this factor only share every other grid value: group by those.
@@ -111,8 +111,7 @@ std::vector<FactorCheck> check_expectations(const std::vector<GridAxis>& axes,
         }
         groups[fixed].push_back(&r);
       }
-      auto compare = [&](const StudyRun* lo, const StudyRun* hi, const std::string& fixed,
-                         int expect_sign) {
+      auto compare = [&](const StudyRun* lo, const StudyRun* hi, const std::string& fixed, int expect_sign) {
         FactorComparison fc{
             lo->point[k], hi->point[k], lo->final_dead_fraction, hi->final_dead_fraction, fixed, 0};
         const double d = hi->final_dead_fraction - lo->final_dead_fraction;
@@ -165,11 +164,11 @@ std::string expectations_text(const std::vector<FactorCheck>& checks) {
                          c.expectation);
       continue;
     }
-    out += fmt::format("  {:<13} {} ({} agree, {} disagree, {} equal): {}\n", c.factor, c.verdict,
-                       c.agree, c.disagree, c.ties, c.expectation);
+    out += fmt::format("  {:<13} {} ({} agree, {} disagree, {} equal): {}\n", c.factor, c.verdict, c.agree,
+                       c.disagree, c.ties, c.expectation);
     for (const auto& fc : c.comparisons) {
-      out += fmt::format("      {} {} -> {}: dead {:.2f}% -> {:.2f}%  {}{}\n", c.factor, fc.low,
-                         fc.high, 100 * fc.dead_low, 100 * fc.dead_high,
+      out += fmt::format("      {} {} -> {}: dead {:.2f}% -> {:.2f}%  {}{}\n", c.factor, fc.low, fc.high,
+                         100 * fc.dead_low, 100 * fc.dead_high,
                          fc.verdict > 0   ? "agrees"
                          : fc.verdict < 0 ? "disagrees"
                                           : "equal",
@@ -282,10 +281,9 @@ int run_study(const StudyOptions& o) {
   const auto checks = check_expectations(r.axes, runs);
   std::string text = expectations_text(checks);
   if (o.method != "scan") {
-    notes.push_back(
-        "--method " + o.method +
-        " removes the dead units it finds, so its final dead "
-        "fraction is near 0 by construction; the paper's expectations need --method scan");
+    notes.push_back("--method " + o.method +
+                    " removes the dead units it finds, so its final dead "
+                    "fraction is near 0 by construction; the paper's expectations need --method scan");
   }
   for (const auto& n : notes) text += "note: " + n + "\n";
   sj["expectations"] = ordered_json::array();
@@ -315,9 +313,9 @@ int run_study(const StudyOptions& o) {
   std::vector<ordered_json> rows;
   for (size_t i = 0; i < r.runs.size(); ++i) {
     const auto& run = r.runs[i];
-    auto row = table_row(
-        run.name, run.dir, r.axes, run.point,
-        run.status == "failed" || !is_regular_file(run.dir + "/summary.json") ? run.status : "");
+    auto row =
+        table_row(run.name, run.dir, r.axes, run.point,
+                  run.status == "failed" || !is_regular_file(run.dir + "/summary.json") ? run.status : "");
     const std::string status = row["status"].get<std::string>();
     row.erase("status");
     row["final_dead_fraction"] =
@@ -331,8 +329,7 @@ int run_study(const StudyOptions& o) {
   std::printf("\n%s", text.c_str());
   if (!o.no_plot && has_data(plot)) {
     render_plot(gp, plot, so.out);
-    std::printf("plot: %s/dead_fraction.svg, %s/dead_fraction.png\n", so.out.c_str(),
-                so.out.c_str());
+    std::printf("plot: %s/dead_fraction.svg, %s/dead_fraction.png\n", so.out.c_str(), so.out.c_str());
   }
   std::printf("study: %s/study.json, %s/study.txt\n", so.out.c_str(), so.out.c_str());
   return r.failed > 0 ? 1 : 0;

@@ -18,8 +18,7 @@ std::vector<nlohmann::json> read_metrics(const std::string& dir);
 
 /// (step, dead fraction) at each dead-unit scan: last_scan.dead_units / live_units of the first
 /// metrics row that carries that scan, at the scan's step. Rows without a scan give nothing.
-std::vector<std::pair<int64_t, double>> dead_fraction_curve(
-    const std::vector<nlohmann::json>& rows);
+std::vector<std::pair<int64_t, double>> dead_fraction_curve(const std::vector<nlohmann::json>& rows);
 
 /// One run of a study, as the expectation checker sees it.
 struct StudyRun {
@@ -38,7 +37,7 @@ struct FactorComparison {
 };
 
 struct FactorCheck {
-  std::string factor;  ///< the grid key: lr, batch-size, optimizer, lambda, noise, weight-decay
+  std::string factor;       ///< the grid key: lr, batch-size, optimizer, lambda, noise, weight-decay
   std::string expectation;  ///< the paper's, in words
   std::vector<FactorComparison> comparisons;
   int agree = 0, disagree = 0, ties = 0;

@@ -13,8 +13,8 @@
 #include "demp/common/files.h"
 #include "demp/common/process.h"
 #include "demp/common/text.h"
-#include "demp/train/run_dir.h"
 #include "demp/train/config.h"
+#include "demp/train/run_dir.h"
 
 namespace demp::report {
 
@@ -86,8 +86,7 @@ json read_json_or_null(const std::string& path) {
 }
 
 json fraction(const json& s, const char* a, const char* b) {
-  if (!s.is_object() || !s.contains(a) || !s.contains(b) || !s[a].is_number() ||
-      !s[b].is_number()) {
+  if (!s.is_object() || !s.contains(a) || !s.contains(b) || !s[a].is_number() || !s[b].is_number()) {
     return nullptr;
   }
   const double d = s[b].get<double>();
@@ -179,12 +178,10 @@ std::string run_name(const std::vector<GridAxis>& axes, const std::vector<std::s
       }
       const size_t close = format.find('}', i);
       if (close == std::string::npos) {
-        throw Error("--name-format '" + format + "' has an unclosed '{'",
-                    "write {KEY} for a value");
+        throw Error("--name-format '" + format + "' has an unclosed '{'", "write {KEY} for a value");
       }
       const std::string key = format.substr(i + 1, close - i - 1);
-      auto it =
-          std::find_if(axes.begin(), axes.end(), [&](const GridAxis& a) { return a.key == key; });
+      auto it = std::find_if(axes.begin(), axes.end(), [&](const GridAxis& a) { return a.key == key; });
       if (it == axes.end()) {
         throw Error("--name-format uses {" + key + "}, which is not a grid key",
                     "use the keys of --grid, e.g. {lambda}");
@@ -194,8 +191,8 @@ std::string run_name(const std::vector<GridAxis>& axes, const std::vector<std::s
     }
   }
   for (char& c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '.' || c == '_' || c == '=' || c == '+' || c == ',' || c == '-';
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '_' || c == '=' || c == '+' || c == ',' || c == '-';
     if (!ok) c = '_';  // a '/' in a value (a config path) must not make a nested directory
   }
   if (name.empty() || name == "." || name == "..") name = "run" + name;
@@ -245,10 +242,10 @@ void check_base_args(const std::vector<std::string>& base_args, const std::vecto
 std::vector<std::string> table_columns(const std::vector<GridAxis>& axes) {
   std::vector<std::string> c = {"run"};
   for (const auto& a : axes) c.push_back(a.key);
-  for (const char* x : {"method", "model", "width", "dataset", "seed", "steps", "test_accuracy",
-                        "best_test_accuracy", "units_initial", "units_final", "units_fraction",
-                        "params_initial", "params_final", "params_fraction", "flops_initial",
-                        "flops_final", "flops_fraction", "train_seconds", "status"}) {
+  for (const char* x :
+       {"method", "model", "width", "dataset", "seed", "steps", "test_accuracy", "best_test_accuracy",
+        "units_initial", "units_final", "units_fraction", "params_initial", "params_final", "params_fraction",
+        "flops_initial", "flops_final", "flops_fraction", "train_seconds", "status"}) {
     // A grid key that is also a summary column (seed, width, method...) keeps its grid place.
     if (std::none_of(axes.begin(), axes.end(), [&](const GridAxis& a) { return a.key == x; })) {
       c.push_back(x);
@@ -257,9 +254,8 @@ std::vector<std::string> table_columns(const std::vector<GridAxis>& axes) {
   return c;
 }
 
-ordered_json table_row(const std::string& name, const std::string& dir,
-                       const std::vector<GridAxis>& axes, const std::vector<std::string>& point,
-                       const std::string& status) {
+ordered_json table_row(const std::string& name, const std::string& dir, const std::vector<GridAxis>& axes,
+                       const std::vector<std::string>& point, const std::string& status) {
   const json s = read_json_or_null(dir + "/summary.json");
   // A diverged run's summary is the checkpoint's metadata: its settings sit under "config".
   json cfg = read_json_or_null(dir + "/config.json");
@@ -298,8 +294,7 @@ ordered_json table_row(const std::string& name, const std::string& dir,
   return row;
 }
 
-std::string table_csv(const std::vector<std::string>& columns,
-                      const std::vector<ordered_json>& rows) {
+std::string table_csv(const std::vector<std::string>& columns, const std::vector<ordered_json>& rows) {
   auto cell = [](const std::string& t) {
     if (t.find_first_of(",\"\n\r") == std::string::npos) return t;
     std::string q = "\"";
@@ -351,8 +346,7 @@ std::vector<std::string> train_argv(const SweepOptions& o, const std::vector<Gri
 
 ordered_json sweep_json(const SweepOptions& o, const std::vector<GridAxis>& axes,
                         const std::vector<std::string>& names,
-                        const std::vector<std::vector<std::string>>& points,
-                        const std::string& created) {
+                        const std::vector<std::vector<std::string>>& points, const std::string& created) {
   ordered_json j;
   j["kind"] = o.kind;
   j["created"] = created;
@@ -370,13 +364,12 @@ ordered_json sweep_json(const SweepOptions& o, const std::vector<GridAxis>& axes
   return j;
 }
 
-
 std::string outcome_text(const json& s) {
   if (!s.is_object()) return {};
-  return fmt::format(
-      "test acc {:.2f}% | units {}% | params {}% | {:.1f} s of training",
-      100 * s.value("test_accuracy", 0.0), percent(fraction(s, "units_final", "units_initial")),
-      percent(fraction(s, "params_final", "params_initial")), s.value("train_seconds", 0.0));
+  return fmt::format("test acc {:.2f}% | units {}% | params {}% | {:.1f} s of training",
+                     100 * s.value("test_accuracy", 0.0),
+                     percent(fraction(s, "units_final", "units_initial")),
+                     percent(fraction(s, "params_final", "params_initial")), s.value("train_seconds", 0.0));
 }
 
 }  // namespace
@@ -410,10 +403,9 @@ SweepResult run_sweep(const SweepOptions& o) {
     // be skipped as if it matched: refuse rather than mix two settings in one table.
     const json old_args = old.value("base_args", json::array());
     if (old_args != json(o.base_args)) {
-      throw Error(fmt::format("{} holds a {} started with other train options ({}), not ({})",
-                              o.out, old.value("kind", std::string("sweep")),
-                              shell_join(old_args.get<std::vector<std::string>>()),
-                              shell_join(o.base_args)),
+      throw Error(fmt::format("{} holds a {} started with other train options ({}), not ({})", o.out,
+                              old.value("kind", std::string("sweep")),
+                              shell_join(old_args.get<std::vector<std::string>>()), shell_join(o.base_args)),
                   "give the same options after '--' to continue it, or another --out");
     }
     created = old.value("created", created);
@@ -439,8 +431,8 @@ SweepResult run_sweep(const SweepOptions& o) {
     if (s.is_object()) run.status = s.value("status", std::string("pending"));
     if (run.status == "finished") ++done_before;
   }
-  std::fprintf(stderr, "%s: %zu runs in %s (%zu finished before)\n", o.kind.c_str(), n,
-               o.out.c_str(), done_before);
+  std::fprintf(stderr, "%s: %zu runs in %s (%zu finished before)\n", o.kind.c_str(), n, o.out.c_str(),
+               done_before);
 
   for (size_t i = 0; i < n; ++i) {
     auto& run = r.runs[i];
@@ -455,8 +447,8 @@ SweepResult run_sweep(const SweepOptions& o) {
       // Resuming would replay the same steps and diverge again: a resumed run is exact.
       run.skipped = true;
       ++r.failed;
-      std::fprintf(stderr, "%s: skipped (diverged before; delete %s to run it again)\n",
-                   tag.c_str(), run.dir.c_str());
+      std::fprintf(stderr, "%s: skipped (diverged before; delete %s to run it again)\n", tag.c_str(),
+                   run.dir.c_str());
       continue;
     }
     std::string extra;
@@ -475,18 +467,16 @@ SweepResult run_sweep(const SweepOptions& o) {
         std::fflush(stderr);
       }
     });
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     run.exit_code = res.exit_code;
-    run.last_line = res.signal ? fmt::format("killed by signal {} ({}); its last line: {}",
-                                             res.signal, strsignal(res.signal), res.last_line)
+    run.last_line = res.signal ? fmt::format("killed by signal {} ({}); its last line: {}", res.signal,
+                                             strsignal(res.signal), res.last_line)
                                : res.last_line;
     const json s = read_json_or_null(run.dir + "/summary.json");
     const std::string st = s.is_object() ? s.value("status", std::string()) : std::string();
     if (res.exit_code == 0 && st == "finished") {
       run.status = "finished";
-      std::fprintf(stderr, "%s: finished in %.1f s | %s\n", tag.c_str(), secs,
-                   outcome_text(s).c_str());
+      std::fprintf(stderr, "%s: finished in %.1f s | %s\n", tag.c_str(), secs, outcome_text(s).c_str());
     } else {
       run.status = st == "diverged" ? "diverged" : "failed";
       ++r.failed;
@@ -504,8 +494,8 @@ SweepResult run_sweep(const SweepOptions& o) {
 std::string sweep_summary(const SweepResult& r, const std::string& dir) {
   size_t w = 3;
   for (const auto& run : r.runs) w = std::max(w, run.name.size());
-  std::string out = fmt::format("{:<{}}  {:<9} {:>9} {:>8} {:>9} {:>9}\n", "run", w, "status",
-                                "test acc", "units %", "params %", "train s");
+  std::string out = fmt::format("{:<{}}  {:<9} {:>9} {:>8} {:>9} {:>9}\n", "run", w, "status", "test acc",
+                                "units %", "params %", "train s");
   int finished = 0, skipped = 0;
   for (const auto& run : r.runs) {
     const json s = read_json_or_null(run.dir + "/summary.json");
@@ -518,14 +508,13 @@ std::string sweep_summary(const SweepResult& r, const std::string& dir) {
                        fin ? percent(fraction(s, "params_final", "params_initial")) : "-",
                        fin ? fmt::format("{:.1f}", s.value("train_seconds", 0.0)) : "-");
   }
-  out += fmt::format("{} runs: {} finished ({} skipped as already finished), {} failed\n",
-                     r.runs.size(), finished, skipped, r.failed);
+  out += fmt::format("{} runs: {} finished ({} skipped as already finished), {} failed\n", r.runs.size(),
+                     finished, skipped, r.failed);
   for (const auto& run : r.runs) {
     if (run.status == "failed" || run.status == "diverged") {
-      out += fmt::format(
-          "  {} {}: {}{}\n", run.status, run.name,
-          run.skipped ? std::string("(earlier)") : fmt::format("exit {}: ", run.exit_code),
-          run.skipped ? std::string() : run.last_line);
+      out += fmt::format("  {} {}: {}{}\n", run.status, run.name,
+                         run.skipped ? std::string("(earlier)") : fmt::format("exit {}: ", run.exit_code),
+                         run.skipped ? std::string() : run.last_line);
     }
   }
   out += fmt::format("table: {0}/table.csv, {0}/table.json\n", dir);

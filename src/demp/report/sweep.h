@@ -48,8 +48,7 @@ std::vector<std::string> table_columns(const std::vector<GridAxis>& axes);
 /// what a summary without them lacks). `status` overrides the row's status when not empty
 /// ("failed", "pending"); otherwise it is the summary's status, or "pending" without one.
 nlohmann::ordered_json table_row(const std::string& name, const std::string& dir,
-                                 const std::vector<GridAxis>& axes,
-                                 const std::vector<std::string>& point,
+                                 const std::vector<GridAxis>& axes, const std::vector<std::string>& point,
                                  const std::string& status = {});
 
 /// CSV text (RFC 4180 quoting) of `rows` under `columns`; a missing or null cell is empty.

@@ -61,9 +61,9 @@ Checkpoint load_checkpoint(const std::string& path) {
       c.arch = json::parse(v.toStringRef()).get<nn::Arch>();
       nn::check_arch(c.arch);
     } catch (const Error& e) {
-      throw Error(path + " has an unusable architecture: " + e.what(),
-                  e.hint().empty() ? "the file is damaged or was edited; use the model.ckpt a run wrote"
-                                   : e.hint());
+      throw Error(
+          path + " has an unusable architecture: " + e.what(),
+          e.hint().empty() ? "the file is damaged or was edited; use the model.ckpt a run wrote" : e.hint());
     }
     ar.read("meta", v);
     c.meta = json::parse(v.toStringRef());
@@ -78,7 +78,8 @@ Checkpoint load_checkpoint(const std::string& path) {
       get("beta", t.beta);
       get("running_mean", t.running_mean);
       get("running_var", t.running_var);
-      for (const torch::Tensor* x : {&t.weight, &t.bias, &t.gamma, &t.beta, &t.running_mean, &t.running_var}) {
+      for (const torch::Tensor* x :
+           {&t.weight, &t.bias, &t.gamma, &t.beta, &t.running_mean, &t.running_var}) {
         if (x->defined() && x->scalar_type() != torch::kFloat) {
           throw Error(fmt::format("{}: layer {} holds {} tensors, not float32", path, c.arch.layers[i].name,
                                   c10::toString(x->scalar_type())),

@@ -1,8 +1,8 @@
 #pragma once
 // Checkpoints: the architecture, the layers' tensors, the optimizer's state and the run's
 // metadata in one file (LibTorch's archive format), written atomically.
-#include <nlohmann/json.hpp>
 #include <torch/types.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <string>
@@ -16,10 +16,10 @@ namespace demp::train {
 struct Checkpoint {
   nn::Arch arch;
   std::vector<nn::LayerTensors> layers;
-  std::string optimizer;                      ///< optimizer name
+  std::string optimizer;  ///< optimizer name
   int64_t optimizer_steps = 0;
   std::vector<std::vector<torch::Tensor>> optimizer_state;
-  nlohmann::json meta;                        ///< step, config, method state, bests...
+  nlohmann::json meta;  ///< step, config, method state, bests...
 };
 
 /// Writes a checkpoint atomically (temp file + rename).

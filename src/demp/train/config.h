@@ -8,7 +8,9 @@
 #include <variant>
 #include <vector>
 
-namespace demp::data { struct ImageOptions; }
+namespace demp::data {
+struct ImageOptions;
+}
 
 namespace demp::train {
 
@@ -18,8 +20,8 @@ struct TrainConfig {
   double width = 0.25;
   std::string mlp_widths = "512,256";
   std::string stem = "auto";
-  std::string arch;   ///< architecture file (instead of --model)
-  std::string init;   ///< checkpoint whose network (architecture and weights) training starts from
+  std::string arch;  ///< architecture file (instead of --model)
+  std::string init;  ///< checkpoint whose network (architecture and weights) training starts from
   // data
   std::string data = "fashion-mnist";
   std::string augment = "auto";

@@ -74,21 +74,26 @@ prune::KeepSets broadcast_keep(dist::Comm& comm, const prune::KeepSets& keep, co
 std::vector<prune::GroupChange> TrainContext::remove_units(const prune::KeepSets& keep,
                                                            const std::string& why) {
   const int64_t units0 = model.arch().units(), params0 = model.arch().params();
-  auto changes = world_size() > 1 ? prune::remove_units(model, &optimizer.state(), broadcast_keep(*comm, keep, device))
-                                  : prune::remove_units(model, &optimizer.state(), keep);
+  auto changes = world_size() > 1
+                     ? prune::remove_units(model, &optimizer.state(), broadcast_keep(*comm, keep, device))
+                     : prune::remove_units(model, &optimizer.state(), keep);
   if (changes.empty()) return changes;
   const auto& a = model.arch();
-  log(fmt::format("prune step {} | {} | units {} -> {} | params {} -> {} | flops {}", step, why,
-                  units0, a.units(), params0, a.params(), a.flops()),
+  log(fmt::format("prune step {} | {} | units {} -> {} | params {} -> {} | flops {}", step, why, units0,
+                  a.units(), params0, a.params(), a.flops()),
       /*echo=*/cfg.progress != "none");
   json groups = json::object();
   for (const auto& c : changes) {
     log(fmt::format("prune step {} | group {} | {} -> {}", step, c.group, c.before, c.after));
     groups[c.group] = {c.before, c.after};
   }
-  prune_events.push_back({{"step", step}, {"reason", why}, {"units_before", units0},
-                          {"units_after", a.units()}, {"params_after", a.params()},
-                          {"flops_after", a.flops()}, {"groups", groups}});
+  prune_events.push_back({{"step", step},
+                          {"reason", why},
+                          {"units_before", units0},
+                          {"units_after", a.units()},
+                          {"params_after", a.params()},
+                          {"flops_after", a.flops()},
+                          {"groups", groups}});
   return changes;
 }
 

@@ -2,8 +2,8 @@
 // What a method sees of the run while it trains (the hook contract's argument): the
 // configuration, data, model, optimizer, step counters, the process group, and surgery with
 // bookkeeping.
-#include <nlohmann/json.hpp>
 #include <torch/types.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <string>
@@ -15,7 +15,9 @@
 #include "demp/train/config.h"
 #include "demp/train/optim.h"
 
-namespace demp::dist { class Comm; }
+namespace demp::dist {
+class Comm;
+}
 
 namespace demp::train {
 
@@ -29,7 +31,7 @@ struct TrainContext {
   Optimizer& optimizer;
   const RunDir* run = nullptr;
   torch::Device device{torch::kCPU};
-  int64_t step = 0;            ///< optimizer steps completed
+  int64_t step = 0;  ///< optimizer steps completed
   int64_t total_steps = 0;
   int64_t steps_per_epoch = 0;
   nlohmann::json prune_events = nlohmann::json::array();

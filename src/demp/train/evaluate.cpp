@@ -11,7 +11,8 @@ namespace demp::train {
 
 EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, int64_t batch,
                     const torch::Device& device) {
-  if (batch <= 0) throw Error(fmt::format("evaluation batch size must be positive, got {}", batch), "e.g. 1000");
+  if (batch <= 0)
+    throw Error(fmt::format("evaluation batch size must be positive, got {}", batch), "e.g. 1000");
   torch::NoGradGuard no_grad;
   EvalResult r;
   const int64_t n = ds.size();

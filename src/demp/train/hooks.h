@@ -2,8 +2,8 @@
 // The hook contract between the one training loop and the pruning methods (DESIGN.md principle 3).
 // It lives with the loop, which never names a method: run_training receives a factory. Each hook
 // has a no-op default; a method (src/demp/methods/) overrides what it needs.
-#include <nlohmann/json.hpp>
 #include <torch/types.h>
+#include <nlohmann/json.hpp>
 
 #include <functional>
 #include <memory>

@@ -35,7 +35,8 @@ extern "C" void on_interrupt(int sig) {
       static const char msg[] =
           "demp: interrupted: finishing this step, then writing a checkpoint and summary.json "
           "(interrupt again to abort at once)\n";
-      if ((g_interrupt_tty && ::write(2, clear, sizeof(clear) - 1) < 0) || ::write(2, msg, sizeof(msg) - 1) < 0) {
+      if ((g_interrupt_tty && ::write(2, clear, sizeof(clear) - 1) < 0) ||
+          ::write(2, msg, sizeof(msg) - 1) < 0) {
       }
     }
   } else if (now - g_interrupt_ms.load() >= 1000) {

@@ -28,8 +28,8 @@ std::vector<torch::Tensor> column(std::vector<std::vector<torch::Tensor>>& state
   return out;
 }
 
-void init_state(std::vector<std::vector<torch::Tensor>>& state,
-                const std::vector<torch::Tensor>& params, size_t per_param) {
+void init_state(std::vector<std::vector<torch::Tensor>>& state, const std::vector<torch::Tensor>& params,
+                size_t per_param) {
   if (state.size() == params.size()) return;
   state.clear();
   for (const auto& p : params) {
@@ -89,8 +89,8 @@ class AdamW : public Optimizer {
     ++steps_;
     device_steps_.add_(1);
     const std::vector<torch::Tensor> counts(params.size(), device_steps_);
-    at::_fused_adamw_(params, g, m, v, /*max_exp_avg_sqs=*/{}, counts, lr_on(dev), opt_.beta1,
-                      opt_.beta2, opt_.weight_decay, opt_.eps, /*amsgrad=*/false,
+    at::_fused_adamw_(params, g, m, v, /*max_exp_avg_sqs=*/{}, counts, lr_on(dev), opt_.beta1, opt_.beta2,
+                      opt_.weight_decay, opt_.eps, /*amsgrad=*/false,
                       /*maximize=*/false);
   }
 };
@@ -106,9 +106,9 @@ const torch::Tensor& Optimizer::lr_on(const torch::Device& device) {
   if (!lr_tensor_.defined() || lr_tensor_.device() != device) {
     // The CUDA fused kernels read a float32 rate; on the CPU they take the tensor's value as a
     // double, so keep full precision there.
-    lr_tensor_ = torch::full({}, lr_, torch::TensorOptions()
-                                          .dtype(device.is_cuda() ? torch::kFloat : torch::kDouble)
-                                          .device(device));
+    lr_tensor_ = torch::full(
+        {}, lr_,
+        torch::TensorOptions().dtype(device.is_cuda() ? torch::kFloat : torch::kDouble).device(device));
   }
   return lr_tensor_;
 }

@@ -12,7 +12,7 @@ namespace demp::train {
 struct OptimOptions {
   std::string name = "adamw";  ///< "sgd" (PyTorch-style), "sgdw" (decoupled decay), "adamw"
   double weight_decay = 5e-4;
-  double momentum = 0.9;       ///< SGD / SGDW
+  double momentum = 0.9;                          ///< SGD / SGDW
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  ///< AdamW
 };
 

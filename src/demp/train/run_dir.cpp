@@ -51,12 +51,27 @@ void RunDir::log(const std::string& text, bool echo) const {
 // ---- metrics: metrics.jsonl, metrics.csv, TensorBoard -------------------------------------------
 
 const std::vector<std::string>& metrics_csv_columns() {
-  static const std::vector<std::string> cols = {
-      "step",          "epoch",           "lr",           "train_loss",     "train_accuracy",
-      "test_loss",     "test_accuracy",   "val_loss",     "val_accuracy",   "live_units",
-      "params",        "flops",           "elapsed_seconds", "step_seconds", "reg_lambda",
-      "noise_std",     "dead_units",      "target",       "target_planned", "target_projected",
-      "live_units_per_group"};
+  static const std::vector<std::string> cols = {"step",
+                                                "epoch",
+                                                "lr",
+                                                "train_loss",
+                                                "train_accuracy",
+                                                "test_loss",
+                                                "test_accuracy",
+                                                "val_loss",
+                                                "val_accuracy",
+                                                "live_units",
+                                                "params",
+                                                "flops",
+                                                "elapsed_seconds",
+                                                "step_seconds",
+                                                "reg_lambda",
+                                                "noise_std",
+                                                "dead_units",
+                                                "target",
+                                                "target_planned",
+                                                "target_projected",
+                                                "live_units_per_group"};
   return cols;
 }
 
@@ -218,9 +233,8 @@ void Progress::update(int64_t done, const std::string& status, bool force_line) 
                  hms(eta).c_str(), status.c_str());
     g_bar_open = true;
   } else {
-    std::fprintf(stderr, "step %lld/%lld (%.1f%%) | %.0f img/s | ETA %s | %s\n",
-                 static_cast<long long>(done), static_cast<long long>(total_), pct, rate * batch_,
-                 hms(eta).c_str(), status.c_str());
+    std::fprintf(stderr, "step %lld/%lld (%.1f%%) | %.0f img/s | ETA %s | %s\n", static_cast<long long>(done),
+                 static_cast<long long>(total_), pct, rate * batch_, hms(eta).c_str(), status.c_str());
   }
   std::fflush(stderr);
 }

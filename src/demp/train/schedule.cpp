@@ -59,8 +59,7 @@ double number(const std::string& s, const std::string& spec) {
 
 }  // namespace
 
-Schedule parse_schedule(const std::string& spec, double peak, int64_t span,
-                        int64_t steps_per_epoch) {
+Schedule parse_schedule(const std::string& spec, double peak, int64_t span, int64_t steps_per_epoch) {
   Schedule s;
   s.peak = peak;
   s.span = std::max<int64_t>(1, span);

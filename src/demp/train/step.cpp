@@ -85,8 +85,7 @@ class Autocast {
 
 // Addresses of every tensor a captured graph reads or writes in place: when any changes (surgery,
 // a restored optimizer state), the graph no longer fits and is captured again.
-std::vector<const void*> step_tensor_addresses(const std::vector<torch::Tensor>& params,
-                                               Optimizer& opt) {
+std::vector<const void*> step_tensor_addresses(const std::vector<torch::Tensor>& params, Optimizer& opt) {
   std::vector<const void*> out;
   for (const auto& p : params) {
     out.push_back(p.data_ptr());

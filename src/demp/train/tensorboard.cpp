@@ -195,8 +195,8 @@ EventWriter::EventWriter(const std::string& dir, int64_t resume_step) {
   char host[256] = "localhost";
   if (::gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "localhost");
   host[sizeof host - 1] = 0;
-  const std::string base = fmt::format("{}/events.out.tfevents.{}.{}", dir,
-                                       static_cast<int64_t>(now_seconds()), host);
+  const std::string base =
+      fmt::format("{}/events.out.tfevents.{}.{}", dir, static_cast<int64_t>(now_seconds()), host);
   // A second writer within the same second (a quick resume) gets its own file, after the first
   // one in name order.
   path_ = base;

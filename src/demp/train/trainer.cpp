@@ -74,7 +74,6 @@ nn::ModelOptions model_options(const TrainConfig& cfg, const data::DataBundle& d
   return o;
 }
 
-
 // ---- the run, in phases ---------------------------------------------------------------------
 
 namespace {
@@ -125,10 +124,12 @@ nn::Arch initial_arch(const TrainConfig& cfg, const data::DataBundle& data, std:
   const nn::Arch& a = init->arch;
   if (a.in_channels != data.channels || a.in_height != data.height || a.in_width != data.width ||
       a.classes != data.classes) {
-    throw Error(fmt::format("--init {}: the network takes {}x{}x{} images and {} classes, the data {} has {}x{}x{} and {}",
-                            cfg.init, a.in_channels, a.in_height, a.in_width, a.classes, data.name,
-                            data.channels, data.height, data.width, data.classes),
-                "import the weights with the data's shape (demp import --in-channels, --input-size, --classes)");
+    throw Error(
+        fmt::format(
+            "--init {}: the network takes {}x{}x{} images and {} classes, the data {} has {}x{}x{} and {}",
+            cfg.init, a.in_channels, a.in_height, a.in_width, a.classes, data.name, data.channels,
+            data.height, data.width, data.classes),
+        "import the weights with the data's shape (demp import --in-channels, --input-size, --classes)");
   }
   return a;
 }
@@ -140,7 +141,6 @@ json groups_json(const nn::Arch& a) {
   }
   return g;
 }
-
 
 /// What checkpoints carry over a resume and the summary reports: the bests and the clock.
 struct RunStats {
@@ -169,7 +169,8 @@ struct RunStats {
   /// A summary written before any evaluation says null, not 0.0, for what was never measured.
   void null_unmeasured(json& s) const {
     if (evaluated) return;
-    for (const char* k : {"test_accuracy", "best_test_accuracy", "best_val_accuracy", "test_accuracy_at_best_val"}) {
+    for (const char* k :
+         {"test_accuracy", "best_test_accuracy", "best_val_accuracy", "test_accuracy_at_best_val"}) {
       s[k] = nullptr;
     }
   }
@@ -197,8 +198,10 @@ TrainConfig merge_resume(const TrainConfig& now, TrainConfig saved, bool writer)
   if (!refused.empty()) {
     std::string list;
     for (const auto& d : refused) list += (list.empty() ? "" : ", ") + d;
-    throw Error("--resume continues the run in " + now.out + " as it was configured; these options "
-                "differ: " + list,
+    throw Error("--resume continues the run in " + now.out +
+                    " as it was configured; these options "
+                    "differ: " +
+                    list,
                 "leave them out to resume, or start a new run (another --out, or --overwrite)");
   }
   saved.resume = true;
@@ -207,15 +210,18 @@ TrainConfig merge_resume(const TrainConfig& now, TrainConfig saved, bool writer)
   saved.given = now.given;
   for (const std::string& name : changeable) {
     // The run's own --tensorboard goes on unless another directory is given.
-    if (name == "tensorboard" && std::find(now.given.begin(), now.given.end(), name) == now.given.end()) continue;
+    if (name == "tensorboard" && std::find(now.given.begin(), now.given.end(), name) == now.given.end())
+      continue;
     auto cfs = fields(saved);
     auto nfs = fields(given);
     for (size_t i = 0; i < cfs.size(); ++i) {
       if (cfs[i].name != name) continue;
-      std::visit([&](auto* dst) {
-        using T = std::remove_pointer_t<decltype(dst)>;
-        *dst = *std::get<T*>(nfs[i].ptr);
-      }, cfs[i].ptr);
+      std::visit(
+          [&](auto* dst) {
+            using T = std::remove_pointer_t<decltype(dst)>;
+            *dst = *std::get<T*>(nfs[i].ptr);
+          },
+          cfs[i].ptr);
     }
   }
   if (writer) {
@@ -252,14 +258,16 @@ TrainConfig plan_run_directory(TrainConfig cfg, bool writer) {
     try {
       apply_json(saved, json::parse(read_file(path)), path);
     } catch (const json::exception&) {
-      throw Error(path + " is not valid JSON", "restore the run's config.json, or start again with --overwrite");
+      throw Error(path + " is not valid JSON",
+                  "restore the run's config.json, or start again with --overwrite");
     }
     return merge_resume(cfg, std::move(saved), writer);
   }
   if ((has_config || has_ckpt) && !cfg.overwrite) {
     if (!has_ckpt) {
-      throw Error(cfg.out + " holds a run that stopped before it wrote its first checkpoint "
-                            "(nothing to resume)",
+      throw Error(cfg.out +
+                      " holds a run that stopped before it wrote its first checkpoint "
+                      "(nothing to resume)",
                   "use --overwrite to start it again, or another --out");
     }
     throw Error(cfg.out + " holds another run",
@@ -375,7 +383,8 @@ void Trainer::set_up_process() {
     local_ranks = lws ? std::max<int64_t>(1, std::atoll(lws)) : comm_->world_size();
   }
   const auto cores = static_cast<int64_t>(std::thread::hardware_concurrency());
-  at::set_num_threads(static_cast<int>(cfg_.threads > 0 ? cfg_.threads : std::max<int64_t>(1, cores / local_ranks)));
+  at::set_num_threads(
+      static_cast<int>(cfg_.threads > 0 ? cfg_.threads : std::max<int64_t>(1, cores / local_ranks)));
 }
 
 // Everything the options can get wrong, checked before the run directory is taken: data, method,
@@ -383,7 +392,8 @@ void Trainer::set_up_process() {
 void Trainer::prepare() {
   precision_ = parse_precision(cfg_.precision, device_);
   graph_ = parse_graph(cfg_.graph, device_);
-  data::LoadOptions lo{cfg_.val_size, static_cast<uint64_t>(cfg_.seed), cfg_.train_limit, cfg_.test_limit, {}};
+  data::LoadOptions lo{
+      cfg_.val_size, static_cast<uint64_t>(cfg_.seed), cfg_.train_limit, cfg_.test_limit, {}};
   image_options(cfg_, at::get_num_threads(), &lo.image);  // image folders: streamed from disk
   lo.image.pin_memory = device_.is_cuda();
   data_ = data::load(cfg_.data, lo);
@@ -406,7 +416,8 @@ void Trainer::prepare() {
   oo.weight_decay = cfg_.weight_decay;
   oo.momentum = cfg_.momentum;
   opt_ = make_optimizer(oo);
-  batcher_ = std::make_unique<data::Batcher>(data_.train, cfg_.batch_size, static_cast<uint64_t>(cfg_.seed), aug);
+  batcher_ =
+      std::make_unique<data::Batcher>(data_.train, cfg_.batch_size, static_cast<uint64_t>(cfg_.seed), aug);
   spe_ = batcher_->steps_per_epoch();
   total_ = cfg_.steps > 0 ? cfg_.steps : cfg_.epochs * spe_;
   lr_sched_ = parse_schedule(cfg_.lr_schedule, cfg_.lr, total_, spe_);
@@ -422,7 +433,8 @@ void Trainer::prepare() {
 void Trainer::check_memory() const {
   if (!device_.is_cpu()) return;
   const double need = 16.0 * static_cast<double>(fresh_.params());
-  const double have = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
+  const double have =
+      static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
   if (have > 0 && need > have) {
     throw Error(fmt::format("the network has {} parameters: training needs about {:.1f} GiB, more than "
                             "this machine's {:.1f} GiB of memory",
@@ -438,17 +450,19 @@ void Trainer::take_run_directory() {
     make_directories(cfg_.out);
     lock_ = FileLock(cfg_.out + "/.lock", cfg_.out);
     if (!lock_.held()) {
-      warnings_.push_back("cannot lock " + cfg_.out + " (no flock on this file system): a second run "
+      warnings_.push_back("cannot lock " + cfg_.out +
+                          " (no flock on this file system): a second run "
                           "on it would not be refused");
       std::fprintf(stderr, "demp: warning: %s\n", warnings_.back().c_str());
     }
     const bool taken = file_exists(cfg_.out + "/config.json") || file_exists(cfg_.out + "/model.ckpt");
     if (!cfg_.resume && taken && !cfg_.overwrite) {
-      throw Error(cfg_.out + " holds another run (started while this one was loading its data)", "use another --out");
+      throw Error(cfg_.out + " holds another run (started while this one was loading its data)",
+                  "use another --out");
     }
     if (!cfg_.resume && cfg_.overwrite) {
-      for (const char* f : {"config.json", "metrics.jsonl", "metrics.csv", "log.txt", "summary.json", "model.ckpt",
-                            "model.ckpt.tmp", "arch.json"}) {
+      for (const char* f : {"config.json", "metrics.jsonl", "metrics.csv", "log.txt", "summary.json",
+                            "model.ckpt", "model.ckpt.tmp", "arch.json"}) {
         remove_file(cfg_.out + "/" + f);
       }
     }
@@ -463,7 +477,8 @@ void Trainer::restore_or_initialise() {
     model_ = init_ ? std::make_unique<nn::Model>(init_->arch, init_->layers)
                    : std::make_unique<nn::Model>(fresh_, static_cast<uint64_t>(cfg_.seed));
     run_->write_json("config.json", to_json(cfg_));
-    if (writer_ && (!cfg_.arch.empty() || init_)) write_file_atomic(run_->file("arch.json"), nn::arch_file_text(fresh_));
+    if (writer_ && (!cfg_.arch.empty() || init_))
+      write_file_atomic(run_->file("arch.json"), nn::arch_file_text(fresh_));
     log_start(spe_);
   }
   stats_ = RunStats::from_meta(resumed_meta_, start_);
@@ -477,7 +492,8 @@ void Trainer::restore(const Checkpoint& ck) {
   model_ = std::make_unique<nn::Model>(ck.arch, ck.layers);
   resumed_meta_ = ck.meta;
   if (resumed_meta_.value("finished", false)) {
-    throw Error("the run in " + cfg_.out + " has already finished", "use --overwrite to run it again, or another --out");
+    throw Error("the run in " + cfg_.out + " has already finished",
+                "use --overwrite to run it again, or another --out");
   }
   if (!ck.optimizer_state.empty()) {
     const auto ps = model_->parameters();
@@ -510,21 +526,23 @@ void Trainer::restore(const Checkpoint& ck) {
 }
 
 void Trainer::log_start(int64_t spe) const {
-  const std::string network = !cfg_.arch.empty() ? fmt::format("{} (architecture file {})", fresh_.model, cfg_.arch)
+  const std::string network = !cfg_.arch.empty()
+                                  ? fmt::format("{} (architecture file {})", fresh_.model, cfg_.arch)
                               : init_ ? fmt::format("{} (from checkpoint {})", fresh_.model, cfg_.init)
                                       : fmt::format("{} width {}", cfg_.model, cfg_.width);
-  run_->log(fmt::format("start | model {} | data {} ({} train, {} val, {} test) | method {} "
-                        "| steps {} ({} per epoch) | device {} | precision {} | graph {}",
-                        network, data_.name, data_.train.size(), data_.val.size(),
-                        data_.test.size(), cfg_.method, total_, spe, device_.str(),
-                        precision_name(precision_), graph_ ? "on" : "off"));
+  run_->log(
+      fmt::format("start | model {} | data {} ({} train, {} val, {} test) | method {} "
+                  "| steps {} ({} per epoch) | device {} | precision {} | graph {}",
+                  network, data_.name, data_.train.size(), data_.val.size(), data_.test.size(), cfg_.method,
+                  total_, spe, device_.str(), precision_name(precision_), graph_ ? "on" : "off"));
   for (const auto& n : data_.notes) run_->log(n, cfg_.progress != "none");
   for (const auto& w : warnings_) run_->log("warning | " + w);
   if (comm_) {
-    run_->log(fmt::format("data-parallel | {} ranks ({}) | {} images per rank per step | timeout {} s | "
-                          "BatchNorm statistics {}",
-                          comm_->world_size(), comm_->backend_name(), cfg_.batch_size / comm_->world_size(),
-                          cfg_.dist_timeout, cfg_.sync_bn ? "synchronised" : "per rank"));
+    run_->log(
+        fmt::format("data-parallel | {} ranks ({}) | {} images per rank per step | timeout {} s | "
+                    "BatchNorm statistics {}",
+                    comm_->world_size(), comm_->backend_name(), cfg_.batch_size / comm_->world_size(),
+                    cfg_.dist_timeout, cfg_.sync_bn ? "synchronised" : "per rank"));
   }
 }
 
@@ -649,8 +667,10 @@ void Trainer::diverged(double lv, Progress& progress) {
   run_->write_json("summary.json", s);
   throw Error(fmt::format("loss became {} at step {}", lv, ctx_->step),
               kept ? "lower --lr (or the regularisation strength) and start again with --overwrite; "
-                     "the last checkpoint in " + cfg_.out + " is intact, but --resume from it "
-                     "replays the same steps"
+                     "the last checkpoint in " +
+                         cfg_.out +
+                         " is intact, but --resume from it "
+                         "replays the same steps"
                    : "lower --lr (or the regularisation strength) and start again with "
                      "--overwrite; the run diverged before its first checkpoint");
 }
@@ -670,15 +690,16 @@ void Trainer::after_step(StepRunner& runner, Progress& progress, double lr, bool
     }
     metrics(r);
     const auto& a = model_->arch();
-    progress.update(step,
-                    fmt::format("epoch {}/{} | loss {:.4f} | acc {:.2f}%{} | live {:.1f}% | params {:.1f}%", epoch,
-                                epochs, r.value("train_loss", 0.0), 100 * r.value("train_accuracy", 0.0),
-                                r.contains("test_accuracy")
-                                    ? fmt::format(" | test {:.2f}%", 100 * r["test_accuracy"].get<double>())
-                                    : "",
-                                100.0 * static_cast<double>(a.units()) / static_cast<double>(fresh_.units()),
-                                100.0 * static_cast<double>(a.params()) / static_cast<double>(fresh_.params())),
-                    epoch_end);
+    progress.update(
+        step,
+        fmt::format("epoch {}/{} | loss {:.4f} | acc {:.2f}%{} | live {:.1f}% | params {:.1f}%", epoch,
+                    epochs, r.value("train_loss", 0.0), 100 * r.value("train_accuracy", 0.0),
+                    r.contains("test_accuracy")
+                        ? fmt::format(" | test {:.2f}%", 100 * r["test_accuracy"].get<double>())
+                        : "",
+                    100.0 * static_cast<double>(a.units()) / static_cast<double>(fresh_.units()),
+                    100.0 * static_cast<double>(a.params()) / static_cast<double>(fresh_.params())),
+        epoch_end);
     if (epoch_end) checkpoint(false);
   } else {
     progress.update(step, fmt::format("epoch {}/{}", epoch, epochs));
@@ -729,8 +750,8 @@ void Trainer::evaluate_now(json& r) {
   stats_.best_test = std::max(stats_.best_test, te.accuracy);
   r["test_accuracy"] = te.accuracy;
   r["test_loss"] = te.loss;
-  std::string line = fmt::format("eval step {} | epoch {:.2f} | test_acc {:.4f} | test_loss {:.4f}", ctx_->step,
-                                 static_cast<double>(ctx_->step) / spe_, te.accuracy, te.loss);
+  std::string line = fmt::format("eval step {} | epoch {:.2f} | test_acc {:.4f} | test_loss {:.4f}",
+                                 ctx_->step, static_cast<double>(ctx_->step) / spe_, te.accuracy, te.loss);
   if (data_.val.size() > 0) {
     const auto va = evaluate(*model_, data_.val, cfg_.eval_batch_size, device_);
     r["val_accuracy"] = va.accuracy;
@@ -812,10 +833,11 @@ json Trainer::finish(StepRunner& runner, double lr) {
   const json s = summary(runner, replicas_identical);
   run_->write_json("summary.json", s);
   const auto& a = model_->arch();
-  run_->log(fmt::format("done step {} | test_acc {:.4f} | best {:.4f} | units {}/{} | params {}/{} | "
-                        "train_seconds {:.1f}",
-                        total_, stats_.last_test, stats_.best_test, a.units(), fresh_.units(), a.params(),
-                        fresh_.params(), stats_.train_seconds));
+  run_->log(
+      fmt::format("done step {} | test_acc {:.4f} | best {:.4f} | units {}/{} | params {}/{} | "
+                  "train_seconds {:.1f}",
+                  total_, stats_.last_test, stats_.best_test, a.units(), fresh_.units(), a.params(),
+                  fresh_.params(), stats_.train_seconds));
   return s;
 }
 

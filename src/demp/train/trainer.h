@@ -2,8 +2,8 @@
 // The one training loop. It knows nothing of any particular pruning method: methods plug in at
 // the hook points of train::Method (hooks.h), and run_training receives the factory that builds
 // the method a run asks for.
-#include <nlohmann/json.hpp>
 #include <torch/types.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <functional>
@@ -30,10 +30,10 @@ nn::ModelOptions model_options(const TrainConfig& cfg, const data::DataBundle& d
 /// process that calls run_training (each rank of a data-parallel run calls its own).
 struct TrainHooks {
   struct Step {
-    int64_t step = 0;         ///< optimizer steps completed
+    int64_t step = 0;  ///< optimizer steps completed
     int64_t total_steps = 0;
     double lr = 0;
-    double loss = 0;          ///< this step's training loss (this rank's batch)
+    double loss = 0;  ///< this step's training loss (this rank's batch)
   };
   /// After every optimizer step. Reading the loss waits for the device: on a GPU this costs the
   /// step's asynchrony; leave it empty there for speed.
