@@ -45,16 +45,7 @@ nn::Arch through_file(const nn::Arch& a) {
   return nn::arch_from_file_json(json::parse(nn::arch_file_text(a)));
 }
 
-// The message of the error `f` throws ("" if none).
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using demp::test::error_of;
 
 const char* kVgg = R"({
   "format": "demp-arch", "version": 1, "name": "t",

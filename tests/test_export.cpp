@@ -34,15 +34,7 @@ using nlohmann::json;
 
 namespace {
 
-// The environment wins (ctest sets it); the build's source directory otherwise.
-std::string source_dir() {
-  const char* d = std::getenv("DEMP_SOURCE_DIR");
-#ifdef DEMP_SOURCE_DIR
-  return d && *d ? d : DEMP_SOURCE_DIR;
-#else
-  return d && *d ? d : "";
-#endif
-}
+using demp::test::source_dir;
 
 std::string fashion_mnist_dir() {
   const char* d = std::getenv("DEMP_FASHION_MNIST_DIR");

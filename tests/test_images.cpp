@@ -26,14 +26,7 @@ using nlohmann::json;
 
 namespace {
 
-std::string source_dir() {
-  const char* d = std::getenv("DEMP_SOURCE_DIR");
-#ifdef DEMP_SOURCE_DIR
-  return d && *d ? d : DEMP_SOURCE_DIR;
-#else
-  return d && *d ? d : "";
-#endif
-}
+using demp::test::source_dir;
 
 std::pair<int, std::string> make_images(const std::string& args) {
   const std::string python = source_dir() + "/.venv/bin/python";

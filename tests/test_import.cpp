@@ -27,14 +27,7 @@ using namespace demp;
 
 namespace {
 
-std::string source_dir() {
-  const char* d = std::getenv("DEMP_SOURCE_DIR");
-#ifdef DEMP_SOURCE_DIR
-  return d && *d ? d : DEMP_SOURCE_DIR;
-#else
-  return d && *d ? d : "";
-#endif
-}
+using demp::test::source_dir;
 
 // Runs tests/torchvision_state_dict.py once per model into a directory shared by the tests.
 const std::string& written(const std::string& model) {
@@ -74,15 +67,7 @@ torch::Tensor entry(const nn::StateDict& sd, const std::string& key) {
   return {};
 }
 
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using demp::test::error_of;
 
 // Import -> checkpoint -> load -> eval-mode logits, against torchvision's: the largest
 // difference in demp's default channels-last layout, in the NCHW layout torchvision ran in, and

@@ -2,9 +2,11 @@
 // Small helpers shared by the test files.
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "demp/common/error.h"
 #include "demp/common/files.h"
 #include "demp/methods/method.h"
 #include "demp/nn/model.h"
@@ -12,6 +14,27 @@
 #include "demp/train/trainer.h"
 
 namespace demp::test {
+
+/// The source tree: $DEMP_SOURCE_DIR (ctest sets it), else the build's source directory.
+inline std::string source_dir() {
+  const char* d = std::getenv("DEMP_SOURCE_DIR");
+#ifdef DEMP_SOURCE_DIR
+  return d && *d ? d : DEMP_SOURCE_DIR;
+#else
+  return d && *d ? d : "";
+#endif
+}
+
+/// The message of the demp::Error that `f` throws ("" if none).
+template <class F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 /// A whole training run with the project's methods, as `demp train` runs it.
 inline nlohmann::json run_training(train::TrainConfig c) {
