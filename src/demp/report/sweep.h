@@ -3,61 +3,15 @@
 // a time by spawning the demp binary itself, resumable, and one table of every run's summary
 // (table.csv, table.json) kept up to date after each run. LibTorch-free.
 #include <nlohmann/json.hpp>
+
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "demp/report/grid.h"
+#include "demp/report/tables.h"
+
 namespace demp::report {
-
-/// One --grid KEY=V1,V2,... : a train option (long flag name, no dashes) and its values.
-struct GridAxis {
-  std::string key;
-  std::vector<std::string> values;
-};
-
-/// Parses "KEY=V1,V2,..." (values split on ';' instead when the list holds one, so that a value
-/// may itself hold commas: "mlp-widths=64,32;128,64"). Leading dashes on KEY are dropped. Throws
-/// demp::Error on an empty key, an empty value or a repeated value.
-GridAxis parse_grid_axis(const std::string& spec);
-
-/// Checks the keys against the train options (and that none is repeated or one the sweep sets
-/// itself: out, resume, overwrite, progress); throws demp::Error with a hint.
-void check_grid_keys(const std::vector<GridAxis>& axes);
-
-/// Every point of the grid, the first axis varying slowest; each point holds one value per axis.
-std::vector<std::vector<std::string>> expand_grid(const std::vector<GridAxis>& axes);
-
-/// The directory name of a point: "KEY=VALUE" joined by '_' in axis order, or `format` with each
-/// "{KEY}" replaced by that axis' value. Characters other than letters, digits and ._=+,- become
-/// '_'. Throws demp::Error on an unknown "{KEY}" in the format.
-std::string run_name(const std::vector<GridAxis>& axes, const std::vector<std::string>& point,
-                     const std::string& format = {});
-
-/// The names of every point; throws demp::Error when two points get the same name.
-std::vector<std::string> run_names(const std::vector<GridAxis>& axes, const std::string& format);
-
-/// Rejects train options the sweep sets itself or that a grid key also sets.
-void check_base_args(const std::vector<std::string>& base_args, const std::vector<GridAxis>& axes);
-
-// ---- the table ------------------------------------------------------------------------------
-
-/// The columns of table.csv/table.json: run, every grid key, then the fixed summary columns.
-std::vector<std::string> table_columns(const std::vector<GridAxis>& axes);
-
-/// One row of the table for the run in `dir`: read from its summary.json (and config.json for
-/// what a summary without them lacks). `status` overrides the row's status when not empty
-/// ("failed", "pending"); otherwise it is the summary's status, or "pending" without one.
-nlohmann::ordered_json table_row(const std::string& name, const std::string& dir,
-                                 const std::vector<GridAxis>& axes, const std::vector<std::string>& point,
-                                 const std::string& status = {});
-
-/// CSV text (RFC 4180 quoting) of `rows` under `columns`; a missing or null cell is empty.
-std::string table_csv(const std::vector<std::string>& columns,
-                      const std::vector<nlohmann::ordered_json>& rows);
-
-/// Writes DIR/table.csv and DIR/table.json ({"columns": [...], "rows": [{...}]}) atomically.
-void write_tables(const std::string& dir, const std::vector<std::string>& columns,
-                  const std::vector<nlohmann::ordered_json>& rows);
 
 // ---- running it -----------------------------------------------------------------------------
 
@@ -106,11 +60,5 @@ std::string display_command(std::vector<std::string> argv);
 /// from its checkpoint (`flag` = "--resume"), "restart" a run that never reached one
 /// ("--overwrite"), or "start" a new one (no flag).
 std::string continuation(const std::string& dir, std::string* flag);
-
-/// Reads a JSON file; a missing or unreadable file gives null (the callers report what lacks).
-nlohmann::json read_json_or_null(const std::string& path);
-
-/// A fraction a / b of two summary fields; null when b is missing or zero.
-nlohmann::json fraction(const nlohmann::json& s, const char* a, const char* b);
 
 }  // namespace demp::report
