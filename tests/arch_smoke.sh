@@ -9,15 +9,6 @@
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
 PY="$SRC/.venv/bin/python"
 json() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
-expect_error() {  # expect_error "grep pattern" args...
-  local pat=$1
-  shift
-  local out rc
-  out=$("$DEMP" "$@" 2>&1)
-  rc=$?
-  if [ $rc -ne 0 ] && printf '%s' "$out" | grep -q "demp: error:.*$pat" &&
-    [ "$(printf '%s\n' "$out" | grep -c 'demp: error')" -eq 1 ]; then ok; else bad "demp $* -> rc $rc: $out"; fi
-}
 TINY=(--train-limit 512 --test-limit 200 --batch-size 32 --steps 24 --threads 2 --progress none)
 
 for ex in small_vgg resnet_block; do

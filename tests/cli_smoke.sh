@@ -3,19 +3,6 @@
 # config file + flag override, info and eval.
 . "$(dirname "$0")/smoke_lib.sh"
 
-expect_error() {  # expect_error "grep pattern" args...
-  local pat=$1
-  shift
-  local out rc
-  out=$("$DEMP" "$@" 2>&1)
-  rc=$?
-  if [ $rc -ne 0 ] && printf '%s' "$out" | grep -q "demp: error:.*$pat" &&
-    [ "$(printf '%s\n' "$out" | grep -c 'demp: error')" -eq 1 ] && ! printf '%s' "$out" | grep -qi "backtrace\|terminate called"; then
-    ok
-  else
-    bad "demp $* -> rc $rc: $out"
-  fi
-}
 
 for sub in train eval info bench; do
   if "$DEMP" "$sub" --help > "$TMP/help" 2>&1 && grep -q -- "--" "$TMP/help"; then ok; else bad "$sub --help"; fi

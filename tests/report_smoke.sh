@@ -117,14 +117,6 @@ else
 fi
 
 # --- errors -----------------------------------------------------------------------------------
-expect_error() {  # expect_error "pattern" args...
-  local pat=$1
-  shift
-  local out rc
-  out=$("$DEMP" "$@" 2>&1)
-  rc=$?
-  if [ $rc -ne 0 ] && printf '%s' "$out" | grep -q "demp: error:.*$pat"; then ok; else bad "demp $* -> rc $rc: $out"; fi
-}
 expect_error "has no option --lamda" sweep --out E --grid lamda=0.1
 expect_error "KEY=V1,V2" sweep --out E --grid lambda
 expect_error "sets --out on every run" sweep --out E --grid seed=0 -- --out x

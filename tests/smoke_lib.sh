@@ -14,6 +14,19 @@ check() {  # check "what" command...: ok when the command succeeds
   shift
   if "$@"; then ok; else bad "$what"; fi
 }
+expect_error() {  # expect_error "grep pattern" args...: one "demp: error:" line, non-zero, no crash
+  local pat=$1
+  shift
+  local out rc
+  out=$("$DEMP" "$@" 2>&1)
+  rc=$?
+  if [ $rc -ne 0 ] && printf '%s' "$out" | grep -q "demp: error:.*$pat" &&
+    [ "$(printf '%s\n' "$out" | grep -c 'demp: error')" -eq 1 ] && ! printf '%s' "$out" | grep -qi "backtrace\|terminate called"; then
+    ok
+  else
+    bad "demp $* -> rc $rc: $out"
+  fi
+}
 finish() {
   echo "$NAME: $pass passed, $fail failed"
   [ $fail -eq 0 ]
