@@ -146,8 +146,8 @@ TEST_P(Baseline, ReachesItsDensityAndLeavesAWorkingNetwork) {
   c.steps = 36;  // 12 steps per epoch: EarlyCroP sees 2 epoch ends before its fallback
   c.lr = 0.01;
   c.method = GetParam();
-  c.density = 0.25;
-  c.lambda = 1e-3;
+  c.set("density", 0.25);
+  c.set("lambda", 1e-3);
   c.progress = "none";
   c.threads = 1;
   c.out = tmp.path + "/run";
@@ -247,7 +247,7 @@ train::TrainConfig baseline_config(const std::string& dir, const std::string& me
   c.steps = 36;
   c.lr = 0.01;
   c.method = method;
-  c.lambda = 1e-3;
+  c.set("lambda", 1e-3);
   c.progress = "none";
   c.threads = 1;
   c.out = dir + "/run";
@@ -261,7 +261,7 @@ TEST_P(BaselineTarget, ReachesAParameterTarget) {
   test::TempDir tmp;
   test::write_synthetic_idx(tmp.path, 384, 100);
   auto c = baseline_config(tmp.path, GetParam());
-  c.target_params = 0.2;
+  c.set("target-params", 0.2);
   const auto s = test::run_training(c);
   EXPECT_EQ(s["status"], "finished");
   const double f = s["params_final"].get<double>() / s["params_initial"].get<double>();
@@ -280,10 +280,10 @@ namespace {
 train::TrainConfig gradual_config(const std::string& dir, const std::string& score) {
   auto c = baseline_config(dir, "gradual");
   c.steps = 60;
-  c.prune_after = 5;
-  c.prune_every = 5;
-  c.target_params = 0.2;
-  c.gradual_score = score;
+  c.set("prune-after", 5);
+  c.set("prune-every", 5);
+  c.set("target-params", 0.2);
+  c.set("gradual-score", score);
   return c;
 }
 }  // namespace
@@ -316,7 +316,7 @@ TEST(Methods, TheRegistryBuildsEveryMethodUnderItsNameAndNamesThemAllWhenRefusin
     EXPECT_FALSE(m.help.empty()) << m.name;
     train::TrainConfig c;
     c.method = m.name;
-    c.density = 0.5;
+    c.set("density", 0.5);
     const auto built = methods::make_method(c);
     ASSERT_NE(built, nullptr) << m.name;
     EXPECT_EQ(built->name(), m.name);
@@ -332,4 +332,69 @@ TEST(Methods, TheRegistryBuildsEveryMethodUnderItsNameAndNamesThemAllWhenRefusin
     EXPECT_NE(std::string(e.what()).find("slimmming"), std::string::npos);
     for (const auto& name : seen) EXPECT_NE(e.hint().find(name), std::string::npos) << name;
   }
+}
+
+// A method declares its options in its own file; they then behave like every field of the run:
+// a flag and --config key, config.json, a check before any work, a "has no effect" warning with
+// other methods. (Declared here at run time: each test runs in its own process.)
+TEST(Methods, DeclaredOptionsAreFieldsJsonKeysChecksAndWarnings) {
+  train::declare_options("test", {{"test-knob",
+                                   "a test method's knob",
+                                   int64_t{3},
+                                   "baselines",
+                                   {"test-method"},
+                                   {},
+                                   "",
+                                   [](const train::TrainConfig& c) {
+                                     if (c.get<int64_t>("test-knob") > 10)
+                                       throw Error("--test-knob is too large", "<= 10");
+                                   }}});
+  EXPECT_THROW(train::declare_options("again", {{"test-knob", "twice", int64_t{1}, "baselines"}}),
+               std::logic_error);
+
+  train::TrainConfig c;
+  EXPECT_EQ(c.get<int64_t>("test-knob"), 3);  // its default before anything sets it
+  auto fs = train::fields(c);
+  const auto knob =
+      std::find_if(fs.begin(), fs.end(), [](const train::Field& f) { return f.name == "test-knob"; });
+  ASSERT_NE(knob, fs.end());
+  EXPECT_EQ(knob->group, "baselines");
+  *std::get<int64_t*>(knob->ptr) = 7;  // what the CLI binding does with --test-knob 7
+  EXPECT_EQ(c.get<int64_t>("test-knob"), 7);
+  // Every declared option of the methods is a field too, after --method.
+  const auto method =
+      std::find_if(fs.begin(), fs.end(), [](const train::Field& f) { return f.name == "method"; });
+  for (const auto& spec : train::declared_options()) {
+    const auto f =
+        std::find_if(fs.begin(), fs.end(), [&](const train::Field& x) { return x.name == spec.name; });
+    EXPECT_TRUE(f != fs.end() && f > method) << spec.name;
+  }
+
+  const json j = train::to_json(c);
+  EXPECT_EQ(j.at("test-knob"), 7);
+  EXPECT_EQ(j.at("lambda"), 0.01);  // DemP's, declared in demp.cpp
+  train::TrainConfig back;
+  train::apply_json(back, j, "config.json");
+  EXPECT_EQ(back.get<int64_t>("test-knob"), 7);
+  EXPECT_EQ(train::to_json(back), j);
+  EXPECT_NE(test::error_of([&] {
+              train::apply_json(back, json{{"test-knob", "many"}}, "a.json");
+            }).find("must be an integer"),
+            std::string::npos);
+
+  c.set("test-knob", 11);
+  EXPECT_NE(test::error_of([&] { train::validate(c); }).find("--test-knob is too large"), std::string::npos);
+  c.set("test-knob", 1);
+  train::validate(c);
+  c.method = "dense";
+  c.given = {"test-knob"};
+  const auto w = train::config_warnings(c, 100);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_NE(w[0].find("--test-knob has no effect with --method dense"), std::string::npos);
+  c.method = "test-method";
+  EXPECT_TRUE(train::config_warnings(c, 100).empty());
+
+  EXPECT_THROW(c.get<double>("test-knob"), std::logic_error);      // another type than declared
+  EXPECT_THROW(c.set("test-knob", "seven"), std::logic_error);     // likewise
+  EXPECT_THROW(c.get<int64_t>("no-such-knob"), std::logic_error);  // declared by no method
 }

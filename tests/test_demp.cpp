@@ -125,12 +125,12 @@ TEST(DempMethod, DeadUnitOnlyDecaysIsFoundAndRemovedWithoutChangingTheOutput) {
   auto data = synthetic_mnist(tmp);
   train::TrainConfig cfg;
   cfg.method = "demp";
-  cfg.lambda = 0.01;
-  cfg.noise = 0.01;  // large, so that any noise on the dead unit would show
-  cfg.prune_every = 5;
-  cfg.prune_after = 0;  // scan at step 5 already
-  cfg.check_size = 128;
-  cfg.check_batch = 64;
+  cfg.set("lambda", 0.01);
+  cfg.set("noise", 0.01);  // large, so that any noise on the dead unit would show
+  cfg.set("prune-every", 5);
+  cfg.set("prune-after", 0);  // scan at step 5 already
+  cfg.set("check-size", 128);
+  cfg.set("check-batch", 64);
   cfg.weight_decay = 0.01;
   nn::Model model(small_mlp(16, 8, 1, 12, 10), 3);
   {  // unit 0 of fc1 dead: γ = 0, β < 0
@@ -196,9 +196,9 @@ train::TrainConfig fm_demp(const std::string& out, double lambda) {
   c.steps = 128;
   c.lr = 2e-2;  // AdamW moves γ by at most ~lr a step: γ must travel from 1 to 0 within the run
   c.method = "demp";
-  c.lambda = lambda;
-  c.prune_every = 16;
-  c.check_size = 512;
+  c.set("lambda", lambda);
+  c.set("prune-every", 16);
+  c.set("check-size", 512);
   c.seed = 5;
   c.progress = "none";
   c.threads = 1;
@@ -231,7 +231,7 @@ TEST(DempMethod, ACollapsedGroupIsReportedAndKeepsOneUnit) {
   auto data = synthetic_mnist(tmp);
   train::TrainConfig cfg;
   cfg.method = "demp";
-  cfg.check_size = 128;
+  cfg.set("check-size", 128);
   nn::Model model(small_mlp(16, 8, 1, 12, 10), 3);
   {  // every unit of fc2 dead, as a too-large λ* would leave it
     torch::NoGradGuard g;
@@ -267,8 +267,8 @@ TEST(DempMethod, NothingActiveInTrainModeIsRemovedAtStepZero) {
   auto data = synthetic_mnist(tmp);
   train::TrainConfig cfg;
   cfg.method = "demp";
-  cfg.check_size = 128;
-  cfg.prune_after = 0;  // even when asked to scan from the start
+  cfg.set("check-size", 128);
+  cfg.set("prune-after", 0);  // even when asked to scan from the start
   nn::Model model(small_mlp(16, 8, 1, 12, 10), 3);
   {  // fc2 unit 0 reads fc1's (non-negative) outputs through negative weights only
     torch::NoGradGuard g;
@@ -434,10 +434,10 @@ train::TrainConfig fm_target(const std::string& out, double target) {
   auto c = fm_demp(out, 0.01);
   c.steps = 300;
   c.lr = 2e-3;
-  c.prune_every = 0;  // the target's default: every 2% of the run
-  c.prune_after = 20;
-  c.target_params = target;
-  c.target_by = 0.4;
+  c.set("prune-every", 0);  // the target's default: every 2% of the run
+  c.set("prune-after", 20);
+  c.set("target-params", target);
+  c.set("target-by", 0.4);
   return c;
 }
 }  // namespace
@@ -463,16 +463,16 @@ TEST(DempTarget, ReachesTheParameterTargetAndResumesExactly) {
 
 TEST(DempTarget, InvalidTargetsAreRefused) {
   train::TrainConfig c;
-  c.target_params = 1.5;
+  c.set("target-params", 1.5);
   EXPECT_THROW(train::validate(c), Error);
-  c.target_params = 0.1;
-  c.target_flops = 0.1;
+  c.set("target-params", 0.1);
+  c.set("target-flops", 0.1);
   EXPECT_THROW(train::validate(c), Error);
-  c.target_flops = 0;
-  c.target_by = 0;
+  c.set("target-flops", 0);
+  c.set("target-by", 0);
   EXPECT_THROW(train::validate(c), Error);
-  c.target_by = 0.3;
-  c.l1_step = "proximal";
+  c.set("target-by", 0.3);
+  c.set("l1-step", "proximal");
   EXPECT_THROW(train::validate(c), Error);
 }
 

@@ -424,8 +424,8 @@ TEST(FaultOptions, BadValuesAreRefusedBeforeAnyWork) {
   };
   refuse([](auto& c) { c.lr = std::numeric_limits<double>::infinity(); }, "--lr must be positive and finite");
   refuse([](auto& c) { c.lr = std::nan(""); }, "--lr");
-  refuse([](auto& c) { c.lambda = std::nan(""); }, "--lambda");
-  refuse([](auto& c) { c.lambda = std::numeric_limits<double>::infinity(); }, "--lambda");
+  refuse([](auto& c) { c.set("lambda", std::nan("")); }, "--lambda");
+  refuse([](auto& c) { c.set("lambda", std::numeric_limits<double>::infinity()); }, "--lambda");
   refuse([](auto& c) { c.momentum = -1; }, "--momentum must be in [0, 1)");
   refuse([](auto& c) { c.momentum = 2; }, "--momentum must be in [0, 1)");
   refuse([](auto& c) { c.seed = -1; }, "--seed must be >= 0");
@@ -454,7 +454,7 @@ TEST(FaultOptions, NoOpAndConflictingOptionsAreWarnedAbout) {
   EXPECT_NE(w[0].find("--lambda has no effect with --method dense"), std::string::npos);
   c.method = "demp";
   c.given = {"density", "prune-after"};
-  c.prune_after = 500;
+  c.set("prune-after", 500);
   c.stop_after = 200;
   w = train::config_warnings(c, 100);
   ASSERT_EQ(w.size(), 3u);
@@ -464,7 +464,7 @@ TEST(FaultOptions, NoOpAndConflictingOptionsAreWarnedAbout) {
   c = train::TrainConfig{};
   c.method = "slimming";
   c.given = {"prune-at"};
-  c.prune_at = 100;
+  c.set("prune-at", 100);
   EXPECT_EQ(train::config_warnings(c, 100).size(), 1u);
   c.given.clear();  // nothing given explicitly (library use): nothing to warn about
   EXPECT_TRUE(train::config_warnings(c, 1000).empty());

@@ -414,9 +414,9 @@ TEST(ImageFolder, PaperResNet50RecipeRunsOnAnImagenetFolder) {
   cfg.image_size = 32;
   cfg.batch_size = 4;
   cfg.steps = 3;
-  cfg.prune_every = 2;
-  cfg.check_size = 6;
-  cfg.check_batch = 3;
+  cfg.set("prune-every", 2);
+  cfg.set("check-size", 6);
+  cfg.set("check-batch", 3);
   cfg.device = "cpu";
   cfg.threads = 2;
   cfg.decode_threads = 1;

@@ -238,9 +238,9 @@ TEST(TrainHooks, EveryStepRowAndPruneEventIsReportedOnceInOrder) {
   test::write_synthetic_idx(tmp.path, 400, 100);
   auto c = tiny_run(tmp.path, tmp.path + "/run");
   c.method = "demp";
-  c.lambda = 0.5;
-  c.prune_after = 10;
-  c.prune_every = 10;
+  c.set("lambda", 0.5);
+  c.set("prune-after", 10);
+  c.set("prune-every", 10);
   std::vector<int64_t> steps;
   std::vector<json> rows, prunes;
   train::TrainHooks h;

@@ -23,9 +23,9 @@ namespace {
 train::TrainConfig demp_config() {
   train::TrainConfig c;
   c.method = "demp";
-  c.lambda = 0.05;
-  c.noise = 1e-3;  // large enough to matter over a few steps
-  c.lambda_schedule = "onecycle";
+  c.set("lambda", 0.05);
+  c.set("noise", 1e-3);  // large enough to matter over a few steps
+  c.set("lambda-schedule", "onecycle");
   c.seed = 11;
   return c;
 }
@@ -66,8 +66,8 @@ struct Rig {
   Rig(const std::string& arch, const torch::Device& dev, bool graph, bool paper = false)
       : model(test::tiny_arch(arch), 3) {
     if (paper) {
-      cfg.l1_step = "loss";
-      cfg.constant_units = "keep";
+      cfg.set("l1-step", "loss");
+      cfg.set("constant-units", "keep");
     }
     model.to(dev);
     train::OptimOptions oo;
@@ -97,8 +97,8 @@ struct HandWritten {
   train::Schedule lambda, sigma;
   explicit HandWritten(const Rig& s)
       : ref(test::clone_model(s.model)),
-        lambda(train::parse_schedule("onecycle", s.cfg.lambda, s.method->span(), 10)),
-        sigma(train::parse_schedule("onecycle", s.cfg.noise, s.method->span(), 10)) {
+        lambda(train::parse_schedule("onecycle", s.cfg.get<double>("lambda"), s.method->span(), 10)),
+        sigma(train::parse_schedule("onecycle", s.cfg.get<double>("noise"), s.method->span(), 10)) {
     train::OptimOptions oo;
     oo.name = "adamw";
     opt = train::make_optimizer(oo);
@@ -172,7 +172,7 @@ TEST(Step, EagerRunnerIsTheHandWrittenDempStep) {
 TEST(Step, EagerRunnerIsTheHandWrittenProximalDempStep) {
   const torch::Device dev = torch::kCPU;
   Rig s("resnet18", dev, /*graph=*/false);
-  s.cfg.lambda = 2.0;  // strong, so that scales reach 0 and constant units appear within 6 steps
+  s.cfg.set("lambda", 2.0);  // strong, so that scales reach 0 and constant units appear within 6 steps
   s.method = std::make_unique<methods::Demp>(s.cfg);
   s.method->begin(*s.ctx);
   s.runner = std::make_unique<train::StepRunner>(*s.ctx, *s.method, train::StepOptions{});

@@ -35,9 +35,9 @@ int main(int argc, char** argv) try {
   cfg.batch_size = 64;
   cfg.method = "demp";
   cfg.lr = 0.01;
-  cfg.lambda = 0.05;  // strong, so that units die within these few steps
-  cfg.prune_after = 10;
-  cfg.prune_every = 10;
+  cfg.set("lambda", 0.05);  // strong, so that units die within these few steps
+  cfg.set("prune-after", 10);
+  cfg.set("prune-every", 10);
   cfg.log_every = 20;
   cfg.progress = "none";  // the callbacks report instead
   cfg.threads = 1;

@@ -6,28 +6,54 @@
 
 #include <cmath>
 
+#include "demp/common/error.h"
 #include "demp/methods/baselines.h"
 #include "demp/methods/selection.h"
+#include "demp/train/config.h"
 #include "demp/train/trainer.h"
 
 namespace demp::methods {
 namespace {
 
+const int kCropOptions = train::declare_options(
+    "crop", {{"crop-steps",
+              "baselines: sub-steps of the iterative CroP-it/EarlyCroP pruning",
+              int64_t{5},
+              "baselines",
+              {},
+              {"dense", "demp", "scan"},
+              "the baselines",
+              [](const train::TrainConfig& c) {
+                const int64_t v = c.get<int64_t>("crop-steps");
+                if (v <= 0)
+                  throw Error(fmt::format("--crop-steps must be positive, got {}", v), "give a number >= 1");
+              }}});
+
+/// CroP-it's options (--score-batches is SNAP's, snap.cpp).
+struct CropOptions {
+  explicit CropOptions(const train::TrainConfig& c)
+      : prune(prune_options(c)),
+        steps(c.get<int64_t>("crop-steps")),
+        batches(c.get<int64_t>("score-batches")) {}
+  PruneOptions prune;
+  int64_t steps, batches;
+};
+
 // The unit density of the goal: --density, or for a size target the per-layer density of that
 // size (EarlyCroP's trigger threshold is 1 − it).
-double schedule_density(const train::TrainContext& ctx) {
-  return per_layer_density(ctx.model, size_goal(ctx.cfg), ctx.cfg.width_multiple);
+double schedule_density(const train::TrainContext& ctx, const CropOptions& o) {
+  return per_layer_density(ctx.model, size_goal(o.prune), o.prune.width_multiple);
 }
 
 // The iterative ("-it") pruning: the authors' densities towards D in units, or, with a size
 // target F, the same schedule in the target's measure (0.5, F − (F − 0.5)·0.5^i, ..., F of the
 // parameters, say), each cut the closest to its fraction. (Unit densities would overshoot a
 // parameter target: the global ranking removes parameter-heavy units first.)
-void crop_iterative(train::TrainContext& ctx, const std::string& why, double density) {
-  const auto goal = size_goal(ctx.cfg);
-  const int64_t m = ctx.cfg.width_multiple;
+void crop_iterative(train::TrainContext& ctx, const CropOptions& o, const std::string& why, double density) {
+  const auto goal = size_goal(o.prune);
+  const int64_t m = o.prune.width_multiple;
   int64_t round = 0;
-  for (double f : iterative_densities(goal.from_density ? density : goal.fraction, ctx.cfg.crop_steps)) {
+  for (double f : iterative_densities(goal.from_density ? density : goal.fraction, o.steps)) {
     const auto& a = ctx.model.arch();
     SizeGoal sub = goal;
     sub.fraction = f;
@@ -39,7 +65,7 @@ void crop_iterative(train::TrainContext& ctx, const std::string& why, double den
       if (measure_fraction(a, widths, goal.measure) <= f) continue;
     }
     // Each sub-step rescores the shrunk network on batches it has not seen yet.
-    const int64_t n = ctx.cfg.score_batches;
+    const int64_t n = o.batches;
     const auto scores = gate_scores(ctx.model, scoring_batches(ctx, n, ctx.step + n * round++), true);
     ctx.remove_units(keep_global_goal(ctx.model, scores, sub, m),
                      fmt::format("{} sub-step to {}", why, sub.text()));
@@ -48,12 +74,16 @@ void crop_iterative(train::TrainContext& ctx, const std::string& why, double den
 
 class CropIt : public Method {
  public:
+  explicit CropIt(const train::TrainConfig& c) : o_(c) {}
   std::string name() const override { return "crop"; }
   bool graph_safe() const override { return true; }  // no step hooks
   void prune_point(train::TrainContext& ctx) override {
-    if (ctx.step == std::max<int64_t>(0, ctx.cfg.prune_at))
-      crop_iterative(ctx, "crop-it", schedule_density(ctx));
+    if (ctx.step == std::max<int64_t>(0, o_.prune.prune_at))
+      crop_iterative(ctx, o_, "crop-it", schedule_density(ctx, o_));
   }
+
+ private:
+  CropOptions o_;
 };
 
 // Prunes at the first epoch end where 0 < | ‖θ_t − θ_0‖ − ‖θ_{t−1} − θ_0‖ | / ‖θ_0‖ < 1 − D
@@ -62,10 +92,11 @@ class CropIt : public Method {
 // and says so: a baseline that never prunes would not be a baseline.
 class EarlyCrop : public Method {
  public:
+  explicit EarlyCrop(const train::TrainConfig& c) : o_(c) {}
   std::string name() const override { return "earlycrop"; }
   bool graph_safe() const override { return true; }  // no step hooks
   void begin(train::TrainContext& ctx) override {
-    density_ = schedule_density(ctx);
+    density_ = schedule_density(ctx, o_);
     if (ctx.step == 0) {
       theta0_ = flat(ctx);
       norm0_ = theta0_.norm().item<double>();
@@ -73,7 +104,7 @@ class EarlyCrop : public Method {
   }
   void prune_point(train::TrainContext& ctx) override {
     if (done_ || ctx.step == 0 || ctx.step % ctx.steps_per_epoch != 0) {
-      const int64_t latest = ctx.cfg.prune_at >= 0 ? ctx.cfg.prune_at : ctx.total_steps / 2;
+      const int64_t latest = o_.prune.prune_at >= 0 ? o_.prune.prune_at : ctx.total_steps / 2;
       if (!done_ && ctx.step >= latest && ctx.step > 0)
         fire(ctx, "earlycrop (trigger not met by --prune-at)");
       return;
@@ -99,10 +130,11 @@ class EarlyCrop : public Method {
     return torch::cat(v);
   }
   void fire(train::TrainContext& ctx, const std::string& why) {
-    crop_iterative(ctx, why, density_);
+    crop_iterative(ctx, o_, why, density_);
     done_ = true;
     theta0_ = torch::Tensor();
   }
+  CropOptions o_;
   torch::Tensor theta0_;
   double norm0_ = 1, last_dist_ = 0;
   double density_ = 1;  ///< the unit density of the goal (the trigger's threshold is 1 − it)
@@ -111,7 +143,9 @@ class EarlyCrop : public Method {
 
 }  // namespace
 
-std::unique_ptr<Method> make_crop(const train::TrainConfig&) { return std::make_unique<CropIt>(); }
-std::unique_ptr<Method> make_earlycrop(const train::TrainConfig&) { return std::make_unique<EarlyCrop>(); }
+std::unique_ptr<Method> make_crop(const train::TrainConfig& cfg) { return std::make_unique<CropIt>(cfg); }
+std::unique_ptr<Method> make_earlycrop(const train::TrainConfig& cfg) {
+  return std::make_unique<EarlyCrop>(cfg);
+}
 
 }  // namespace demp::methods

@@ -12,7 +12,9 @@
 #include "demp/common/normal.h"
 #include "demp/data/dataset.h"
 #include "demp/nn/model.h"
+#include "demp/train/config.h"
 #include "demp/train/optim.h"
+#include "demp/train/schedule.h"
 #include "demp/train/trainer.h"
 
 namespace demp::methods {
@@ -147,11 +149,12 @@ void add_noise(std::vector<torch::Tensor>& params, const torch::Tensor& sigma, N
 }
 
 prune::ScanResult scan_check_set(train::TrainContext& ctx, int64_t index) {
-  auto images =
-      data::check_set(ctx.data.train, ctx.cfg.check_size, static_cast<uint64_t>(ctx.cfg.seed), index);
+  const int64_t check_size = ctx.cfg.get<int64_t>("check-size"),
+                check_batch = ctx.cfg.get<int64_t>("check-batch");
+  const double dead_eps = ctx.cfg.get<double>("dead-eps");
+  auto images = data::check_set(ctx.data.train, check_size, static_cast<uint64_t>(ctx.cfg.seed), index);
   if (ctx.world_size() < 2) {
-    return prune::scan_dead(ctx.model, images, ctx.cfg.check_batch, ctx.cfg.dead_eps,
-                            {1e-5, 1e-4, 1e-3, 1e-2});
+    return prune::scan_dead(ctx.model, images, check_batch, dead_eps, {1e-5, 1e-4, 1e-3, 1e-2});
   }
   // Data-parallel: the ranks share the scan's images (rank r takes the r-th slice of the same
   // check set) and the eval-mode statistics (rank 0's), and a unit is dead only if it is dead on
@@ -159,7 +162,7 @@ prune::ScanResult scan_check_set(train::TrainContext& ctx, int64_t index) {
   ctx.sync_buffers();
   const int64_t n = images.size(0), w = ctx.world_size(), r = ctx.rank();
   images = images.slice(0, n * r / w, n * (r + 1) / w);
-  return prune::scan_dead(ctx.model, images, ctx.cfg.check_batch, ctx.cfg.dead_eps, {1e-5, 1e-4, 1e-3, 1e-2},
+  return prune::scan_dead(ctx.model, images, check_batch, dead_eps, {1e-5, 1e-4, 1e-3, 1e-2},
                           [&](torch::Tensor& t) { ctx.all_reduce_max(t); });
 }
 
@@ -285,27 +288,186 @@ void proximal_l1_step(nn::Model& model, train::Optimizer& opt, const torch::Tens
   }
 }
 
-Demp::Demp(const train::TrainConfig& cfg, bool remove)
-    : regularizer_(cfg.regularizer), mask_(parse_noise_mask(cfg.noise_mask)), remove_(remove) {
-  const std::vector<std::string> known = {"l1-gamma", "relu-sq", "l1", "l2"};
-  if (std::find(known.begin(), known.end(), regularizer_) == known.end()) {
-    throw Error("unknown --regularizer '" + regularizer_ + "'", "use l1-gamma, relu-sq, l1 or l2");
+namespace {
+
+const std::vector<std::string> kDempAndScan = {"demp", "scan"};
+
+void check_one_of(const train::TrainConfig& c, const char* name, const std::vector<std::string>& allowed,
+                  const std::string& hint) {
+  const std::string v = c.get<std::string>(name);
+  if (std::find(allowed.begin(), allowed.end(), v) == allowed.end()) {
+    throw Error(fmt::format("unknown --{} '{}'", name, v), hint);
   }
-  train::parse_schedule(cfg.lambda_schedule, 1.0, 1000, 10);  // its spelling, before any work
-  prox_ = cfg.l1_step == "prox" && regularizer_ == "l1-gamma";
-  shrink_beta_ = prox_ && cfg.constant_units == "shrink";
-  if (cfg.target_params > 0) {
+}
+
+void check_positive(const train::TrainConfig& c, const char* name) {
+  const int64_t v = c.get<int64_t>(name);
+  if (v <= 0) throw Error(fmt::format("--{} must be positive, got {}", name, v), "give a number >= 1");
+}
+
+void check_regularizer(const train::TrainConfig& c) {
+  check_one_of(c, "regularizer", {"l1-gamma", "relu-sq", "l1", "l2"}, "use l1-gamma, relu-sq, l1 or l2");
+}
+
+void check_lambda_schedule(const train::TrainConfig& c) {
+  // Read in full once the run's length is known; its spelling now, before any work.
+  train::parse_schedule(c.get<std::string>("lambda-schedule"), 1.0, 1000, 10);
+}
+
+const int kDempOptions = train::declare_options(
+    "demp",
+    {
+        {"lambda",
+         "DemP: peak λ* of the regulariser's strength λ(t) (with a size target: the "
+         "controller's starting value); slimming: its constant λ",
+         0.01,
+         "demp",
+         {"demp", "scan", "slimming"},
+         {},
+         "",
+         [](const train::TrainConfig& c) {
+           const double lambda = c.get<double>("lambda"), noise = c.get<double>("noise"),
+                        eps = c.get<double>("dead-eps");
+           if (!(lambda >= 0) || !(noise >= 0) || !(eps >= 0) || !std::isfinite(lambda) ||
+               !std::isfinite(noise) || !std::isfinite(eps)) {
+             throw Error(
+                 fmt::format("--lambda, --noise and --dead-eps must be finite and >= 0, got {}, {}, {}",
+                             lambda, noise, eps),
+                 "e.g. --lambda 0.01 --noise 5e-5 --dead-eps 0");
+           }
+         }},
+        {"l1-step",
+         "DemP: how the L1 on norm scales acts: prox (ours: a proximal soft-threshold step on γ after "
+         "the optimizer, in Adam's metric lr·λ/(√v̂+ε) for adamw, lr·λ for sgd/sgdw; λΣ|γ| leaves the "
+         "loss) or loss (the paper's: λΣ|γ| in the loss)",
+         std::string("prox"),
+         "demp",
+         kDempAndScan,
+         {},
+         "",
+         [](const train::TrainConfig& c) {
+           check_one_of(c, "l1-step", {"prox", "loss"},
+                        "use prox (a proximal step on γ, ours) or loss (λΣ|γ| in the loss, the paper's)");
+         }},
+        {"constant-units",
+         "DemP: units whose γ is exactly 0 output the constant β: shrink (ours: β>0 shrinks to 0 at the "
+         "proximal rate, so the unit dies and is removed) or keep (the paper's: left as they are)",
+         std::string("shrink"),
+         "demp",
+         kDempAndScan,
+         {},
+         "",
+         [](const train::TrainConfig& c) {
+           check_one_of(c, "constant-units", {"shrink", "keep"}, "use shrink (ours) or keep (the paper's)");
+         }},
+        {"lambda-span",
+         "DemP: steps S over which λ(t) and σ(t) run their shape (0: 87% of the run)",
+         int64_t{0},
+         "demp",
+         kDempAndScan,
+         {},
+         "",
+         [](const train::TrainConfig& c) {
+           if (c.get<int64_t>("lambda-span") < 0)
+             throw Error("--lambda-span must be >= 0", "0 means: the default");
+         }},
+        {"lambda-schedule",
+         "DemP: shape of λ(t) and σ(t): onecycle, constant, cosine, linear-warmup:W (W in epochs)",
+         std::string("onecycle"),
+         "demp",
+         kDempAndScan,
+         {},
+         "",
+         check_lambda_schedule},
+        {"regularizer",
+         "DemP: l1-gamma (λΣ|γ| over norm scales), relu-sq (λ½Σmax(θ,0)²), l1 (λΣ|θ|), l2 (λ½Σθ²)",
+         std::string("l1-gamma"),
+         "demp",
+         kDempAndScan,
+         {},
+         "",
+         check_regularizer},
+        {"noise", "DemP: peak σ of the noise added after each step (0: none)", 5e-5, "demp", kDempAndScan},
+        {"noise-mask",
+         "DemP: where noise goes: live (gradient ≠ 0), all, off",
+         std::string("live"),
+         "demp",
+         kDempAndScan,
+         {},
+         "",
+         [](const train::TrainConfig& c) { parse_noise_mask(c.get<std::string>("noise-mask")); }},
+        {"noise-rng",
+         "DemP on the CPU: the noise's generator: torch (LibTorch's randn, one mt19937 per block) or "
+         "fast (ours: a ziggurat on splitmix64, the same N(0, σ²), several times cheaper, other "
+         "numbers)",
+         std::string("torch"),
+         "demp",
+         kDempAndScan,
+         {},
+         "",
+         [](const train::TrainConfig& c) {
+           check_one_of(c, "noise-rng", {"torch", "fast"}, "use torch or fast");
+         }},
+        {"check-size",
+         "training images in each dead-unit scan",
+         int64_t{1536},
+         "demp",
+         {},
+         {},
+         "",
+         [](const train::TrainConfig& c) { check_positive(c, "check-size"); }},
+        {"check-batch",
+         "batch size of the dead-unit scan",
+         int64_t{512},
+         "demp",
+         {},
+         {},
+         "",
+         [](const train::TrainConfig& c) { check_positive(c, "check-batch"); }},
+        {"dead-eps", "a unit is dead when its summed output is <= this in every scan batch", 0.0, "demp"},
+    });
+
+}  // namespace
+
+DempOptions demp_options(const train::TrainConfig& c) {
+  DempOptions o;
+  o.lambda = c.get<double>("lambda");
+  o.l1_step = c.get<std::string>("l1-step");
+  o.constant_units = c.get<std::string>("constant-units");
+  o.lambda_span = c.get<int64_t>("lambda-span");
+  o.lambda_schedule = c.get<std::string>("lambda-schedule");
+  o.regularizer = c.get<std::string>("regularizer");
+  o.noise = c.get<double>("noise");
+  o.noise_mask = c.get<std::string>("noise-mask");
+  o.noise_rng = c.get<std::string>("noise-rng");
+  o.check_size = c.get<int64_t>("check-size");
+  o.check_batch = c.get<int64_t>("check-batch");
+  o.dead_eps = c.get<double>("dead-eps");
+  o.prune = prune_options(c);
+  return o;
+}
+
+Demp::Demp(const train::TrainConfig& cfg, bool remove) : o_(demp_options(cfg)), remove_(remove) {
+  // validate() checked every option before any work; a library user may build the method
+  // without it, so the names it dispatches on are checked again.
+  check_regularizer(cfg);
+  check_lambda_schedule(cfg);
+  mask_ = parse_noise_mask(o_.noise_mask);
+  prox_ = o_.l1_step == "prox" && o_.regularizer == "l1-gamma";
+  shrink_beta_ = prox_ && o_.constant_units == "shrink";
+  const PruneOptions& p = o_.prune;
+  if (p.target_params > 0) {
     target_kind_ = "params";
-    target_ = cfg.target_params;
-  } else if (cfg.target_flops > 0) {
+    target_ = p.target_params;
+  } else if (p.target_flops > 0) {
     target_kind_ = "flops";
-    target_ = cfg.target_flops;
-  } else if (cfg.target_units > 0) {
+    target_ = p.target_flops;
+  } else if (p.target_units > 0) {
     target_kind_ = "units";
-    target_ = cfg.target_units;
+    target_ = p.target_units;
   }
-  lambda_ctl_ = cfg.lambda;
-  multiple_ = cfg.width_multiple;
+  lambda_ctl_ = o_.lambda;
+  multiple_ = p.width_multiple;
 }
 
 double Demp::measure(const nn::Arch& a) const {
@@ -331,13 +493,14 @@ double Demp::projected_fraction(const nn::Model& model) const {
 }
 
 void Demp::begin(train::TrainContext& ctx) {
-  const auto& c = ctx.cfg;
+  const DempOptions& c = o_;
   const double total = static_cast<double>(ctx.total_steps);
   span_ = c.lambda_span > 0 ? c.lambda_span : std::max<int64_t>(1, std::llround(0.87 * total));
   // With a target, scans come more often (2% of the run): the size controller and the speed-up
   // both want dead units out soon after they die.
   const double every_frac = target_ > 0 ? 0.02 : 0.05;
-  every_ = c.prune_every > 0 ? c.prune_every : std::max<int64_t>(1, std::llround(every_frac * total));
+  every_ =
+      c.prune.prune_every > 0 ? c.prune.prune_every : std::max<int64_t>(1, std::llround(every_frac * total));
   lambda_sched_ = train::parse_schedule(c.lambda_schedule, c.lambda, span_, ctx.steps_per_epoch);
   sigma_sched_ = train::parse_schedule(c.lambda_schedule, c.noise, span_, ctx.steps_per_epoch);
   // The largest λ(t) up to here (a resumed run recomputes it from the schedule).
@@ -357,12 +520,12 @@ void Demp::begin(train::TrainContext& ctx) {
     // Every step with the proximal step (its measure is exact and cheap: the scales that are 0),
     // so that a burst of deaths is stopped at the target within a step.
     control_every_ = prox_ && shrink_beta_ ? 1 : every_;
-    target_end_ = std::max<int64_t>(1, std::llround(c.target_by * total));
+    target_end_ = std::max<int64_t>(1, std::llround(c.prune.target_by * total));
   }
   if (ctx.step == 0) {
-    const std::string l1 = regularizer_ != "l1-gamma" ? ""
-                           : prox_                    ? " (proximal step, ours)"
-                                                      : " (in the loss, the paper's)";
+    const std::string l1 = c.regularizer != "l1-gamma" ? ""
+                           : prox_                     ? " (proximal step, ours)"
+                                                       : " (in the loss, the paper's)";
     const std::string cu = !prox_         ? ""
                            : shrink_beta_ ? " | constant units shrink β (ours)"
                                           : " | constant units kept";
@@ -374,7 +537,7 @@ void Demp::begin(train::TrainContext& ctx) {
         fmt::format("demp | {} | noise {} ({}) | regularizer {}{}{} | prune every {} steps from step {} | "
                     "check set {} images, eps {}",
                     lam, c.noise, c.noise_mask, c.regularizer, l1, cu, every_,
-                    std::max<int64_t>(1, c.prune_after), c.check_size, c.dead_eps));
+                    std::max<int64_t>(1, c.prune.prune_after), c.check_size, c.dead_eps));
   }
 }
 
@@ -411,7 +574,7 @@ void Demp::prune_point(train::TrainContext& ctx) {
   const bool last = ctx.step >= ctx.total_steps;
   // No scan before BatchNorm's running statistics describe the network: at step 0 they are
   // (0, 1) and the eval-mode test would flag units that are live on half of every batch.
-  bool scan_now = last || (ctx.step > 0 && ctx.step >= ctx.cfg.prune_after && ctx.step % every_ == 0);
+  bool scan_now = last || (ctx.step > 0 && ctx.step >= o_.prune.prune_after && ctx.step % every_ == 0);
   if (scan_now && !last && target_ > 0 && shrink_beta_ && remove_) {
     // With a target in the proximal form, units die through γ = 0 (then β → 0): while no scale
     // is 0 there is nothing new for a scan to find but the rare unit that died otherwise, which
@@ -448,8 +611,7 @@ void Demp::prune_point(train::TrainContext& ctx) {
           }
         }
       }
-      ctx.remove_units(prune::keep_live(ctx.model, scan, ctx.cfg.width_multiple),
-                       last ? "dead (final)" : "dead");
+      ctx.remove_units(prune::keep_live(ctx.model, scan, multiple_), last ? "dead (final)" : "dead");
       zeros_after_scan_ = 0;
       for (const auto& g : ctx.model.norm_scales()) zeros_after_scan_ += g.eq(0).sum().item<int64_t>();
     }
@@ -518,8 +680,8 @@ std::vector<at::Generator> Demp::step_generators() {
 
 torch::Tensor Demp::extra_loss(train::TrainContext& ctx) {
   if (prox_) return {};  // the L1 acts through the proximal step
-  if (ctx.cfg.lambda == 0) return {};
-  return regularizer(regularizer_, ctx.model) * lambda_t_;
+  if (o_.lambda == 0) return {};
+  return regularizer(o_.regularizer, ctx.model) * lambda_t_;
 }
 
 void Demp::after_backward(train::TrainContext& ctx) {
@@ -527,12 +689,12 @@ void Demp::after_backward(train::TrainContext& ctx) {
 }
 
 void Demp::after_step(train::TrainContext& ctx) {
-  const auto& c = ctx.cfg;
+  const DempOptions& c = o_;
   if (mask_ != NoiseMask::Off && c.noise != 0) {
     auto params = ctx.model.parameters();
     if (ctx.device.is_cpu()) {
       // On the CPU every step is eager: draw from the (seed, step) generator, skip σ = 0.
-      add_noise_blocked(params, sigma_now_, mask_, static_cast<uint64_t>(c.seed),
+      add_noise_blocked(params, sigma_now_, mask_, static_cast<uint64_t>(ctx.cfg.seed),
                         static_cast<uint64_t>(ctx.step), c.noise_rng == "fast");
     } else {
       add_noise(params, sigma_t_, mask_, device_gen_);

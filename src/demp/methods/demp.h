@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "demp/methods/method.h"
+#include "demp/methods/selection.h"
 #include "demp/prune/surgery.h"
 #include "demp/train/schedule.h"
 
@@ -73,6 +74,22 @@ void proximal_l1_step(nn::Model& model, train::Optimizer& opt, const torch::Tens
 /// tests compare the two. Per norm layer (model.norm_scales() order): γ == 0.
 std::vector<torch::Tensor> zero_scale_masks(const nn::Model& model);
 
+/// DemP's own options (declared in demp.cpp, group "demp"; defaults and checks there), and the
+/// pruning options it shares with the baselines.
+struct DempOptions {
+  double lambda = 0;  ///< --lambda: peak λ* (with a target: the controller's starting value)
+  std::string l1_step, constant_units;  ///< --l1-step prox|loss, --constant-units shrink|keep
+  int64_t lambda_span = 0;              ///< --lambda-span (0: 87% of the run)
+  std::string lambda_schedule, regularizer;
+  double noise = 0;  ///< --noise: peak σ
+  std::string noise_mask, noise_rng;
+  int64_t check_size = 0, check_batch = 0;  ///< the dead-unit scan's images and batch
+  double dead_eps = 0;
+  PruneOptions prune;
+};
+/// Reads them from a run's configuration; throws demp::Error on a bad value.
+DempOptions demp_options(const train::TrainConfig& cfg);
+
 class Demp : public Method {
  public:
   /// remove=false: the "scan" method of the dying-neuron study (regulariser and noise as
@@ -101,7 +118,7 @@ class Demp : public Method {
   void control(train::TrainContext& ctx);
   double measure(const nn::Arch& a) const;
 
-  std::string regularizer_;
+  DempOptions o_;
   NoiseMask mask_;
   bool remove_ = true;
   bool prox_ = false;         ///< --l1-step prox with the l1-gamma regulariser

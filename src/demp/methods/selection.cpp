@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "demp/common/error.h"
 #include "demp/data/dataset.h"
 #include "demp/nn/model.h"
 #include "demp/train/config.h"
@@ -27,11 +28,184 @@ std::string SizeGoal::text() const {
   return fmt::format("{} {:.1f}%", m, 100 * fraction);
 }
 
-SizeGoal size_goal(const train::TrainConfig& cfg) {
-  if (cfg.target_params > 0) return {SizeGoal::Measure::Params, cfg.target_params, false};
-  if (cfg.target_flops > 0) return {SizeGoal::Measure::Flops, cfg.target_flops, false};
-  if (cfg.target_units > 0) return {SizeGoal::Measure::Units, cfg.target_units, false};
-  return {SizeGoal::Measure::Units, cfg.density, true};
+namespace {
+
+bool is_baseline(const train::TrainConfig& c) {
+  return c.method != "dense" && c.method != "demp" && c.method != "scan";
+}
+
+void check_targets(const train::TrainConfig& c) {
+  int targets = 0;
+  for (const char* name : {"target-params", "target-flops", "target-units"}) {
+    const double v = c.get<double>(name);
+    if (!(v >= 0) || v >= 1) {
+      throw Error(fmt::format("--{} must be in (0, 1), or 0 for off; got {}", name, v),
+                  "the fraction kept, e.g. 0.1 for 10%");
+    }
+    if (v > 0) ++targets;
+  }
+  if (targets > 1) {
+    throw Error("more than one of --target-params, --target-flops, --target-units",
+                "give one target: the controller follows one measure");
+  }
+}
+
+void check_positive(const train::TrainConfig& c, const char* name) {
+  const int64_t v = c.get<int64_t>(name);
+  if (v <= 0) throw Error(fmt::format("--{} must be positive, got {}", name, v), "give a number >= 1");
+}
+
+void check_not_negative(const train::TrainConfig& c, const char* name) {
+  if (c.get<int64_t>(name) < 0) throw Error(fmt::format("--{} must be >= 0", name), "0 means: the default");
+}
+
+// Every method that removes units (DemP and the baselines) reads these.
+const std::vector<std::string> kNotPruning = {"dense", "scan"};
+const std::vector<std::string> kNotBaselines = {"dense", "demp", "scan"};
+
+const int kPruneOptions = train::declare_options(
+    "selection",
+    {
+        {"target-params",
+         "fraction of the parameters to keep (0: off). DemP: λ(t) is then driven by feedback on the "
+         "network's size instead of following --lambda-schedule, and DemP still decides where units "
+         "die; baselines: their cut reaches this size instead of --density",
+         0.0,
+         "pruning",
+         {},
+         kNotPruning,
+         "",
+         check_targets},
+        {"target-flops",
+         "fraction of the FLOPs per image to keep, as --target-params (0: off)",
+         0.0,
+         "pruning",
+         {},
+         kNotPruning},
+        {"target-units",
+         "fraction of the units to keep, as --target-params (0: off)",
+         0.0,
+         "pruning",
+         {},
+         kNotPruning},
+        {"target-by",
+         "DemP: fraction of the run by which a size target is to be reached (the planned size falls "
+         "along a cosine from 1 to the target until then, and is held after); gradual: the default "
+         "of --prune-at",
+         0.3,
+         "pruning",
+         {"demp", "gradual"},
+         {},
+         "",
+         [](const train::TrainConfig& c) {
+           const double v = c.get<double>("target-by");
+           if (!(v > 0) || v > 1) {
+             throw Error(fmt::format("--target-by must be in (0, 1], got {}", v),
+                         "the fraction of the run by which the target is reached, e.g. 0.3");
+           }
+         }},
+        {"width-multiple",
+         "keep each layer's width a multiple of this — DemP: the most active dead units fill up (the "
+         "output is unchanged); baselines: their best-scored units beyond the cut fill up (counted "
+         "in a size target). 8 makes pruned networks fast on CPUs; 1: exact counts",
+         int64_t{1},
+         "pruning",
+         {},
+         kNotPruning,
+         "",
+         [](const train::TrainConfig& c) { check_positive(c, "width-multiple"); }},
+        {"prune-every",
+         "steps K between dead-unit removals (0: 5% of the run)",
+         int64_t{0},
+         "pruning",
+         {},
+         {},
+         "",
+         [](const train::TrainConfig& c) { check_not_negative(c, "prune-every"); }},
+        {"prune-after",
+         "first step at which dead-unit scans remove units (not before BatchNorm's running "
+         "statistics describe the network: at step 0 they are (0, 1) and the eval-mode test flags "
+         "units that are live on half of every batch; step 0 is never scanned)",
+         int64_t{50},
+         "pruning",
+         {},
+         {},
+         "",
+         [](const train::TrainConfig& c) { check_not_negative(c, "prune-after"); },
+         [](const train::TrainConfig& c, int64_t total, std::vector<std::string>* w) {
+           const int64_t v = c.get<int64_t>("prune-after");
+           if (total > 0 && (c.method == "demp" || c.method == "scan") && v >= total) {
+             w->push_back(fmt::format(
+                 "--prune-after {} is beyond the run's {} steps: only the final scan runs", v, total));
+           }
+         }},
+        {"density",
+         "baselines: fraction of the units kept at the end (global for slimming, snap, "
+         "crop, earlycrop; per layer for l1norm, random)",
+         0.5,
+         "baselines",
+         {},
+         kNotBaselines,
+         "the baselines",
+         [](const train::TrainConfig& c) {
+           const double v = c.get<double>("density");
+           if (!(v > 0) || v > 1) {
+             throw Error(fmt::format("--density must be in (0, 1], got {}", v),
+                         "the fraction of units kept, e.g. --density 0.25");
+           }
+         },
+         [](const train::TrainConfig& c, int64_t, std::vector<std::string>* w) {
+           if (prune_options(c).has_target()) {
+             w->push_back("--density is ignored: the size target (--target-*) sets the size of the cut");
+           }
+         }},
+        {"prune-at",
+         "baselines: the step by which the method has reached --density, the same for every "
+         "baseline: its one cut (slimming, default 50% of the run; snap, crop, random, default 0 = "
+         "at initialisation), the last of its gradual cuts (l1norm, default 50%; gradual, default "
+         "--target-by of the run), or the latest step of its trigger (earlycrop, default 50%); -1: "
+         "the method's default",
+         int64_t{-1},
+         "baselines",
+         {},
+         kNotBaselines,
+         "the baselines",
+         [](const train::TrainConfig& c) {
+           if (c.get<int64_t>("prune-at") < -1) {
+             throw Error("--prune-at must be >= 0, or -1 for the default",
+                         "a step number, e.g. --prune-at 500");
+           }
+         },
+         [](const train::TrainConfig& c, int64_t total, std::vector<std::string>* w) {
+           const int64_t v = c.get<int64_t>("prune-at");
+           if (total > 0 && is_baseline(c) && v >= total) {
+             w->push_back(fmt::format("--prune-at {} is beyond the run's {} steps: the method never prunes",
+                                      v, total));
+           }
+         }},
+    });
+
+}  // namespace
+
+PruneOptions prune_options(const train::TrainConfig& c) {
+  PruneOptions o;
+  o.target_params = c.get<double>("target-params");
+  o.target_flops = c.get<double>("target-flops");
+  o.target_units = c.get<double>("target-units");
+  o.target_by = c.get<double>("target-by");
+  o.width_multiple = c.get<int64_t>("width-multiple");
+  o.prune_every = c.get<int64_t>("prune-every");
+  o.prune_after = c.get<int64_t>("prune-after");
+  o.density = c.get<double>("density");
+  o.prune_at = c.get<int64_t>("prune-at");
+  return o;
+}
+
+SizeGoal size_goal(const PruneOptions& o) {
+  if (o.target_params > 0) return {SizeGoal::Measure::Params, o.target_params, false};
+  if (o.target_flops > 0) return {SizeGoal::Measure::Flops, o.target_flops, false};
+  if (o.target_units > 0) return {SizeGoal::Measure::Units, o.target_units, false};
+  return {SizeGoal::Measure::Units, o.density, true};
 }
 
 SizeGoal partial_goal(const SizeGoal& goal, double fraction) {

@@ -37,7 +37,24 @@ struct SizeGoal {
   bool from_density = true;  ///< --density, not a --target-*
   std::string text() const;  ///< "density 0.3", "params 10.0%"
 };
-SizeGoal size_goal(const train::TrainConfig& cfg);
+
+/// The pruning options that DemP and the baselines share (declared in selection.cpp, group
+/// "pruning" and "baselines"): the size target, the width multiple, when prune events happen.
+/// (The defaults are the declarations'.)
+struct PruneOptions {
+  double target_params = 0, target_flops = 0, target_units = 0;  ///< --target-*: 0 off
+  double target_by = 0;        ///< --target-by: fraction of the run by which a target is reached
+  int64_t width_multiple = 0;  ///< --width-multiple
+  int64_t prune_every = 0;     ///< --prune-every (0: the method's default)
+  int64_t prune_after = 0;     ///< --prune-after
+  double density = 0;          ///< --density (baselines without a target)
+  int64_t prune_at = 0;        ///< --prune-at (-1: the method's default)
+  bool has_target() const { return target_params > 0 || target_flops > 0 || target_units > 0; }
+};
+/// Reads them from a run's configuration (checked by train::validate before).
+PruneOptions prune_options(const train::TrainConfig& cfg);
+
+SizeGoal size_goal(const PruneOptions& o);
 
 /// The measure of `a` with its prunable groups at `widths` (one per group), as a fraction of
 /// the same measure at the groups' initial widths.

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -18,7 +19,7 @@
 namespace demp::train {
 
 std::vector<Field> fields(TrainConfig& c) {
-  return {
+  std::vector<Field> fs = {
       {"model", "network: mlp, vgg16, resnet18, resnet50", &c.model, "model"},
       {"width", "width multiplier on every hidden layer", &c.width, "model"},
       {"mlp-widths", "MLP hidden widths before the multiplier, comma-separated", &c.mlp_widths, "model"},
@@ -82,82 +83,6 @@ std::vector<Field> fields(TrainConfig& c) {
        "training/pruning method: dense, demp or a baseline (`demp train --help` lists them with a "
        "line each)",
        &c.method, "method"},
-      {"lambda",
-       "DemP: peak λ* of the regulariser's strength λ(t) (with a size target: the "
-       "controller's starting value)",
-       &c.lambda, "demp"},
-      {"l1-step",
-       "DemP: how the L1 on norm scales acts: prox (ours: a proximal soft-threshold step on γ after "
-       "the optimizer, in Adam's metric lr·λ/(√v̂+ε) for adamw, lr·λ for sgd/sgdw; λΣ|γ| leaves the "
-       "loss) or loss (the paper's: λΣ|γ| in the loss)",
-       &c.l1_step, "demp"},
-      {"constant-units",
-       "DemP: units whose γ is exactly 0 output the constant β: shrink (ours: β>0 shrinks to 0 at the "
-       "proximal rate, so the unit dies and is removed) or keep (the paper's: left as they are)",
-       &c.constant_units, "demp"},
-      {"target-params",
-       "fraction of the parameters to keep (0: off). DemP: λ(t) is then driven by feedback on the "
-       "network's size instead of following --lambda-schedule, and DemP still decides where units "
-       "die; baselines: their cut reaches this size instead of --density",
-       &c.target_params, "demp"},
-      {"target-flops", "fraction of the FLOPs per image to keep, as --target-params (0: off)",
-       &c.target_flops, "demp"},
-      {"target-units", "fraction of the units to keep, as --target-params (0: off)", &c.target_units, "demp"},
-      {"target-by",
-       "DemP: fraction of the run by which a size target is to be reached (the planned size falls "
-       "along a cosine from 1 to the target until then, and is held after); gradual: the default "
-       "of --prune-at",
-       &c.target_by, "demp"},
-      {"lambda-span", "DemP: steps S over which λ(t) and σ(t) run their shape (0: 87% of the run)",
-       &c.lambda_span, "demp"},
-      {"lambda-schedule",
-       "DemP: shape of λ(t) and σ(t): onecycle, constant, cosine, linear-warmup:W (W in epochs)",
-       &c.lambda_schedule, "demp"},
-      {"regularizer",
-       "DemP: l1-gamma (λΣ|γ| over norm scales), relu-sq (λ½Σmax(θ,0)²), l1 (λΣ|θ|), l2 (λ½Σθ²)",
-       &c.regularizer, "demp"},
-      {"noise", "DemP: peak σ of the noise added after each step (0: none)", &c.noise, "demp"},
-      {"noise-mask", "DemP: where noise goes: live (gradient ≠ 0), all, off", &c.noise_mask, "demp"},
-      {"noise-rng",
-       "DemP on the CPU: the noise's generator: torch (LibTorch's randn, one mt19937 per block) or "
-       "fast (ours: a ziggurat on splitmix64, the same N(0, σ²), several times cheaper, other "
-       "numbers)",
-       &c.noise_rng, "demp"},
-      {"prune-every", "steps K between dead-unit removals (0: 5% of the run)", &c.prune_every, "demp"},
-      {"prune-after",
-       "first step at which dead-unit scans remove units (not before BatchNorm's running "
-       "statistics describe the network: at step 0 they are (0, 1) and the eval-mode test flags "
-       "units that are live on half of every batch; step 0 is never scanned)",
-       &c.prune_after, "demp"},
-      {"check-size", "training images in each dead-unit scan", &c.check_size, "demp"},
-      {"check-batch", "batch size of the dead-unit scan", &c.check_batch, "demp"},
-      {"dead-eps", "a unit is dead when its summed output is <= this in every scan batch", &c.dead_eps,
-       "demp"},
-      {"width-multiple",
-       "keep each layer's width a multiple of this — DemP: the most active dead units fill up (the "
-       "output is unchanged); baselines: their best-scored units beyond the cut fill up (counted "
-       "in a size target). 8 makes pruned networks fast on CPUs; 1: exact counts",
-       &c.width_multiple, "demp"},
-      {"density",
-       "baselines: fraction of the units kept at the end (global for slimming, snap, "
-       "crop, earlycrop; per layer for l1norm, random)",
-       &c.density, "baselines"},
-      {"prune-at",
-       "baselines: the step by which the method has reached --density, the same for every "
-       "baseline: its one cut (slimming, default 50% of the run; snap, crop, random, default 0 = "
-       "at initialisation), the last of its gradual cuts (l1norm, default 50%; gradual, default "
-       "--target-by of the run), or the latest step of its trigger (earlycrop, default 50%); -1: "
-       "the method's default",
-       &c.prune_at, "baselines"},
-      {"score-batches", "baselines: training batches summed into SNAP/CroP scores", &c.score_batches,
-       "baselines"},
-      {"crop-steps", "baselines: sub-steps of the iterative CroP-it/EarlyCroP pruning", &c.crop_steps,
-       "baselines"},
-      {"gradual-score",
-       "gradual: the global ranking: gamma (BatchNorm |γ|) or magnitude (each unit's filter L1 "
-       "norm over its layer's mean); it prunes every --prune-every steps (default 2% of the run) "
-       "from --prune-after to --prune-at along Zhu & Gupta's cubic schedule",
-       &c.gradual_score, "baselines"},
       {"seed", "seed of initialisation, data order, augmentation and noise", &c.seed, "run"},
       {"device", "cpu, cuda, cuda:N or auto", &c.device, "run"},
       {"precision", "auto (bf16 on CUDA, fp32 on CPU), bf16 (autocast) or fp32", &c.precision, "run"},
@@ -193,6 +118,96 @@ std::vector<Field> fields(TrainConfig& c) {
        "instead of each rank's slice",
        &c.sync_bn, "data-parallel"},
   };
+  // The methods' own options, after --method: pointers into c.method_options (a std::map, whose
+  // elements stay where they are), which gets each option's default the first time.
+  std::vector<Field> declared;
+  for (const auto& spec : declared_options()) {
+    auto it = c.method_options.try_emplace(spec.name, spec.def).first;
+    std::visit([&](auto& v) { declared.push_back({spec.name, spec.help, &v, spec.group}); }, it->second);
+  }
+  auto after = std::find_if(fs.begin(), fs.end(), [](const Field& f) { return f.name == "method"; });
+  fs.insert(after + 1, declared.begin(), declared.end());
+  return fs;
+}
+
+namespace {
+
+struct Declared {
+  std::vector<OptionSpec> specs;  ///< in display order
+  std::vector<std::string> modules;
+};
+
+Declared& declared() {
+  static Declared d;
+  return d;
+}
+
+int group_rank(const std::string& group) {
+  static const std::vector<std::string> order = {"pruning", "demp", "baselines"};
+  const auto it = std::find(order.begin(), order.end(), group);
+  return static_cast<int>(it - order.begin());
+}
+
+}  // namespace
+
+int declare_options(const std::string& module, std::vector<OptionSpec> specs) {
+  Declared& d = declared();
+  for (const auto& spec : specs) {
+    const bool twice =
+        std::any_of(d.specs.begin(), d.specs.end(), [&](const OptionSpec& o) { return o.name == spec.name; });
+    if (twice) throw std::logic_error("option --" + spec.name + " is declared twice");
+  }
+  const int n = static_cast<int>(specs.size());
+  for (auto& spec : specs) {
+    d.specs.push_back(std::move(spec));
+    d.modules.push_back(module);
+  }
+  // Display order: by group, then module, then declaration (a stable sort of the indices).
+  std::vector<size_t> idx(d.specs.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+  std::stable_sort(idx.begin(), idx.end(), [&](size_t x, size_t y) {
+    return std::make_tuple(group_rank(d.specs[x].group), d.specs[x].group, d.modules[x]) <
+           std::make_tuple(group_rank(d.specs[y].group), d.specs[y].group, d.modules[y]);
+  });
+  Declared sorted;
+  for (size_t i : idx) {
+    sorted.specs.push_back(std::move(d.specs[i]));
+    sorted.modules.push_back(d.modules[i]);
+  }
+  d = std::move(sorted);
+  return n;
+}
+
+const std::vector<OptionSpec>& declared_options() { return declared().specs; }
+
+namespace {
+
+const OptionSpec& spec_of(const std::string& name) {
+  for (const auto& spec : declared_options()) {
+    if (spec.name == name) return spec;
+  }
+  throw std::logic_error("no method declares the option --" + name);
+}
+
+}  // namespace
+
+const OptionValue& TrainConfig::option_value(const std::string& name) const {
+  const auto it = method_options.find(name);
+  return it != method_options.end() ? it->second : spec_of(name).def;
+}
+
+void TrainConfig::wrong_type(const std::string& name) {
+  throw std::logic_error("the option --" + name +
+                         " is read or set with another type than it is declared with");
+}
+
+void TrainConfig::set_option(const std::string& name, OptionValue v) {
+  const OptionSpec& spec = spec_of(name);
+  if (std::holds_alternative<double>(spec.def) && std::holds_alternative<int64_t>(v)) {
+    v = static_cast<double>(std::get<int64_t>(v));
+  }
+  if (v.index() != spec.def.index()) wrong_type(name);
+  method_options[name] = std::move(v);
 }
 
 void apply_json(TrainConfig& c, const nlohmann::json& j, const std::string& source) {
@@ -305,58 +320,9 @@ void validate(const TrainConfig& c) {
   if (std::find(progress.begin(), progress.end(), c.progress) == progress.end()) {
     throw Error("unknown --progress '" + c.progress + "'", "use auto, bar, plain or none");
   }
-  if (!(c.lambda >= 0) || !(c.noise >= 0) || !(c.dead_eps >= 0) || !std::isfinite(c.lambda) ||
-      !std::isfinite(c.noise) || !std::isfinite(c.dead_eps)) {
-    throw Error(fmt::format("--lambda, --noise and --dead-eps must be finite and >= 0, got {}, {}, {}",
-                            c.lambda, c.noise, c.dead_eps),
-                "e.g. --lambda 0.01 --noise 5e-5 --dead-eps 0");
+  for (const auto& spec : declared_options()) {
+    if (spec.check) spec.check(c);
   }
-  if (c.lambda_span < 0 || c.prune_every < 0 || c.prune_after < 0) {
-    throw Error("--lambda-span, --prune-every and --prune-after must be >= 0", "0 means: the default");
-  }
-  if (c.l1_step != "prox" && c.l1_step != "loss") {
-    throw Error("unknown --l1-step '" + c.l1_step + "'",
-                "use prox (a proximal step on γ, ours) or loss (λΣ|γ| in the loss, the paper's)");
-  }
-  if (c.constant_units != "shrink" && c.constant_units != "keep") {
-    throw Error("unknown --constant-units '" + c.constant_units + "'",
-                "use shrink (ours) or keep (the paper's)");
-  }
-  int targets = 0;
-  for (const auto& [name, v] : {std::pair<const char*, double>{"target-params", c.target_params},
-                                {"target-flops", c.target_flops},
-                                {"target-units", c.target_units}}) {
-    if (!(v >= 0) || v >= 1) {
-      throw Error(fmt::format("--{} must be in (0, 1), or 0 for off; got {}", name, v),
-                  "the fraction kept, e.g. 0.1 for 10%");
-    }
-    if (v > 0) ++targets;
-  }
-  if (targets > 1) {
-    throw Error("more than one of --target-params, --target-flops, --target-units",
-                "give one target: the controller follows one measure");
-  }
-  if (!(c.target_by > 0) || c.target_by > 1) {
-    throw Error(fmt::format("--target-by must be in (0, 1], got {}", c.target_by),
-                "the fraction of the run by which the target is reached, e.g. 0.3");
-  }
-  positive(c.check_size, "check-size");
-  positive(c.score_batches, "score-batches");
-  positive(c.width_multiple, "width-multiple");
-  positive(c.crop_steps, "crop-steps");
-  if (!(c.density > 0) || c.density > 1) {
-    throw Error(fmt::format("--density must be in (0, 1], got {}", c.density),
-                "the fraction of units kept, e.g. --density 0.25");
-  }
-  if (c.prune_at < -1)
-    throw Error("--prune-at must be >= 0, or -1 for the default", "a step number, e.g. --prune-at 500");
-  if (c.noise_rng != "torch" && c.noise_rng != "fast") {
-    throw Error("unknown --noise-rng '" + c.noise_rng + "'", "use torch or fast");
-  }
-  if (c.gradual_score != "gamma" && c.gradual_score != "magnitude") {
-    throw Error("unknown --gradual-score '" + c.gradual_score + "'", "use gamma or magnitude");
-  }
-  positive(c.check_batch, "check-batch");
   if (c.resume && c.overwrite) {
     throw Error("--resume and --overwrite contradict each other", "choose one");
   }
@@ -435,47 +401,24 @@ const std::vector<std::string>& resume_changeable() {
 std::vector<std::string> config_warnings(const TrainConfig& c, int64_t total) {
   std::vector<std::string> w;
   auto given = [&](const char* n) { return std::find(c.given.begin(), c.given.end(), n) != c.given.end(); };
-  const bool demp = c.method == "demp", scan = c.method == "scan";
-  const bool baseline = !demp && !scan && c.method != "dense";
-  // Network Slimming's constant λ is --lambda too.
-  if (given("lambda") && !demp && !scan && c.method != "slimming") {
-    w.push_back(fmt::format("--lambda has no effect with --method {}", c.method));
+  auto in = [&](const std::vector<std::string>& list) {
+    return std::find(list.begin(), list.end(), c.method) != list.end();
+  };
+  auto acts = [&](const OptionSpec& spec) {
+    return !spec.methods.empty() ? in(spec.methods) : spec.not_methods.empty() || !in(spec.not_methods);
+  };
+  // First the options that do nothing with this method, then the values that do little.
+  for (const auto& spec : declared_options()) {
+    if (!given(spec.name.c_str()) || acts(spec)) continue;
+    w.push_back(spec.applies_to.empty()
+                    ? fmt::format("--{} has no effect with --method {}", spec.name, c.method)
+                    : fmt::format("--{} applies to {} only, not to --method {}", spec.name, spec.applies_to,
+                                  c.method));
   }
-  for (const char* n : {"l1-step", "constant-units", "lambda-span", "lambda-schedule", "regularizer", "noise",
-                        "noise-mask", "noise-rng"}) {
-    if (given(n) && !demp && !scan)
-      w.push_back(fmt::format("--{} has no effect with --method {}", n, c.method));
-  }
-  // Size targets and width multiples drive DemP and every baseline; --target-by DemP and gradual.
-  for (const char* n : {"target-params", "target-flops", "target-units", "width-multiple"}) {
-    if (given(n) && !demp && !baseline)
-      w.push_back(fmt::format("--{} has no effect with --method {}", n, c.method));
-  }
-  if (given("target-by") && !demp && c.method != "gradual") {
-    w.push_back(fmt::format("--target-by has no effect with --method {}", c.method));
-  }
-  if (given("gradual-score") && c.method != "gradual") {
-    w.push_back(fmt::format("--gradual-score has no effect with --method {}", c.method));
-  }
-  for (const char* n : {"density", "prune-at", "score-batches", "crop-steps"}) {
-    if (given(n) && !baseline) {
-      w.push_back(fmt::format("--{} applies to the baselines only, not to --method {}", n, c.method));
-    }
-  }
-  if (given("density") && baseline && (c.target_params > 0 || c.target_flops > 0 || c.target_units > 0)) {
-    w.push_back("--density is ignored: the size target (--target-*) sets the size of the cut");
+  for (const auto& spec : declared_options()) {
+    if (given(spec.name.c_str()) && acts(spec) && spec.warn) spec.warn(c, total, &w);
   }
   if (total > 0) {
-    if (given("prune-at") && baseline && c.prune_at >= total) {
-      w.push_back(fmt::format("--prune-at {} is beyond the run's {} steps: the method never prunes",
-                              c.prune_at, total));
-    }
-    if (given("prune-after") && (demp || scan) && c.prune_after >= total) {
-      w.push_back(
-          fmt::format("--prune-after {} is beyond the run's {} steps: only the final scan "
-                      "runs",
-                      c.prune_after, total));
-    }
     if (c.stop_after > 0 && c.stop_after >= total) {
       w.push_back(
           fmt::format("--stop-after {} is not before the run's end ({} steps): the run "

@@ -4,7 +4,10 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <string>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -13,6 +16,39 @@ struct ImageOptions;
 }
 
 namespace demp::train {
+
+struct TrainConfig;
+
+/// The value of a method's option: text, number, integer or switch.
+using OptionValue = std::variant<std::string, double, int64_t, bool>;
+
+/// An option that a method declares in its own file (src/demp/methods/): its flag and JSON key,
+/// help, default, and README/--help group. It behaves like every other field (flag, --config key,
+/// config.json, --resume check, README row); the loop never reads it, the method parses it into
+/// its own options struct when it is built (before any work).
+struct OptionSpec {
+  std::string name;  ///< flag name without dashes, and the JSON key
+  std::string help = {};
+  OptionValue def = {};
+  std::string group = {};  ///< heading in --help and the README
+  /// The methods it acts on (`methods`: these only; `not_methods`: every method but these; both
+  /// empty: no warning). Given with another --method, the option draws a warning: "--X has no
+  /// effect with --method M", or "--X applies to <applies_to> only, not to --method M".
+  std::vector<std::string> methods = {}, not_methods = {};
+  std::string applies_to = {};
+  /// Checks the value before any work (throws demp::Error with a hint); may be empty.
+  std::function<void(const TrainConfig&)> check = {};
+  /// Further warnings when the option is given and acts (e.g. a step beyond the run's `total`
+  /// steps; 0: not known yet); may be empty.
+  std::function<void(const TrainConfig&, int64_t total, std::vector<std::string>*)> warn = {};
+};
+
+/// Declares a module's options (a method's file, once, at start-up:
+/// `const int kOptions = declare_options("gradual", {...});`). Throws std::logic_error for a name
+/// declared twice. Returns the number of options declared.
+int declare_options(const std::string& module, std::vector<OptionSpec> specs);
+/// Every declared option, in display order: by group, then module name, then declaration order.
+const std::vector<OptionSpec>& declared_options();
 
 struct TrainConfig {
   // model
@@ -35,34 +71,8 @@ struct TrainConfig {
   std::string bad_images = "error";
   int64_t decode_threads = 0;
   int64_t prefetch = 4;
-  // method
+  // method (its options are declared by the methods themselves: method_options below)
   std::string method = "dense";
-  // DemP (and the scan every method shares)
-  double lambda = 0.01;
-  std::string l1_step = "prox";
-  std::string constant_units = "shrink";
-  double target_params = 0.0;
-  double target_flops = 0.0;
-  double target_units = 0.0;
-  double target_by = 0.3;
-  int64_t lambda_span = 0;
-  std::string lambda_schedule = "onecycle";
-  std::string regularizer = "l1-gamma";
-  double noise = 5e-5;
-  std::string noise_mask = "live";
-  std::string noise_rng = "torch";
-  int64_t prune_every = 0;
-  int64_t prune_after = 50;
-  int64_t check_size = 1536;
-  int64_t check_batch = 512;
-  double dead_eps = 0.0;
-  int64_t width_multiple = 1;
-  // structured baselines
-  double density = 0.5;
-  int64_t prune_at = -1;
-  int64_t score_batches = 1;
-  int64_t crop_steps = 5;
-  std::string gradual_score = "gamma";
   // schedule of the run
   int64_t epochs = 5;
   int64_t steps = 0;
@@ -95,6 +105,38 @@ struct TrainConfig {
   int64_t nproc = 0;
   int64_t dist_timeout = 300;
   bool sync_bn = false;
+  /// The values of the options the methods declare (declare_options), by flag name; a declared
+  /// option that is not here has its default. Flags, JSON and config.json treat them as fields.
+  std::map<std::string, OptionValue> method_options;
+
+  /// The value of the declared option `name` (this run's or its default). T must be its type
+  /// (std::string, double, int64_t or bool); a name that no method declares or a wrong type is a
+  /// programming error (std::logic_error).
+  template <class T>
+  T get(const std::string& name) const {
+    const OptionValue& v = option_value(name);
+    if (!std::holds_alternative<T>(v)) wrong_type(name);
+    return std::get<T>(v);
+  }
+  /// Sets the declared option `name`; an integer may set a double option. Throws
+  /// std::logic_error for an undeclared name or a wrong type.
+  template <class T>
+  void set(const std::string& name, const T& v) {
+    if constexpr (std::is_same_v<T, bool>) {
+      set_option(name, OptionValue(v));
+    } else if constexpr (std::is_integral_v<T>) {
+      set_option(name, OptionValue(static_cast<int64_t>(v)));
+    } else if constexpr (std::is_floating_point_v<T>) {
+      set_option(name, OptionValue(static_cast<double>(v)));
+    } else {
+      set_option(name, OptionValue(std::string(v)));
+    }
+  }
+
+ private:
+  const OptionValue& option_value(const std::string& name) const;
+  [[noreturn]] static void wrong_type(const std::string& name);
+  void set_option(const std::string& name, OptionValue v);
 };
 
 struct Field {
@@ -125,6 +167,9 @@ std::vector<std::string> config_warnings(const TrainConfig& c, int64_t total_ste
 /// --decode-threads: 0 gives the cores `training_threads` leaves free, at least 1; --prefetch;
 /// --augment: auto/crop-flip, crop, flip, none). Throws demp::Error on a malformed value.
 void image_options(const TrainConfig& c, int64_t training_threads, data::ImageOptions* out);
+
+/// The field (or declared option) named `name` of `fields`, or nullptr.
+const Field* find_field(const std::vector<Field>& fields, const std::string& name);
 
 /// The options --resume may change (how the run is run, not what it computes).
 const std::vector<std::string>& resume_changeable();
