@@ -175,16 +175,20 @@ int run_bench(const BenchOptions& o) {
   nlohmann::json results = nlohmann::json::array();
   for (const double width : widths) {
     for (const int64_t batch : batches) {
-      train::TrainConfig c;
-      c.model = o.model;
-      c.width = width;
-      c.mlp_widths = o.mlp_widths;
+      nn::ModelOptions mo;
+      mo.model = o.model;
+      mo.width = width;
+      mo.mlp_widths = nn::parse_mlp_widths(o.mlp_widths);
+      mo.in_channels = o.in_channels;
+      mo.in_height = mo.in_width = o.input_size;
+      mo.classes = o.classes;
+      const nn::Arch arch = nn::build_arch(mo);
+      train::TrainConfig c;  // what the step runner and the (dense) method read: the defaults
       c.method = "dense";
       data::DataBundle shape;
       shape.channels = o.in_channels;
       shape.height = shape.width = o.input_size;
       shape.classes = o.classes;
-      const nn::Arch arch = nn::build_arch(train::model_options(c, shape));
       nn::Model model(arch, 0);
       model.to(device);
       train::OptimOptions oo;

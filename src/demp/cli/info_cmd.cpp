@@ -9,10 +9,8 @@
 
 #include "demp/common/error.h"
 #include "demp/common/files.h"
-#include "demp/data/dataset.h"
 #include "demp/export/export.h"
 #include "demp/nn/arch.h"
-#include "demp/train/trainer.h"
 
 namespace demp::cli {
 namespace {
@@ -45,16 +43,15 @@ nn::Arch arch_from_file(const InfoCommand& o) {
 
 // The zoo model the options describe.
 nn::Arch zoo_arch(const InfoCommand& o) {
-  train::TrainConfig c;
-  c.model = o.model;
-  c.width = o.width;
-  c.mlp_widths = o.mlp_widths;
-  c.stem = o.stem;
-  data::DataBundle shape;
-  shape.channels = o.in_channels;
-  shape.height = shape.width = o.input_size;
-  shape.classes = o.classes;
-  return nn::build_arch(train::model_options(c, shape));
+  nn::ModelOptions mo;
+  mo.model = o.model;
+  mo.stem = o.stem;
+  mo.width = o.width;
+  mo.mlp_widths = nn::parse_mlp_widths(o.mlp_widths);
+  mo.in_channels = o.in_channels;
+  mo.in_height = mo.in_width = o.input_size;
+  mo.classes = o.classes;
+  return nn::build_arch(mo);
 }
 
 int write_arch(const nn::Arch& a, const std::string& path) {

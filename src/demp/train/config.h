@@ -11,6 +11,10 @@
 namespace demp::data {
 struct ImageOptions;
 }
+namespace demp::nn {
+struct ArchShape;
+struct ModelOptions;
+}  // namespace demp::nn
 
 namespace demp::train {
 
@@ -125,6 +129,10 @@ std::vector<std::string> config_warnings(const TrainConfig& c, int64_t total_ste
 /// --decode-threads: 0 gives the cores `training_threads` leaves free, at least 1; --prefetch;
 /// --augment: auto/crop-flip, crop, flip, none). Throws demp::Error on a malformed value.
 void image_options(const TrainConfig& c, int64_t training_threads, data::ImageOptions* out);
+
+/// The zoo network `c` describes (--model, --width, --mlp-widths, --stem) for inputs and classes
+/// of `shape` (nn/arch.h). Throws demp::Error on a malformed --mlp-widths.
+nn::ModelOptions model_options(const TrainConfig& c, const nn::ArchShape& shape);
 
 /// The options --resume may change (how the run is run, not what it computes).
 const std::vector<std::string>& resume_changeable();
