@@ -15,6 +15,7 @@
 #include "demp/common/error.h"
 #include "demp/common/files.h"
 #include "demp/common/process.h"
+#include "demp/common/seeds.h"
 #include "demp/export/export.h"
 #include "demp/methods/method.h"
 #include "demp/nn/model.h"
@@ -194,7 +195,7 @@ int run_bench(const BenchOptions& o) {
       train::OptimOptions oo;
       oo.name = o.optimizer;
       auto opt = train::make_optimizer(oo);
-      auto gen = data::make_generator(0, data::kMisc, 0);
+      auto gen = make_generator(0, kMisc, 0);
       const auto x =
           torch::randn({batch, o.in_channels, o.input_size, o.input_size}, gen, torch::kFloat).to(device);
       const auto y = torch::randint(o.classes, {batch}, gen, torch::kLong).to(device);
@@ -311,7 +312,7 @@ int run_inference_bench(const BenchOptions& o) {
   const nlohmann::json config = src.meta.value("config", nlohmann::json::object());
   const nn::Model dense(export_::dense_arch(src.arch, config), 0);
   const nn::Arch& a = pruned.arch();
-  auto gen = data::make_generator(0, data::kMisc, 1);
+  auto gen = make_generator(0, kMisc, 1);
   const auto x1 = torch::randn({1, a.in_channels, a.in_height, a.in_width}, gen, torch::kFloat);
   const auto xb =
       torch::randn({o.inference_batch, a.in_channels, a.in_height, a.in_width}, gen, torch::kFloat);
