@@ -8,7 +8,7 @@ cd "$TMP" || exit 1
 TINY=(--model mlp --mlp-widths 16 --steps 20 --batch-size 32 --train-limit 256 --test-limit 100)
 
 if ! "$DEMP" --help 2>&1 | grep -qE '^ +sweep '; then
-  echo "report_smoke: $DEMP has no 'sweep' subcommand (is add_report_commands wired into commands.cpp?)"
+  echo "report_smoke: $DEMP has no 'sweep' subcommand (is add_report_commands wired into cli/main.cpp?)"
   exit 1
 fi
 for sub in sweep study report; do

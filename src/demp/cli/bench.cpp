@@ -15,6 +15,7 @@
 #include "demp/common/error.h"
 #include "demp/common/files.h"
 #include "demp/common/process.h"
+#include "demp/common/seeds.h"
 #include "demp/export/export.h"
 #include "demp/methods/method.h"
 #include "demp/nn/model.h"
@@ -141,135 +142,126 @@ nlohmann::json run_helper(const std::vector<std::string>& argv) {
   return nlohmann::json::parse(answer);
 }
 
-}  // namespace
+// What every (width, batch) point of a training-step benchmark shares.
+struct StepBench {
+  int threads = 1;
+  torch::Device device = torch::kCPU;
+  train::Precision precision = train::Precision::Fp32;
+  bool graph = false;
+  std::string prec;  ///< the precision's name
+  bool reference = false;
+  std::string python, script;
+};
 
-int run_bench(const BenchOptions& o) {
-  if (o.inference) return run_inference_bench(o);
-  if (o.steps < 1 || o.rounds < 1 || o.warmup < 0) {
-    throw Error("--steps and --rounds must be positive, --warmup not negative");
+// The PyTorch reference's img/s on the network of `arch_file` (the file is removed if it fails).
+double reference_step(const BenchOptions& o, const StepBench& s, const std::string& arch_file,
+                      int64_t batch) {
+  const std::vector<std::string> cmd{s.python,       s.script,
+                                     "--arch",       arch_file,
+                                     "--batch-size", std::to_string(batch),
+                                     "--optimizer",  o.optimizer,
+                                     "--steps",      std::to_string(o.steps),
+                                     "--warmup",     std::to_string(o.warmup),
+                                     "--threads",    std::to_string(s.threads),
+                                     "--device",     s.device.str(),
+                                     "--precision",  s.prec};
+  nlohmann::json out;
+  try {
+    out = run_helper(cmd);
+  } catch (...) {
+    remove_file(arch_file);
+    throw;
   }
-  const int threads = o.threads > 0 ? static_cast<int>(o.threads)
-                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  at::set_num_threads(threads);
-  const torch::Device device = train::resolve_device(o.device);
-  const train::Precision precision = train::parse_precision(o.precision, device);
-  const bool graph = train::parse_graph(o.graph, device);
-  if (device.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
-  const auto widths = parse_list<double>(o.widths, "--width");
-  const auto batches = parse_list<int64_t>(o.batches, "--batch-size");
+  return out.at("images_per_second").get<double>();
+}
 
-  const auto [python, script] =
-      python_side(o, o.reference_script, "reference_step.py", "the PyTorch reference");
-  const bool reference = !o.no_reference;
-  const std::string prec = train::precision_name(precision);
-  fmt::print(
-      "bench | {} | input {}x{}x{} | {} | {} | {} | demp step {} | threads {} | {} rounds x {} "
-      "steps (after {} warm-up)\n",
-      o.model, o.in_channels, o.input_size, o.input_size, o.optimizer, device.str(), prec,
-      graph ? "CUDA graph" : "eager", threads, o.rounds, o.steps, o.warmup);
-  if (reference) {
-    fmt::print("reference | PyTorch eager (Python), same network from demp's architecture, {}{}\n",
-               device.is_cuda() ? "channels-last, cudnn.benchmark, fused optimizer, " : "", prec);
-  }
-
-  nlohmann::json results = nlohmann::json::array();
-  for (const double width : widths) {
-    for (const int64_t batch : batches) {
-      train::TrainConfig c;
-      c.model = o.model;
-      c.width = width;
-      c.mlp_widths = o.mlp_widths;
-      c.method = "dense";
-      data::DataBundle shape;
-      shape.channels = o.in_channels;
-      shape.height = shape.width = o.input_size;
-      shape.classes = o.classes;
-      const nn::Arch arch = nn::build_arch(train::model_options(c, shape));
-      nn::Model model(arch, 0);
-      model.to(device);
-      train::OptimOptions oo;
-      oo.name = o.optimizer;
-      auto opt = train::make_optimizer(oo);
-      auto gen = data::make_generator(0, data::kMisc, 0);
-      const auto x =
-          torch::randn({batch, o.in_channels, o.input_size, o.input_size}, gen, torch::kFloat).to(device);
-      const auto y = torch::randint(o.classes, {batch}, gen, torch::kLong).to(device);
-      auto method = methods::make_method(c);
-      train::TrainContext ctx{c, shape, model, *opt, nullptr, device};
-      ctx.total_steps = 1 << 30;
-      ctx.steps_per_epoch = 1 << 20;
-      method->begin(ctx);
-      train::StepOptions so;
-      so.precision = precision;
-      so.graph = graph;
-      train::StepRunner runner(ctx, *method, so);
-      auto time_demp = [&] {
-        for (int64_t i = 0; i < o.warmup; ++i, ++ctx.step) runner.run(x, y, 1e-3);
-        synchronize(device);
-        const auto t0 = std::chrono::steady_clock::now();
-        for (int64_t i = 0; i < o.steps; ++i, ++ctx.step) runner.run(x, y, 1e-3);
-        synchronize(device);
-        const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        return static_cast<double>(o.steps * batch) / sec;
-      };
-      const std::string arch_file = temp_directory() + fmt::format("/demp-bench-{}.json", ::getpid());
-      write_file_atomic(arch_file, nlohmann::json(arch).dump());
-      std::vector<double> ours, theirs;
-      for (int64_t r = 0; r < o.rounds; ++r) {
-        ours.push_back(time_demp());
-        std::string line =
-            fmt::format("width {} batch {} | round {} | demp {:.1f} img/s", width, batch, r + 1, ours.back());
-        if (reference) {
-          const std::vector<std::string> cmd{python,         script,
-                                             "--arch",       arch_file,
-                                             "--batch-size", std::to_string(batch),
-                                             "--optimizer",  o.optimizer,
-                                             "--steps",      std::to_string(o.steps),
-                                             "--warmup",     std::to_string(o.warmup),
-                                             "--threads",    std::to_string(threads),
-                                             "--device",     device.str(),
-                                             "--precision",  prec};
-          nlohmann::json out;
-          try {
-            out = run_helper(cmd);
-          } catch (...) {
-            remove_file(arch_file);
-            throw;
-          }
-          theirs.push_back(out.at("images_per_second").get<double>());
-          line += fmt::format(" | pytorch {:.1f} img/s | ratio {:.3f}", theirs.back(),
-                              ours.back() / theirs.back());
-        }
-        fmt::print("{}\n", line);
-        std::fflush(stdout);
-      }
-      remove_file(arch_file);
-      nlohmann::json res{{"model", o.model},
-                         {"width", width},
-                         {"batch", batch},
-                         {"device", device.str()},
-                         {"precision", prec},
-                         {"graph", graph},
-                         {"threads", threads},
-                         {"optimizer", o.optimizer},
-                         {"params", arch.params()},
-                         {"flops", arch.flops()},
-                         {"demp_images_per_second", median(ours)},
-                         {"graph_captures", runner.captures()}};
-      if (reference) {
-        res["pytorch_images_per_second"] = median(theirs);
-        res["ratio"] = median(ours) / median(theirs);
-      }
-      results.push_back(res);
+// Rounds of (demp steps, PyTorch steps) on one network and batch: a line per round, and the
+// medians as one row of the results.
+nlohmann::json bench_point(const BenchOptions& o, const StepBench& s, double width, int64_t batch) {
+  nn::ModelOptions mo;
+  mo.model = o.model;
+  mo.width = width;
+  mo.mlp_widths = nn::parse_mlp_widths(o.mlp_widths);
+  mo.in_channels = o.in_channels;
+  mo.in_height = mo.in_width = o.input_size;
+  mo.classes = o.classes;
+  const nn::Arch arch = nn::build_arch(mo);
+  train::TrainConfig c;  // what the step runner and the (dense) method read: the defaults
+  c.method = "dense";
+  data::DataBundle shape;
+  shape.channels = o.in_channels;
+  shape.height = shape.width = o.input_size;
+  shape.classes = o.classes;
+  nn::Model model(arch, 0);
+  model.to(s.device);
+  train::OptimOptions oo;
+  oo.name = o.optimizer;
+  auto opt = train::make_optimizer(oo);
+  auto gen = make_generator(0, kMisc, 0);
+  const auto x =
+      torch::randn({batch, o.in_channels, o.input_size, o.input_size}, gen, torch::kFloat).to(s.device);
+  const auto y = torch::randint(o.classes, {batch}, gen, torch::kLong).to(s.device);
+  auto method = methods::make_method(c);
+  train::TrainContext ctx{c, shape, model, *opt, nullptr, s.device};
+  ctx.total_steps = 1 << 30;
+  ctx.steps_per_epoch = 1 << 20;
+  method->begin(ctx);
+  train::StepOptions so;
+  so.precision = s.precision;
+  so.graph = s.graph;
+  train::StepRunner runner(ctx, *method, so);
+  auto time_demp = [&] {
+    for (int64_t i = 0; i < o.warmup; ++i, ++ctx.step) runner.run(x, y, 1e-3);
+    synchronize(s.device);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < o.steps; ++i, ++ctx.step) runner.run(x, y, 1e-3);
+    synchronize(s.device);
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return static_cast<double>(o.steps * batch) / sec;
+  };
+  const std::string arch_file = temp_directory() + fmt::format("/demp-bench-{}.json", ::getpid());
+  write_file_atomic(arch_file, nlohmann::json(arch).dump());
+  std::vector<double> ours, theirs;
+  for (int64_t r = 0; r < o.rounds; ++r) {
+    ours.push_back(time_demp());
+    std::string line =
+        fmt::format("width {} batch {} | round {} | demp {:.1f} img/s", width, batch, r + 1, ours.back());
+    if (s.reference) {
+      theirs.push_back(reference_step(o, s, arch_file, batch));
+      line +=
+          fmt::format(" | pytorch {:.1f} img/s | ratio {:.3f}", theirs.back(), ours.back() / theirs.back());
     }
+    fmt::print("{}\n", line);
+    std::fflush(stdout);
   }
+  remove_file(arch_file);
+  nlohmann::json res{{"model", o.model},
+                     {"width", width},
+                     {"batch", batch},
+                     {"device", s.device.str()},
+                     {"precision", s.prec},
+                     {"graph", s.graph},
+                     {"threads", s.threads},
+                     {"optimizer", o.optimizer},
+                     {"params", arch.params()},
+                     {"flops", arch.flops()},
+                     {"demp_images_per_second", median(ours)},
+                     {"graph_captures", runner.captures()}};
+  if (s.reference) {
+    res["pytorch_images_per_second"] = median(theirs);
+    res["ratio"] = median(ours) / median(theirs);
+  }
+  return res;
+}
 
+// The closing table: every point, with its speed relative to the first width at its batch.
+void print_step_table(const nlohmann::json& results, double first_width) {
   fmt::print("{:>6} {:>6} {:>14} {:>16} {:>14} {:>22}\n", "width", "batch", "demp img/s", "pytorch img/s",
              "demp/pytorch", "vs first width (demp)");
   for (const auto& r : results) {
     double base = 0;
     for (const auto& q : results) {
-      if (q["batch"] == r["batch"] && q["width"].get<double>() == widths[0])
+      if (q["batch"] == r["batch"] && q["width"].get<double>() == first_width)
         base = q["demp_images_per_second"];
     }
     const double rel = r["demp_images_per_second"].get<double>() / base;
@@ -280,6 +272,132 @@ int run_bench(const BenchOptions& o) {
                    : "-",
                r.contains("ratio") ? fmt::format("{:.3f}x", r["ratio"].get<double>()) : "-", rel);
   }
+}
+
+int bench_threads(const BenchOptions& o) {
+  return o.threads > 0 ? static_cast<int>(o.threads)
+                       : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+// The ONNX Runtime side of --inference: the dense, pruned and pruned-padded-to-16 networks
+// exported and timed by the helper; adds res["onnxruntime"] and res["onnxruntime_version"].
+void ort_inference(const BenchOptions& o, const std::string& python, const std::string& script, int threads,
+                   const export_::ModelSource& src, const nn::Model& dense, const nn::Model& pruned,
+                   nlohmann::json& res) {
+  const std::string base = temp_directory() + fmt::format("/demp-bench-{}", ::getpid());
+  const export_::ExportInfo info{src.norm, nlohmann::json::object()};
+  // The pruned network also padded to multiples of 16 channels (export --pad-channels 16):
+  // ONNX Runtime's blocked convolutions need such widths.
+  export_::write_onnx(base + "-dense.onnx", dense, info);
+  export_::write_onnx(base + "-pruned.onnx", pruned, info);
+  export_::write_onnx(base + "-pruned16.onnx", pruned, info, export_::kMaxOpset, 16);
+  const std::vector<std::string> cmd{python,
+                                     script,
+                                     "--model",
+                                     "dense=" + base + "-dense.onnx",
+                                     "--model",
+                                     "pruned=" + base + "-pruned.onnx",
+                                     "--model",
+                                     "pruned16=" + base + "-pruned16.onnx",
+                                     "--batch-sizes",
+                                     "1," + std::to_string(o.inference_batch),
+                                     "--latency-steps",
+                                     std::to_string(o.latency_steps),
+                                     "--steps",
+                                     std::to_string(o.steps),
+                                     "--warmup",
+                                     std::to_string(o.warmup),
+                                     "--rounds",
+                                     std::to_string(o.rounds),
+                                     "--threads",
+                                     std::to_string(threads)};
+  auto cleanup = [&] {
+    for (const char* n : {"dense", "pruned", "pruned16"}) remove_file(base + "-" + n + ".onnx");
+  };
+  nlohmann::json ort_res;
+  try {
+    ort_res = run_helper(cmd);
+  } catch (...) {
+    cleanup();
+    throw;
+  }
+  cleanup();
+  const std::string bk = std::to_string(o.inference_batch);
+  for (const char* n : {"dense", "pruned", "pruned16"}) {
+    const auto& m = ort_res.at("results").at(n);
+    res["onnxruntime"][n] = {
+        {"latency_ms", 1e3 * m.at("1").get<double>()},
+        {"images_per_second", static_cast<double>(o.inference_batch) / m.at(bk).get<double>()}};
+  }
+  res["onnxruntime_version"] = ort_res.value("onnxruntime", "");
+}
+
+// The closing table of --inference, and each engine's speed-ups (added to `res`).
+void print_inference_table(const BenchOptions& o, nlohmann::json& res) {
+  fmt::print("{:<12} {:<8} {:>18} {:>24}\n", "engine", "network", "latency b=1 (ms)",
+             fmt::format("throughput b={} (img/s)", o.inference_batch));
+  for (const char* engine : {"demp", "onnxruntime"}) {
+    if (!res.contains(engine)) continue;
+    for (const char* n : {"dense", "pruned", "pruned16"}) {
+      if (!res[engine].contains(n)) continue;
+      fmt::print("{:<12} {:<8} {:>18.3f} {:>24.0f}\n", engine, n, res[engine][n]["latency_ms"].get<double>(),
+                 res[engine][n]["images_per_second"].get<double>());
+    }
+    const double sl =
+        res[engine]["dense"]["latency_ms"].get<double>() / res[engine]["pruned"]["latency_ms"].get<double>();
+    const double st = res[engine]["pruned"]["images_per_second"].get<double>() /
+                      res[engine]["dense"]["images_per_second"].get<double>();
+    res[engine]["speedup_latency"] = sl;
+    res[engine]["speedup_throughput"] = st;
+    fmt::print("{:<12} pruned vs dense: latency {:.2f}x faster, throughput {:.2f}x\n", engine, sl, st);
+    if (res[engine].contains("pruned16")) {
+      const double pl = res[engine]["dense"]["latency_ms"].get<double>() /
+                        res[engine]["pruned16"]["latency_ms"].get<double>();
+      const double pt = res[engine]["pruned16"]["images_per_second"].get<double>() /
+                        res[engine]["dense"]["images_per_second"].get<double>();
+      res[engine]["speedup_latency_pruned16"] = pl;
+      res[engine]["speedup_throughput_pruned16"] = pt;
+      fmt::print("{:<12} pruned16 vs dense: latency {:.2f}x faster, throughput {:.2f}x\n", engine, pl, pt);
+    }
+  }
+}
+
+}  // namespace
+
+int run_bench(const BenchOptions& o) {
+  if (o.inference) return run_inference_bench(o);
+  if (o.steps < 1 || o.rounds < 1 || o.warmup < 0) {
+    throw Error("--steps and --rounds must be positive, --warmup not negative");
+  }
+  StepBench s;
+  s.threads = bench_threads(o);
+  at::set_num_threads(s.threads);
+  s.device = train::resolve_device(o.device);
+  s.precision = train::parse_precision(o.precision, s.device);
+  s.graph = train::parse_graph(o.graph, s.device);
+  if (s.device.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
+  const auto widths = parse_list<double>(o.widths, "--width");
+  const auto batches = parse_list<int64_t>(o.batches, "--batch-size");
+
+  std::tie(s.python, s.script) =
+      python_side(o, o.reference_script, "reference_step.py", "the PyTorch reference");
+  s.reference = !o.no_reference;
+  s.prec = train::precision_name(s.precision);
+  fmt::print(
+      "bench | {} | input {}x{}x{} | {} | {} | {} | demp step {} | threads {} | {} rounds x {} "
+      "steps (after {} warm-up)\n",
+      o.model, o.in_channels, o.input_size, o.input_size, o.optimizer, s.device.str(), s.prec,
+      s.graph ? "CUDA graph" : "eager", s.threads, o.rounds, o.steps, o.warmup);
+  if (s.reference) {
+    fmt::print("reference | PyTorch eager (Python), same network from demp's architecture, {}{}\n",
+               s.device.is_cuda() ? "channels-last, cudnn.benchmark, fused optimizer, " : "", s.prec);
+  }
+
+  nlohmann::json results = nlohmann::json::array();
+  for (const double width : widths) {
+    for (const int64_t batch : batches) results.push_back(bench_point(o, s, width, batch));
+  }
+  print_step_table(results, widths[0]);
   const nlohmann::json doc = results.size() == 1 ? results[0] : nlohmann::json{{"results", results}};
   if (!o.json_out.empty()) write_file_atomic(o.json_out, doc.dump(2) + "\n");
   return 0;
@@ -293,8 +411,7 @@ int run_inference_bench(const BenchOptions& o) {
   if (o.inference_batch < 1 || o.latency_steps < 1 || o.steps < 1 || o.rounds < 1) {
     throw Error("--inference-batch, --latency-steps, --steps and --rounds must be positive");
   }
-  const int threads = o.threads > 0 ? static_cast<int>(o.threads)
-                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = bench_threads(o);
   at::set_num_threads(threads);
   const auto src = export_::load_source(o.checkpoint);
   if (src.kind == export_::SourceKind::Onnx) {
@@ -307,14 +424,13 @@ int run_inference_bench(const BenchOptions& o) {
   const nlohmann::json config = src.meta.value("config", nlohmann::json::object());
   const nn::Model dense(export_::dense_arch(src.arch, config), 0);
   const nn::Arch& a = pruned.arch();
-  auto gen = data::make_generator(0, data::kMisc, 1);
+  auto gen = make_generator(0, kMisc, 1);
   const auto x1 = torch::randn({1, a.in_channels, a.in_height, a.in_width}, gen, torch::kFloat);
   const auto xb =
       torch::randn({o.inference_batch, a.in_channels, a.in_height, a.in_width}, gen, torch::kFloat);
 
   const auto [python, script] =
       python_side(o, o.ort_script, "inference_ort.py", "the ONNX Runtime side (with onnxruntime)");
-  const bool ort = !o.no_reference;
   fmt::print(
       "bench --inference | {} | {} of {} units, {} vs {} FLOPs/image | input {}x{}x{} | "
       "threads {} | {} rounds | latency: {} forwards at batch 1, throughput: {} at "
@@ -354,82 +470,8 @@ int run_inference_bench(const BenchOptions& o) {
   for (int k = 0; k < 2; ++k) {
     res["demp"][names[k]] = {{"latency_ms", 1e3 * median(lat[k])}, {"images_per_second", median(thr[k])}};
   }
-
-  if (ort) {
-    const std::string base = temp_directory() + fmt::format("/demp-bench-{}", ::getpid());
-    const export_::ExportInfo info{src.norm, nlohmann::json::object()};
-    // The pruned network also padded to multiples of 16 channels (export --pad-channels 16):
-    // ONNX Runtime's blocked convolutions need such widths.
-    export_::write_onnx(base + "-dense.onnx", dense, info);
-    export_::write_onnx(base + "-pruned.onnx", pruned, info);
-    export_::write_onnx(base + "-pruned16.onnx", pruned, info, export_::kMaxOpset, 16);
-    const std::vector<std::string> cmd{python,
-                                       script,
-                                       "--model",
-                                       "dense=" + base + "-dense.onnx",
-                                       "--model",
-                                       "pruned=" + base + "-pruned.onnx",
-                                       "--model",
-                                       "pruned16=" + base + "-pruned16.onnx",
-                                       "--batch-sizes",
-                                       "1," + std::to_string(o.inference_batch),
-                                       "--latency-steps",
-                                       std::to_string(o.latency_steps),
-                                       "--steps",
-                                       std::to_string(o.steps),
-                                       "--warmup",
-                                       std::to_string(o.warmup),
-                                       "--rounds",
-                                       std::to_string(o.rounds),
-                                       "--threads",
-                                       std::to_string(threads)};
-    auto cleanup = [&] {
-      for (const char* n : {"dense", "pruned", "pruned16"}) remove_file(base + "-" + n + ".onnx");
-    };
-    nlohmann::json ort_res;
-    try {
-      ort_res = run_helper(cmd);
-    } catch (...) {
-      cleanup();
-      throw;
-    }
-    cleanup();
-    const std::string bk = std::to_string(o.inference_batch);
-    for (const char* n : {"dense", "pruned", "pruned16"}) {
-      const auto& m = ort_res.at("results").at(n);
-      res["onnxruntime"][n] = {
-          {"latency_ms", 1e3 * m.at("1").get<double>()},
-          {"images_per_second", static_cast<double>(o.inference_batch) / m.at(bk).get<double>()}};
-    }
-    res["onnxruntime_version"] = ort_res.value("onnxruntime", "");
-  }
-
-  fmt::print("{:<12} {:<8} {:>18} {:>24}\n", "engine", "network", "latency b=1 (ms)",
-             fmt::format("throughput b={} (img/s)", o.inference_batch));
-  for (const char* engine : {"demp", "onnxruntime"}) {
-    if (!res.contains(engine)) continue;
-    for (const char* n : {"dense", "pruned", "pruned16"}) {
-      if (!res[engine].contains(n)) continue;
-      fmt::print("{:<12} {:<8} {:>18.3f} {:>24.0f}\n", engine, n, res[engine][n]["latency_ms"].get<double>(),
-                 res[engine][n]["images_per_second"].get<double>());
-    }
-    const double sl =
-        res[engine]["dense"]["latency_ms"].get<double>() / res[engine]["pruned"]["latency_ms"].get<double>();
-    const double st = res[engine]["pruned"]["images_per_second"].get<double>() /
-                      res[engine]["dense"]["images_per_second"].get<double>();
-    res[engine]["speedup_latency"] = sl;
-    res[engine]["speedup_throughput"] = st;
-    fmt::print("{:<12} pruned vs dense: latency {:.2f}x faster, throughput {:.2f}x\n", engine, sl, st);
-    if (res[engine].contains("pruned16")) {
-      const double pl = res[engine]["dense"]["latency_ms"].get<double>() /
-                        res[engine]["pruned16"]["latency_ms"].get<double>();
-      const double pt = res[engine]["pruned16"]["images_per_second"].get<double>() /
-                        res[engine]["dense"]["images_per_second"].get<double>();
-      res[engine]["speedup_latency_pruned16"] = pl;
-      res[engine]["speedup_throughput_pruned16"] = pt;
-      fmt::print("{:<12} pruned16 vs dense: latency {:.2f}x faster, throughput {:.2f}x\n", engine, pl, pt);
-    }
-  }
+  if (!o.no_reference) ort_inference(o, python, script, threads, src, dense, pruned, res);
+  print_inference_table(o, res);
   if (!o.json_out.empty()) write_file_atomic(o.json_out, res.dump(2) + "\n");
   return 0;
 }

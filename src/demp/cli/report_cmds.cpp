@@ -20,10 +20,7 @@ void add_train_options(CLI::App* cmd, std::vector<std::string>& args) {
   cmd->footer(kTrainOptionsFooter);
 }
 
-}  // namespace
-
-void add_report_commands(CLI::App& app, ReportCommands& st) {
-  // sweep
+void add_sweep(CLI::App& app, ReportCommands& st) {
   auto* sw = app.add_subcommand("sweep", "train every point of a grid of train options (resumable)");
   st.sweep_cmd = sw;
   auto& so = st.sweep;
@@ -40,8 +37,9 @@ void add_report_commands(CLI::App& app, ReportCommands& st) {
   sw->add_flag("--verbose", so.verbose, "echo every run's output (always in DIR/<run>/output.log)");
   sw->add_flag("--dry-run", so.dry_run, "print the runs and their commands; run nothing");
   add_train_options(sw, so.base_args);
+}
 
-  // study
+void add_study(CLI::App& app, ReportCommands& st) {
   auto* sd = app.add_subcommand(
       "study", "the paper's dying-neuron study: dead units over training, lr/batch/optimizer/λ/σ");
   st.study_cmd = sd;
@@ -66,8 +64,9 @@ void add_report_commands(CLI::App& app, ReportCommands& st) {
   sd->add_flag("--verbose", to.sweep.verbose, "echo every run's output");
   sd->add_flag("--dry-run", to.sweep.dry_run, "print the runs and their commands; run nothing");
   add_train_options(sd, to.sweep.base_args);
+}
 
-  // frontier
+void add_frontier(CLI::App& app, ReportCommands& st) {
   auto* fr = app.add_subcommand(
       "frontier",
       "dense, DemP and every baseline driven to the same sizes over several seeds: one table "
@@ -99,8 +98,9 @@ void add_report_commands(CLI::App& app, ReportCommands& st) {
       "Everything after '--' goes to every 'demp train' run unchanged, e.g. -- --config "
       "recipes/fashion-mnist-vgg16-dense.json. The frontier sets --method, --target-*, --seed, "
       "--out and --progress on every run itself.");
+}
 
-  // report
+void add_report(CLI::App& app, ReportCommands& st) {
   auto* rp =
       app.add_subcommand("report", "plots and one self-contained HTML page over run and sweep directories");
   st.report_cmd = rp;
@@ -112,6 +112,15 @@ void add_report_commands(CLI::App& app, ReportCommands& st) {
                  "time is 1.00x and Δ acc is against their mean accuracy (default: the dense runs)");
   rp->add_option("--title", ro.title, "page title")->capture_default_str();
   rp->add_option("--gnuplot", ro.gnuplot, "the gnuplot program")->capture_default_str();
+}
+
+}  // namespace
+
+void add_report_commands(CLI::App& app, ReportCommands& st) {
+  add_sweep(app, st);
+  add_study(app, st);
+  add_frontier(app, st);
+  add_report(app, st);
 }
 
 int run_report_commands(const ReportCommands& st) {

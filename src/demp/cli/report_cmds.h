@@ -1,5 +1,5 @@
 #pragma once
-// The subcommands that drive many runs and read them back: sweep, study, frontier, report. commands.cpp
+// The subcommands that drive many runs and read them back: sweep, study, frontier, report. main.cpp
 // adds them beside train/eval/... and runs them after parsing:
 //   ReportCommands rc;  add_report_commands(app, rc);  ...parse...
 //   if (const int code = run_report_commands(rc); code >= 0) return code;

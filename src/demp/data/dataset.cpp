@@ -1,6 +1,5 @@
 #include "demp/data/dataset.h"
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -107,13 +106,6 @@ Dataset first_n(const Dataset& d, int64_t n) {
   if (n <= 0 || n >= d.size()) return d;
   // clone() so that the full split's memory is released instead of kept alive by a view.
   return Dataset{d.images.narrow(0, 0, n).clone(), d.labels.narrow(0, 0, n).clone()};
-}
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
 }
 
 }  // namespace
@@ -435,20 +427,6 @@ torch::Tensor augment_batch(const torch::Tensor& images, const Augment& aug, tor
     out = torch::where(mask, out.flip(3), out);
   }
   return out;
-}
-
-uint64_t stream_seed(uint64_t seed, uint64_t stream, uint64_t index) {
-  // Chained splitmix64 so that nearby (seed, stream, index) triples land far apart. The CPU
-  // generator's mt19937 only uses the low 32 bits of its seed, so fold the high half in.
-  uint64_t h = splitmix64(seed);
-  h = splitmix64(h ^ splitmix64(stream + 0x632be59bd9b4e019ULL));
-  h = splitmix64(h ^ splitmix64(index + 0x85157af5ULL));
-  h ^= h >> 32;
-  return h;
-}
-
-torch::Generator make_generator(uint64_t seed, uint64_t stream, uint64_t index) {
-  return at::make_generator<at::CPUGeneratorImpl>(stream_seed(seed, stream, index));
 }
 
 torch::Tensor epoch_order(int64_t n, uint64_t seed, int64_t epoch) {

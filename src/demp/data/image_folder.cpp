@@ -21,6 +21,7 @@
 
 #include "demp/common/error.h"
 #include "demp/common/files.h"
+#include "demp/common/seeds.h"
 #include "demp/data/image_decode.h"
 #include "demp/data/image_transform.h"
 

@@ -14,7 +14,7 @@
 #include "demp/common/files.h"
 #include "demp/data/dataset.h"
 #include "demp/export/export.h"
-#include "demp/train/trainer.h"
+#include "demp/train/checkpoint.h"
 
 namespace demp::export_ {
 
@@ -324,11 +324,7 @@ nn::Arch dense_arch(const nn::Arch& pruned, const json& config) {
   if (config.is_object() && !config.empty()) train::apply_json(cfg, config, "the recorded config");
   cfg.model = pruned.model;
   cfg.width = pruned.width_mult;
-  data::DataBundle shape;
-  shape.channels = pruned.in_channels;
-  shape.height = pruned.in_height;
-  shape.width = pruned.in_width;
-  shape.classes = pruned.classes;
+  const nn::ArchShape shape{pruned.in_channels, pruned.in_height, pruned.in_width, pruned.classes};
   nn::ModelOptions o = train::model_options(cfg, shape);
   if (pruned.model == "mlp" && !(config.is_object() && config.contains("mlp-widths"))) {
     // Without a config the hidden widths are the groups' initial widths (multiplier applied).

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "demp/common/error.h"
 
@@ -344,6 +345,23 @@ Arch build_resnet50(const ModelOptions& o) {
 }  // namespace
 
 std::vector<std::string> model_names() { return {"mlp", "vgg16", "resnet18", "resnet50"}; }
+
+std::vector<int64_t> parse_mlp_widths(const std::string& list) {
+  std::vector<int64_t> widths;
+  std::stringstream ss(list);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      const int64_t w = std::stoll(item);
+      if (w <= 0) throw std::invalid_argument("");
+      widths.push_back(w);
+    } catch (const std::exception&) {
+      throw Error("bad --mlp-widths '" + list + "'", "give positive integers, e.g. 512,256");
+    }
+  }
+  if (widths.empty()) throw Error("--mlp-widths is empty", "e.g. --mlp-widths 512,256");
+  return widths;
+}
 
 Arch build_arch(const ModelOptions& o) {
   if (!(o.width > 0) || o.width > 64) {

@@ -83,6 +83,10 @@ struct ModelOptions {
   std::vector<int64_t> mlp_widths{512, 256};  ///< MLP hidden widths (before the multiplier)
 };
 
+/// "512,256" -> {512, 256}: the MLP hidden widths as the --mlp-widths flag writes them. Throws
+/// demp::Error unless there is at least one item and every item is a positive integer.
+std::vector<int64_t> parse_mlp_widths(const std::string& list);
+
 /// Builds a zoo model: "mlp", "vgg16", "resnet18", "resnet50". Throws demp::Error if unknown.
 Arch build_arch(const ModelOptions& opt);
 std::vector<std::string> model_names();

@@ -7,7 +7,7 @@
 #include <cmath>
 
 #include "demp/common/error.h"
-#include "demp/data/dataset.h"
+#include "demp/common/seeds.h"
 
 namespace demp::nn {
 
@@ -27,7 +27,7 @@ std::vector<int64_t> weight_shape(const Arch& a, const Layer& l) {
 }  // namespace
 
 Model::Model(Arch arch, uint64_t seed) : arch_(std::move(arch)) {
-  auto gen = data::make_generator(seed, data::kInit, 0);
+  auto gen = make_generator(seed, kInit, 0);
   torch::NoGradGuard no_grad;
   for (const auto& l : arch_.layers) {
     LayerTensors t;

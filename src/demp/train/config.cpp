@@ -14,6 +14,7 @@
 
 #include "demp/common/error.h"
 #include "demp/data/dataset.h"
+#include "demp/nn/arch.h"
 #include "demp/train/schedule.h"
 
 namespace demp::train {
@@ -452,6 +453,19 @@ void image_options(const TrainConfig& c, int64_t training_threads, data::ImageOp
   o.prefetch = c.prefetch;
   o.train_crop = c.augment == "auto" || c.augment == "crop" || c.augment == "crop-flip";
   o.train_flip = c.augment == "auto" || c.augment == "flip" || c.augment == "crop-flip";
+}
+
+nn::ModelOptions model_options(const TrainConfig& c, const nn::ArchShape& shape) {
+  nn::ModelOptions o;
+  o.model = c.model;
+  o.stem = c.stem;
+  o.width = c.width;
+  o.in_channels = shape.channels;
+  o.in_height = shape.height;
+  o.in_width = shape.width;
+  o.classes = shape.classes;
+  o.mlp_widths = nn::parse_mlp_widths(c.mlp_widths);
+  return o;
 }
 
 }  // namespace demp::train

@@ -14,6 +14,10 @@
 namespace demp::data {
 struct ImageOptions;
 }
+namespace demp::nn {
+struct ArchShape;
+struct ModelOptions;
+}  // namespace demp::nn
 
 namespace demp::train {
 
@@ -168,8 +172,9 @@ std::vector<std::string> config_warnings(const TrainConfig& c, int64_t total_ste
 /// --augment: auto/crop-flip, crop, flip, none). Throws demp::Error on a malformed value.
 void image_options(const TrainConfig& c, int64_t training_threads, data::ImageOptions* out);
 
-/// The field (or declared option) named `name` of `fields`, or nullptr.
-const Field* find_field(const std::vector<Field>& fields, const std::string& name);
+/// The zoo network `c` describes (--model, --width, --mlp-widths, --stem) for inputs and classes
+/// of `shape` (nn/arch.h). Throws demp::Error on a malformed --mlp-widths.
+nn::ModelOptions model_options(const TrainConfig& c, const nn::ArchShape& shape);
 
 /// The options --resume may change (how the run is run, not what it computes).
 const std::vector<std::string>& resume_changeable();

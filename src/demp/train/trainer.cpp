@@ -11,7 +11,6 @@
 #include <cstdlib>
 #include <ctime>
 #include <optional>
-#include <sstream>
 #include <thread>
 
 #include "demp/common/error.h"
@@ -47,31 +46,6 @@ torch::Device resolve_device(const std::string& spec) {
     }
   }
   throw Error("unknown --device '" + spec + "'", "use cpu, cuda, cuda:N or auto");
-}
-
-nn::ModelOptions model_options(const TrainConfig& cfg, const data::DataBundle& data) {
-  nn::ModelOptions o;
-  o.model = cfg.model;
-  o.stem = cfg.stem;
-  o.width = cfg.width;
-  o.in_channels = data.channels;
-  o.in_height = data.height;
-  o.in_width = data.width;
-  o.classes = data.classes;
-  o.mlp_widths.clear();
-  std::stringstream ss(cfg.mlp_widths);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    try {
-      const int64_t w = std::stoll(item);
-      if (w <= 0) throw std::invalid_argument("");
-      o.mlp_widths.push_back(w);
-    } catch (const std::exception&) {
-      throw Error("bad --mlp-widths '" + cfg.mlp_widths + "'", "give positive integers, e.g. 512,256");
-    }
-  }
-  if (o.mlp_widths.empty()) throw Error("--mlp-widths is empty", "e.g. --mlp-widths 512,256");
-  return o;
 }
 
 // ---- the run, in phases ---------------------------------------------------------------------
@@ -110,7 +84,7 @@ std::string default_out(const TrainConfig& cfg) {
 // architecture that it wrote into its directory (arch.json), so it does not need the original.
 nn::Arch initial_arch(const TrainConfig& cfg, const data::DataBundle& data, std::optional<Checkpoint>& init) {
   const nn::ArchShape shape{data.channels, data.height, data.width, data.classes};
-  if (cfg.arch.empty() && cfg.init.empty()) return nn::build_arch(model_options(cfg, data));
+  if (cfg.arch.empty() && cfg.init.empty()) return nn::build_arch(model_options(cfg, shape));
   if (cfg.resume) {
     const std::string copy = cfg.out + "/arch.json";
     if (!file_exists(copy)) {

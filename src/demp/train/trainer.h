@@ -24,8 +24,6 @@ namespace demp::train {
 /// Resolves "cpu", "cuda", "cuda:N", "auto"; throws demp::Error if CUDA is asked for but absent.
 torch::Device resolve_device(const std::string& spec);
 
-nn::ModelOptions model_options(const TrainConfig& cfg, const data::DataBundle& data);
-
 /// What a program that runs training (the library API, demp/demp.h) hears from the loop, in the
 /// process that calls run_training (each rank of a data-parallel run calls its own).
 struct TrainHooks {
