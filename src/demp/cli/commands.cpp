@@ -27,6 +27,7 @@
 #include "demp/nn/state_dict.h"
 #include "demp/report/compare.h"
 #include "demp/train/config.h"
+#include "demp/train/run_dir.h"
 #include "demp/train/trainer.h"
 
 namespace demp::cli {
@@ -299,10 +300,8 @@ int cmd_export(const std::string& path, std::string format, const std::string& o
     const std::string target = canonical_path(out);
     const auto slash = out.find_last_of('/');
     const std::string parent = slash == std::string::npos ? "." : (slash == 0 ? "/" : out.substr(0, slash));
-    bool run_dir = false;
-    for (const char* f : {"config.json", "model.ckpt", "summary.json", "metrics.jsonl", "log.txt"}) {
-      run_dir = run_dir || file_exists(parent + "/" + f);
-    }
+    const bool run_dir = train::is_run_dir(parent) || train::has_checkpoint(parent) ||
+                         file_exists(train::RunFiles::in(parent, train::RunFiles::log));
     if (!target.empty() && (target == canonical_path(src.path) || run_dir)) {
       throw Error("refusing to write over " + out +
                       (run_dir ? ", a file of the run directory " + parent : ", the network being exported"),
