@@ -22,6 +22,8 @@
 #include "demp/report/plots.h"
 #include "demp/report/study.h"
 #include "demp/report/sweep.h"
+#include "demp/train/run_dir.h"
+#include "demp/train/summary.h"
 
 using namespace demp::report;
 using demp::find_executable;
@@ -374,7 +376,7 @@ namespace {
 
 ReportRun derived(const json& summary, const json& config) {
   ReportRun r;
-  r.summary = summary;
+  if (!summary.is_null()) r.summary = demp::train::Summary::from_json(summary);
   r.config = config;
   derive_grouping(r);
   return r;
@@ -751,4 +753,96 @@ TEST(ReportProcess, ExitCodesAndLastLine) {
   r = run_process({"/nonexistent/program"});
   EXPECT_EQ(r.exit_code, -1);
   EXPECT_EQ(shell_join({"demp", "a b", "it's"}), "demp 'a b' 'it'\\''s'");
+}
+
+// ---- summary.json: the typed Summary and the run-directory reader ----------------------------
+
+namespace {
+
+// A finished summary as training writes it (every key, with a validation split).
+json finished_summary_json() {
+  return json::parse(R"({
+  "batch_size": 128, "best_test_accuracy": 0.75, "best_val_accuracy": 0.5, "dataset": "fashion-mnist",
+  "device": "cpu", "epochs": 5.0, "flops_final": 31590, "flops_initial": 218368, "graph": false,
+  "graph_captures": 0, "live_units_per_group": {"fc1": 19, "fc2": 31}, "method": "demp",
+  "method_state": {"collapsed_groups": ["fc1"], "scan": {"dead_units": 2, "step": 100}},
+  "model": "mlp", "optimizer": "adamw", "params_final": 15905, "params_initial": 109578,
+  "precision": "fp32",
+  "prune_events": [{"flops_after": 31590, "groups": {"fc1": [128, 19]}, "params_after": 15905,
+                    "reason": "dead", "step": 20, "units_after": 50, "units_before": 192}],
+  "run_dir": "/tmp/x", "seed": 0, "status": "finished", "steps": 100, "test_accuracy": 0.7,
+  "test_accuracy_at_best_val": 0.69, "train_seconds": 0.25, "units_final": 50, "units_initial": 192,
+  "warning": "some unit groups died entirely (the network collapsed there); see log.txt",
+  "width": 0.25, "world_size": 1})");
+}
+
+// A diverged run's summary: the checkpoint's metadata (the method's state under "method").
+json diverged_summary_json() {
+  return json::parse(R"({
+  "best_test_accuracy": null, "best_val_accuracy": null, "checkpoint": false,
+  "config": {"method": "dense", "model": "mlp", "seed": 0}, "data_order": "epoch permutation",
+  "diverged_at_step": 1, "evaluated": false, "finished": false, "method": {}, "prune_events": [],
+  "run_dir": "/tmp/c", "seed": 0, "status": "diverged", "step": 1, "test_accuracy": null,
+  "test_accuracy_at_best_val": null, "train_seconds": 0.3})");
+}
+
+}  // namespace
+
+TEST(Summary, RoundTripsBothShapesKeyForKey) {
+  for (const json& j : {finished_summary_json(), diverged_summary_json()}) {
+    const auto s = demp::train::Summary::from_json(j);
+    EXPECT_EQ(s.to_json().dump(2), j.dump(2));
+    EXPECT_EQ(demp::train::Summary::from_json(s.to_json()).to_json(), s.to_json());
+  }
+  const auto f = demp::train::Summary::from_json(finished_summary_json());
+  EXPECT_TRUE(f.is_finished());
+  EXPECT_EQ(f.method, "demp");
+  EXPECT_DOUBLE_EQ(*f.test_accuracy, 0.7);
+  EXPECT_DOUBLE_EQ(*f.fraction_left("units"), 50.0 / 192);
+  EXPECT_EQ(f.live_units_per_group.at("fc2"), 31);
+  EXPECT_TRUE(f.warning.has_value());
+  EXPECT_FALSE(f.dist_backend.has_value());  // absent stays absent
+  const auto d = demp::train::Summary::from_json(diverged_summary_json());
+  EXPECT_EQ(d.method, "dense");               // from its config: "method" holds the state
+  EXPECT_FALSE(d.test_accuracy.has_value());  // null: not measured, not 0.0
+  EXPECT_EQ(*d.diverged_at_step, 1);
+}
+
+TEST(Summary, AnOlderFileReadsWithEmptyFields) {
+  const auto s = demp::train::Summary::from_json(json{{"status", "finished"}, {"test_accuracy", 0.5}});
+  EXPECT_EQ(*s.test_accuracy, 0.5);
+  EXPECT_FALSE(s.best_test_accuracy.has_value());
+  EXPECT_FALSE(s.units_final.has_value());
+  EXPECT_FALSE(s.fraction_left("params").has_value());
+  EXPECT_FALSE(s.train_seconds.has_value());
+  EXPECT_TRUE(s.to_json()["best_test_accuracy"].is_null());  // written back as null, not 0.0
+  EXPECT_EQ(demp::train::Summary::from_json(s.to_json()).to_json(), s.to_json());
+  EXPECT_THROW(demp::train::Summary::from_json(json{{"test_accuracy", "high"}}), demp::Error);
+  EXPECT_THROW(demp::train::Summary::from_json(json::array()), demp::Error);
+}
+
+TEST(Summary, ReadFromARunDirectory) {
+  ReportTemp t;
+  namespace tr = demp::train;
+  EXPECT_FALSE(tr::read_summary(t.path).has_value());
+  EXPECT_FALSE(tr::is_run_dir(t.path));
+  try {
+    tr::load_summary(t.path);
+    FAIL() << "expected an error for a missing summary";
+  } catch (const demp::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no summary.json"), std::string::npos) << e.what();
+    EXPECT_FALSE(e.hint().empty());
+  }
+  write(tr::RunFiles::in(t.path, tr::RunFiles::summary), "{not json");
+  EXPECT_FALSE(tr::read_summary(t.path).has_value());  // damaged: as if none
+  EXPECT_THROW(tr::load_summary(t.path), demp::Error);
+  write(tr::RunFiles::in(t.path, tr::RunFiles::summary), finished_summary_json().dump());
+  write(tr::RunFiles::in(t.path, tr::RunFiles::config), json{{"method", "demp"}}.dump());
+  write(tr::RunFiles::in(t.path, tr::RunFiles::metrics), "{\"step\": 1}\n{\"step\": 2, \"lo\n");
+  const auto run = tr::read_run(t.path);
+  ASSERT_TRUE(run.summary.has_value());
+  EXPECT_EQ(run.summary->steps, 100);
+  EXPECT_EQ(run.config["method"], "demp");
+  EXPECT_TRUE(tr::is_run_dir(t.path));
+  EXPECT_EQ(tr::read_metrics(t.path).size(), 1u);  // the torn line is skipped
 }

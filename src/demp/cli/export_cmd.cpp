@@ -10,6 +10,7 @@
 #include "demp/common/files.h"
 #include "demp/export/export.h"
 #include "demp/nn/model.h"
+#include "demp/train/run_dir.h"
 
 namespace demp::cli {
 namespace {
@@ -30,10 +31,8 @@ void refuse_overwrite(const std::string& out, const export_::ModelSource& src, c
   const std::string target = canonical_path(out);
   const auto slash = out.find_last_of('/');
   const std::string parent = slash == std::string::npos ? "." : (slash == 0 ? "/" : out.substr(0, slash));
-  bool run_dir = false;
-  for (const char* f : {"config.json", "model.ckpt", "summary.json", "metrics.jsonl", "log.txt"}) {
-    run_dir = run_dir || file_exists(parent + "/" + f);
-  }
+  const bool run_dir = train::is_run_dir(parent) || train::has_checkpoint(parent) ||
+                       file_exists(train::RunFiles::in(parent, train::RunFiles::log));
   if (!target.empty() && (target == canonical_path(src.path) || run_dir)) {
     throw Error("refusing to write over " + out +
                     (run_dir ? ", a file of the run directory " + parent : ", the network being exported"),

@@ -15,6 +15,7 @@
 #include "demp/data/dataset.h"
 #include "demp/export/export.h"
 #include "demp/train/checkpoint.h"
+#include "demp/train/run_dir.h"
 
 namespace demp::export_ {
 
@@ -232,17 +233,13 @@ ModelSource load_source(const std::string& path_in) {
   if (path_in.empty()) throw Error("no model given", kExportHint);
   std::string path = path_in;
   if (is_directory(path)) {
-    path = path_in + "/model.ckpt";
+    path = train::RunFiles::in(path_in, train::RunFiles::checkpoint);
     if (!file_exists(path)) {
-      if (file_exists(path_in + "/config.json") || file_exists(path_in + "/summary.json")) {
+      if (train::has_config(path_in) || train::has_summary(path_in)) {
         // A run that ended (diverged, was killed) before its first checkpoint.
         std::string status;
-        const json sj =
-            json::parse(file_exists(path_in + "/summary.json") ? read_file(path_in + "/summary.json") : "{}",
-                        nullptr, false);
-        if (sj.is_object() && sj.contains("status") && sj["status"].is_string()) {
-          status = " (status " + sj["status"].get<std::string>() + ")";
-        }
+        const auto summary = train::read_summary(path_in);
+        if (summary && !summary->status.empty()) status = " (status " + summary->status + ")";
         throw Error(
             path_in + " holds a demp run that never wrote a checkpoint" + status,
             "there is no network to load: start the run again with demp train --overwrite --out " + path_in);

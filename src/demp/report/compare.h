@@ -1,16 +1,16 @@
 #pragma once
 // One table over several runs' summary.json: accuracy, what is left of the network, and the
 // training speed-up against a dense run of the same length. LibTorch-free.
-#include <nlohmann/json.hpp>
-
 #include <string>
 #include <vector>
+
+#include "demp/train/summary.h"
 
 namespace demp::report {
 
 struct CompareRow {
   std::string run;
-  nlohmann::json summary;
+  train::Summary summary;
 };
 
 /// Reads DIR/summary.json for each directory; throws demp::Error naming a missing/corrupt one.

@@ -100,8 +100,8 @@ bool has_flag(const std::vector<std::string>& args, const std::string& name) {
 std::string level_text(double level) { return fmt::format("{:g}", level); }
 
 std::string status_of(const std::string& dir) {
-  const json s = read_json_or_null(dir + "/summary.json");
-  return s.is_object() ? s.value("status", std::string("pending")) : std::string("pending");
+  const auto s = train::read_summary(dir);
+  return s && !s->status.empty() ? s->status : std::string("pending");
 }
 
 int default_threads(int jobs) {
@@ -240,17 +240,17 @@ std::vector<ordered_json> frontier_rows(const std::vector<FrontierRun>& runs, co
   for (const auto& r : runs) {
     auto& a = find(r);
     ++a.runs;
-    const json s = read_json_or_null(r.dir + "/summary.json");
-    if (!s.is_object() || s.value("status", std::string()) != "finished") continue;
-    a.acc.add(s.value("test_accuracy", 0.0));
+    const auto s = train::read_summary(r.dir);
+    if (!s || !s->is_finished()) continue;
+    a.acc.add(s->test_accuracy.value_or(0.0));
     for (auto [stat, q] :
          {std::pair<Stat*, const char*>{&a.params, "params"}, {&a.flops, "flops"}, {&a.units, "units"}}) {
-      const json f = fraction(s, (std::string(q) + "_final").c_str(), (std::string(q) + "_initial").c_str());
-      if (f.is_number()) stat->add(f.get<double>());
+      if (const auto f = s->fraction_left(q)) stat->add(*f);
     }
-    a.secs.add(s.value("train_seconds", 0.0));
-    const json c = s.value("method_state", json::object()).value("controller", json::object());
-    const int64_t steps = s.value("steps", int64_t{0});
+    a.secs.add(s->train_seconds.value_or(0.0));
+    const json c =
+        s->method_state.is_object() ? s->method_state.value("controller", json::object()) : json::object();
+    const int64_t steps = s->steps.value_or(0);
     if (c.contains("reached_step") && c["reached_step"].is_number() && steps > 0) {
       a.reached.add(c["reached_step"].get<double>() / static_cast<double>(steps));
     }
@@ -513,7 +513,7 @@ int run_frontier(const FrontierOptions& o) {
       const std::string verb = continuation(r.dir, &flag);
       if (!flag.empty()) argv.push_back(flag);
       make_directories(r.dir);
-      const std::string log = r.dir + "/output.log";
+      const std::string log = train::RunFiles::in(r.dir, train::RunFiles::output_log);
       {
         std::lock_guard<std::mutex> lk(mu);
         append_line(log, "=== " + train::utc_now() + " | " + display_command(argv));
@@ -534,17 +534,14 @@ int run_frontier(const FrontierOptions& o) {
       if (res.exit_code == 0 && st == "finished") {
         r.status = "finished";
         ++done;
-        const json s = read_json_or_null(r.dir + "/summary.json");
+        const auto s = train::read_summary(r.dir);
+        const auto params = s ? s->fraction_left("params") : std::nullopt;
         const double elapsed =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-        std::fprintf(
-            stderr, "%s: finished in %.1f s | test acc %.2f%% | params %s%% | %zu/%zu done, %.0f s so far\n",
-            tag.c_str(), secs, 100 * s.value("test_accuracy", 0.0),
-            fraction(s, "params_final", "params_initial").is_number()
-                ? fmt::format("{:.1f}", 100 * fraction(s, "params_final", "params_initial").get<double>())
-                      .c_str()
-                : "-",
-            done, n, elapsed);
+        std::fprintf(stderr,
+                     "%s: finished in %.1f s | test acc %.2f%% | params %s%% | %zu/%zu done, %.0f s so far\n",
+                     tag.c_str(), secs, 100 * (s ? s->test_accuracy.value_or(0.0) : 0.0),
+                     params ? fmt::format("{:.1f}", 100 * *params).c_str() : "-", done, n, elapsed);
       } else {
         r.status = st == "diverged" ? "diverged" : "failed";
         ++failed;

@@ -22,9 +22,7 @@ namespace demp::report {
 
 using nlohmann::json;
 
-bool ReportRun::finished() const {
-  return summary.is_object() && summary.value("status", std::string()) == "finished";
-}
+bool ReportRun::finished() const { return summary && summary->is_finished(); }
 
 namespace {
 
@@ -37,11 +35,6 @@ std::string basename_of(const std::string& path) {
   const std::string p = strip_slashes(path);
   const size_t slash = p.rfind('/');
   return slash == std::string::npos ? p : p.substr(slash + 1);
-}
-
-bool is_run_dir(const std::string& d) {
-  return is_regular_file(d + "/summary.json") || is_regular_file(d + "/config.json") ||
-         is_regular_file(d + "/metrics.jsonl");
 }
 
 std::vector<std::string> subdirectories(const std::string& d) {
@@ -62,8 +55,9 @@ ReportRun load_run(const std::string& label, const std::string& dir) {
   ReportRun r;
   r.label = label;
   r.dir = dir;
-  r.summary = read_json_or_null(dir + "/summary.json");
-  r.config = read_json_or_null(dir + "/config.json");
+  train::RunRecord rec = train::read_run(dir);
+  r.summary = std::move(rec.summary);
+  r.config = std::move(rec.config);
   derive_grouping(r);
   return r;
 }
@@ -72,12 +66,9 @@ double number_or_nan(const json& o, const char* key) {
   return o.is_object() && o.contains(key) && o[key].is_number() ? o[key].get<double>() : std::nan("");
 }
 
-std::string pct(const json& x) { return x.is_number() ? fmt::format("{:.1f}", 100 * x.get<double>()) : "-"; }
+double or_nan(const std::optional<double>& x) { return x ? *x : std::nan(""); }
 
-double fraction_or_nan(const json& s, const char* a, const char* b) {
-  const json f = fraction(s, a, b);
-  return f.is_number() ? f.get<double>() : std::nan("");
-}
+std::string pct(const std::optional<double>& x) { return x ? fmt::format("{:.1f}", 100 * *x) : "-"; }
 
 // "91.23 ± 0.35" over seeds, "91.23" for one; `scale` 100 for fractions shown as percent.
 std::string mean_pm(const Stat& s, double scale, int digits) {
@@ -86,10 +77,11 @@ std::string mean_pm(const Stat& s, double scale, int digits) {
   return fmt::format("{:.{}f} ± {:.{}f}", scale * s.mean, digits, scale * s.std, digits);
 }
 
-double mean_of(const std::vector<const ReportRun*>& runs, const char* key) {
+// The mean of one summary field (a member such as &train::Summary::test_accuracy) over `runs`.
+double mean_of(const std::vector<const ReportRun*>& runs, std::optional<double> train::Summary::*field) {
   std::vector<double> v;
   for (const auto* r : runs) {
-    const double x = number_or_nan(r->summary, key);
+    const double x = r->summary ? or_nan((*r->summary).*field) : std::nan("");
     if (std::isfinite(x)) v.push_back(x);
   }
   return stat_of(v).mean;
@@ -103,9 +95,9 @@ std::string level_text(double f) {
 }
 
 void derive_grouping(ReportRun& r) {
-  const json& s = r.summary;
+  const auto& s = r.summary;
   const json& c = r.config;
-  std::string method = s.is_object() ? s.value("method", std::string()) : std::string();
+  std::string method = s ? s->method : std::string();
   if (method.empty() && c.is_object()) method = c.value("method", std::string());
   if (method.empty()) method = "?";
   const bool demp_like = method == "demp" || method == "scan";
@@ -132,7 +124,7 @@ void derive_grouping(ReportRun& r) {
     }
   }
   double seed = number_or_nan(c, "seed");
-  if (!std::isfinite(seed)) seed = number_or_nan(s, "seed");
+  if (!std::isfinite(seed) && s && s->seed) seed = static_cast<double>(*s->seed);
   r.seed = std::isfinite(seed) ? static_cast<int64_t>(seed) : -1;
 }
 
@@ -176,15 +168,15 @@ std::vector<RunGroup> group_runs(const std::vector<ReportRun>& runs) {
     for (const auto* r : g.runs) {
       if (!r->finished()) continue;
       g.finished.push_back(r);
-      const auto& s = r->summary;
-      auto push = [](std::vector<double>& v, double x) {
-        if (std::isfinite(x)) v.push_back(x);
+      const train::Summary& s = *r->summary;
+      auto push = [](std::vector<double>& v, const std::optional<double>& x) {
+        if (x && std::isfinite(*x)) v.push_back(*x);
       };
-      push(acc, number_or_nan(s, "test_accuracy"));
-      push(par, fraction_or_nan(s, "params_final", "params_initial"));
-      push(fl, fraction_or_nan(s, "flops_final", "flops_initial"));
-      push(un, fraction_or_nan(s, "units_final", "units_initial"));
-      push(sec, number_or_nan(s, "train_seconds"));
+      push(acc, s.test_accuracy);
+      push(par, s.fraction_left("params"));
+      push(fl, s.fraction_left("flops"));
+      push(un, s.fraction_left("units"));
+      push(sec, s.train_seconds);
     }
     g.accuracy = stat_of(acc);
     g.params = stat_of(par);
@@ -218,7 +210,7 @@ std::vector<ReportRun> collect_runs(const std::vector<std::string>& dirs,
                   "give run directories, or sweep or frontier directories that hold them");
     }
     if (study_dirs && is_regular_file(d + "/study.json")) study_dirs->push_back(d);
-    if (is_run_dir(d)) {
+    if (train::is_run_dir(d)) {
       runs.push_back(load_run(d, d));
       continue;
     }
@@ -234,13 +226,13 @@ std::vector<ReportRun> collect_runs(const std::vector<std::string>& dirs,
       for (const auto& r : (*listing)["runs"]) {
         if (!r.is_object()) continue;
         const std::string n = r.value("name", std::string());
-        if (n.empty() || !is_run_dir(d + "/" + n)) continue;
+        if (n.empty() || !train::is_run_dir(d + "/" + n)) continue;
         if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
         if (listing == &frontier && !frontier_entry.count(n)) frontier_entry[n] = r;
       }
     }
     for (const auto& n : subdirectories(d)) {
-      if (std::find(names.begin(), names.end(), n) == names.end() && is_run_dir(d + "/" + n)) {
+      if (std::find(names.begin(), names.end(), n) == names.end() && train::is_run_dir(d + "/" + n)) {
         names.push_back(n);
       }
     }
@@ -315,11 +307,12 @@ std::vector<std::vector<std::string>> summary_cells(const std::vector<ReportRun>
   std::vector<std::vector<std::string>> rows = {{"series", "setting", "seeds", "test acc %", "Δ acc",
                                                  "params %", "FLOPs %", "units %", "train s", "speed-up"}};
   const auto ref = reference_runs(runs, baseline, baseline_label);
-  const double ref_acc = mean_of(ref, "test_accuracy"), ref_s = mean_of(ref, "train_seconds");
+  const double ref_acc = mean_of(ref, &train::Summary::test_accuracy),
+               ref_s = mean_of(ref, &train::Summary::train_seconds);
   for (const auto& g : group_runs(runs)) {
     if (g.finished.empty()) continue;
     size_t collapsed = 0;
-    for (const auto* r : g.finished) collapsed += r->summary.contains("warning");
+    for (const auto* r : g.finished) collapsed += r->summary->warning.has_value();
     rows.push_back(
         {g.series + (collapsed ? fmt::format(" ({} collapsed)", collapsed) : ""),
          g.setting.empty() ? "-" : g.setting, std::to_string(g.finished.size()), mean_pm(g.accuracy, 100, 2),
@@ -340,17 +333,17 @@ std::vector<std::vector<std::string>> compare_cells(const std::vector<ReportRun>
   std::vector<std::vector<std::string>> rows = {{"run", "series", "setting", "seed", "test acc", "Δ acc",
                                                  "units %", "params %", "FLOPs %", "train s", "speed-up"}};
   const auto ref = reference_runs(runs, baseline, baseline_label);
-  const double base_acc = mean_of(ref, "test_accuracy"), base_s = mean_of(ref, "train_seconds");
+  const double base_acc = mean_of(ref, &train::Summary::test_accuracy),
+               base_s = mean_of(ref, &train::Summary::train_seconds);
   for (const auto& r : runs) {
     if (!r.finished()) continue;
-    const auto& s = r.summary;
-    const double acc = s.value("test_accuracy", 0.0), secs = s.value("train_seconds", 0.0);
-    rows.push_back({r.label + (s.contains("warning") ? " (collapsed)" : ""), r.series,
+    const train::Summary& s = *r.summary;
+    const double acc = s.test_accuracy.value_or(0.0), secs = s.train_seconds.value_or(0.0);
+    rows.push_back({r.label + (s.warning ? " (collapsed)" : ""), r.series,
                     r.setting.empty() ? "-" : r.setting, r.seed >= 0 ? std::to_string(r.seed) : "-",
                     fmt::format("{:.2f}%", 100 * acc), fmt::format("{:+.2f}", 100 * (acc - base_acc)),
-                    pct(fraction(s, "units_final", "units_initial")),
-                    pct(fraction(s, "params_final", "params_initial")),
-                    pct(fraction(s, "flops_final", "flops_initial")), fmt::format("{:.1f}", secs),
+                    pct(s.fraction_left("units")), pct(s.fraction_left("params")),
+                    pct(s.fraction_left("flops")), fmt::format("{:.1f}", secs),
                     fmt::format("{:.2f}x", secs > 0 ? base_s / secs : 0.0)});
   }
   return rows;
@@ -483,7 +476,7 @@ PlotSpec accuracy_plot(const std::vector<RunGroup>& groups, const Palette& pal, 
   for (const auto& g : groups) {
     if (g.series == kDenseSeries) {
       for (const auto* r : g.finished) {
-        const double a = number_or_nan(r->summary, "test_accuracy");
+        const double a = or_nan(r->summary->test_accuracy);
         if (std::isfinite(a)) dense_acc.push_back(100 * a);
       }
       if ((g.*x_of).n) dense_x.push_back(x_scale * (g.*x_of).mean);
@@ -593,13 +586,13 @@ PlotSpec over_training(const std::vector<RunGroup>& groups, const Palette& pal,
     // ones are lines, so that the prune events' markers stand out.
     s.points = s.xy.size() <= 12;
     p.series.push_back(s);
-    if (events && r->summary.is_object() && r->summary.contains("prune_events")) {
+    if (events && r->summary && r->summary->prune_events.is_array()) {
       Series e;
       e.title = s.title + " prune events";
       e.color = s.color;
       e.lines = false;
       e.in_key = false;
-      for (const auto& ev : r->summary["prune_events"]) {
+      for (const auto& ev : r->summary->prune_events) {
         if (!ev.is_object() || !ev.contains("step")) continue;
         const double step = ev["step"].get<double>();
         // On the live-units curve the event's own count; elsewhere the curve's value there.
@@ -707,7 +700,7 @@ std::vector<Figure> build_figures(const std::vector<ReportRun>& runs,
 
   std::map<const ReportRun*, std::vector<json>> metrics;
   for (const auto& g : groups) {
-    if (const ReportRun* r = g.representative()) metrics[r] = read_metrics(r->dir);
+    if (const ReportRun* r = g.representative()) metrics[r] = train::read_metrics(r->dir);
   }
   const std::string rep =
       "One curve per setting, from its first finished seed (the seeds differ little next to the "
@@ -821,8 +814,8 @@ std::vector<Figure> build_figures(const std::vector<ReportRun>& runs,
   std::vector<std::string> models;
   for (const auto& g : groups) {
     for (const auto* r : g.finished) {
-      if (!r->summary.contains("live_units_per_group")) continue;
-      const std::string m = r->summary.value("model", std::string("model"));
+      if (r->summary->live_units_per_group.empty()) continue;
+      const std::string m = r->summary->model.empty() ? std::string("model") : r->summary->model;
       if (!by_model.count(m)) models.push_back(m);
       if (by_model[m].empty() || by_model[m].back() != &g) by_model[m].push_back(&g);
     }
@@ -831,8 +824,7 @@ std::vector<Figure> build_figures(const std::vector<ReportRun>& runs,
     std::vector<std::string> names;
     for (const auto* g : by_model[m]) {
       for (const auto* r : g->finished) {
-        if (!r->summary.contains("live_units_per_group")) continue;
-        for (const auto& [n, w] : r->summary["live_units_per_group"].items()) names.push_back(n);
+        for (const auto& [n, w] : r->summary->live_units_per_group) names.push_back(n);
       }
     }
     names = group_order(names);
@@ -853,11 +845,10 @@ std::vector<Figure> build_figures(const std::vector<ReportRun>& runs,
       for (size_t i = 0; i < names.size(); ++i) {
         std::vector<double> w;
         for (const auto* r : g->finished) {
-          if (r->summary.value("model", std::string("model")) != m) continue;
-          const json& per = r->summary.value("live_units_per_group", json::object());
-          if (per.contains(names[i]) && per[names[i]].is_number()) {
-            w.push_back(per[names[i]].get<double>());
-          }
+          const train::Summary& s = *r->summary;
+          if ((s.model.empty() ? std::string("model") : s.model) != m) continue;
+          const auto it = s.live_units_per_group.find(names[i]);
+          if (it != s.live_units_per_group.end()) w.push_back(static_cast<double>(it->second));
         }
         if (!w.empty()) s.xy.emplace_back(static_cast<double>(i), stat_of(w).mean);
       }
@@ -976,10 +967,14 @@ int run_report(const ReportOptions& o) {
   // as seeds. Say so rather than guess which field tells networks apart.
   std::set<std::string> models;
   for (const auto& r : runs) {
-    const json& src = r.summary.is_object() ? r.summary : r.config;
-    if (src.is_object() && src.contains("model")) {
-      models.insert(fmt::format("{} w{}", src.value("model", std::string("?")),
-                                src.contains("width") ? src["width"].dump() : "?"));
+    if (r.summary) {  // a summary without them (an early one) says nothing here
+      if (!r.summary->model.empty()) {
+        models.insert(
+            fmt::format("{} w{}", r.summary->model, r.summary->width ? json(*r.summary->width).dump() : "?"));
+      }
+    } else if (r.config.is_object() && r.config.contains("model")) {
+      models.insert(fmt::format("{} w{}", r.config.value("model", std::string("?")),
+                                r.config.contains("width") ? r.config["width"].dump() : "?"));
     }
   }
   if (models.size() > 1) {
@@ -1025,9 +1020,9 @@ int run_report(const ReportOptions& o) {
   std::vector<std::vector<std::string>> unfinished = {{"run", "status", "last logged step"}};
   for (const auto& r : runs) {
     if (r.finished()) continue;
-    const auto rows = read_metrics(r.dir);
+    const auto rows = train::read_metrics(r.dir);
     unfinished.push_back({r.label,
-                          r.summary.is_object() ? r.summary.value("status", std::string("?")) : "no summary",
+                          r.summary ? (r.summary->status.empty() ? "?" : r.summary->status) : "no summary",
                           rows.empty() ? "-" : std::to_string(rows.back().value("step", int64_t{0}))});
   }
   if (unfinished.size() > 1) h += "<h3>Not finished</h3>\n" + table_html(unfinished, "unfinished");

@@ -6,16 +6,19 @@
 
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "demp/train/summary.h"
 
 namespace demp::report {
 
 struct ReportRun {
   std::string label;  ///< name in tables and legends
   std::string dir;
-  nlohmann::json summary;  ///< null without summary.json
-  nlohmann::json config;   ///< null without config.json
+  std::optional<train::Summary> summary;  ///< empty without summary.json
+  nlohmann::json config;                  ///< null without config.json
   /// The curve the run belongs to and its point on it; runs that share both are seeds of one
   /// point. From frontier.json when the run is listed there, else derive_grouping().
   std::string series;

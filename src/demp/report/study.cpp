@@ -12,25 +12,12 @@
 #include "demp/common/error.h"
 #include "demp/common/files.h"
 #include "demp/report/plots.h"
+#include "demp/train/run_dir.h"
 
 namespace demp::report {
 
 using nlohmann::json;
 using nlohmann::ordered_json;
-
-std::vector<json> read_metrics(const std::string& dir) {
-  std::vector<json> rows;
-  const std::string path = dir + "/metrics.jsonl";
-  if (!is_regular_file(path)) return rows;
-  std::istringstream in(read_file(path));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_discarded() && j.is_object()) rows.push_back(std::move(j));
-  }
-  return rows;
-}
 
 std::vector<std::pair<int64_t, double>> dead_fraction_curve(const std::vector<json>& rows) {
   std::vector<std::pair<int64_t, double>> curve;
@@ -252,7 +239,7 @@ int run_study(const StudyOptions& o) {
   std::vector<std::string> notes;
   for (const auto& run : r.runs) {
     StudyRun sr{run.name, run.point, false, 0};
-    const auto curve = run.status == "finished" ? dead_fraction_curve(read_metrics(run.dir))
+    const auto curve = run.status == "finished" ? dead_fraction_curve(train::read_metrics(run.dir))
                                                 : std::vector<std::pair<int64_t, double>>{};
     if (run.status == "finished" && curve.empty()) {
       notes.push_back(run.name + ": its metrics hold no dead-unit scan (was it a dense run?)");
@@ -313,9 +300,8 @@ int run_study(const StudyOptions& o) {
   std::vector<ordered_json> rows;
   for (size_t i = 0; i < r.runs.size(); ++i) {
     const auto& run = r.runs[i];
-    auto row =
-        table_row(run.name, run.dir, r.axes, run.point,
-                  run.status == "failed" || !is_regular_file(run.dir + "/summary.json") ? run.status : "");
+    auto row = table_row(run.name, run.dir, r.axes, run.point,
+                         run.status == "failed" || !train::has_summary(run.dir) ? run.status : "");
     const std::string status = row["status"].get<std::string>();
     row.erase("status");
     row["final_dead_fraction"] =

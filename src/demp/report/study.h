@@ -13,11 +13,9 @@
 
 namespace demp::report {
 
-/// The rows of DIR/metrics.jsonl (a line torn by a crash is skipped; no file gives none).
-std::vector<nlohmann::json> read_metrics(const std::string& dir);
-
 /// (step, dead fraction) at each dead-unit scan: last_scan.dead_units / live_units of the first
-/// metrics row that carries that scan, at the scan's step. Rows without a scan give nothing.
+/// metrics row (train::read_metrics) that carries that scan, at the scan's step. Rows without a scan give
+/// nothing.
 std::vector<std::pair<int64_t, double>> dead_fraction_curve(const std::vector<nlohmann::json>& rows);
 
 /// One run of a study, as the expectation checker sees it.

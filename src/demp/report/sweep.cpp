@@ -23,9 +23,7 @@ using nlohmann::ordered_json;
 
 namespace {
 
-std::string percent(const json& x) {
-  return x.is_number() ? fmt::format("{:.1f}", 100 * x.get<double>()) : "-";
-}
+std::string percent(const std::optional<double>& x) { return x ? fmt::format("{:.1f}", 100 * *x) : "-"; }
 
 }  // namespace
 
@@ -36,11 +34,11 @@ std::string display_command(std::vector<std::string> argv) {
 
 std::string continuation(const std::string& dir, std::string* flag) {
   flag->clear();
-  if (is_regular_file(dir + "/model.ckpt")) {
+  if (train::has_checkpoint(dir)) {
     *flag = "--resume";
     return "resume";
   }
-  if (is_regular_file(dir + "/config.json")) {
+  if (train::has_config(dir)) {
     *flag = "--overwrite";  // started before but never reached a checkpoint: start again
     return "restart";
   }
@@ -85,12 +83,11 @@ ordered_json sweep_json(const SweepOptions& o, const std::vector<GridAxis>& axes
   return j;
 }
 
-std::string outcome_text(const json& s) {
-  if (!s.is_object()) return {};
+std::string outcome_text(const std::optional<train::Summary>& s) {
+  if (!s) return {};
   return fmt::format("test acc {:.2f}% | units {}% | params {}% | {:.1f} s of training",
-                     100 * s.value("test_accuracy", 0.0),
-                     percent(fraction(s, "units_final", "units_initial")),
-                     percent(fraction(s, "params_final", "params_initial")), s.value("train_seconds", 0.0));
+                     100 * s->test_accuracy.value_or(0.0), percent(s->fraction_left("units")),
+                     percent(s->fraction_left("params")), s->train_seconds.value_or(0.0));
 }
 
 }  // namespace
@@ -139,17 +136,16 @@ SweepResult run_sweep(const SweepOptions& o) {
   auto write_table = [&] {
     std::vector<ordered_json> rows;
     for (const auto& run : r.runs) {
-      const bool has_summary = is_regular_file(run.dir + "/summary.json");
       rows.push_back(table_row(run.name, run.dir, r.axes, run.point,
-                               run.status == "failed" || !has_summary ? run.status : ""));
+                               run.status == "failed" || !train::has_summary(run.dir) ? run.status : ""));
     }
     write_tables(o.out, columns, rows);
   };
 
   size_t done_before = 0;
   for (auto& run : r.runs) {
-    const json s = read_json_or_null(run.dir + "/summary.json");
-    if (s.is_object()) run.status = s.value("status", std::string("pending"));
+    const auto s = train::read_summary(run.dir);
+    if (s) run.status = s->status.empty() ? std::string("pending") : s->status;
     if (run.status == "finished") ++done_before;
   }
   std::fprintf(stderr, "%s: %zu runs in %s (%zu finished before)\n", o.kind.c_str(), n, o.out.c_str(),
@@ -161,7 +157,7 @@ SweepResult run_sweep(const SweepOptions& o) {
     if (run.status == "finished") {
       run.skipped = true;
       std::fprintf(stderr, "%s: skipped (finished: %s)\n", tag.c_str(),
-                   outcome_text(read_json_or_null(run.dir + "/summary.json")).c_str());
+                   outcome_text(train::read_summary(run.dir)).c_str());
       continue;
     }
     if (run.status == "diverged") {
@@ -176,7 +172,7 @@ SweepResult run_sweep(const SweepOptions& o) {
     const std::string verb = continuation(run.dir, &extra);
     const auto argv = train_argv(o, r.axes, run.point, run.dir, extra);
     make_directories(run.dir);
-    const std::string log = run.dir + "/output.log";
+    const std::string log = train::RunFiles::in(run.dir, train::RunFiles::output_log);
     append_line(log, "=== " + train::utc_now() + " | " + display_command(argv));
     std::fprintf(stderr, "%s: %s\n", tag.c_str(), verb.c_str());
     std::fflush(stderr);
@@ -193,8 +189,8 @@ SweepResult run_sweep(const SweepOptions& o) {
     run.last_line = res.signal ? fmt::format("killed by signal {} ({}); its last line: {}", res.signal,
                                              strsignal(res.signal), res.last_line)
                                : res.last_line;
-    const json s = read_json_or_null(run.dir + "/summary.json");
-    const std::string st = s.is_object() ? s.value("status", std::string()) : std::string();
+    const auto s = train::read_summary(run.dir);
+    const std::string st = s ? s->status : std::string();
     if (res.exit_code == 0 && st == "finished") {
       run.status = "finished";
       std::fprintf(stderr, "%s: finished in %.1f s | %s\n", tag.c_str(), secs, outcome_text(s).c_str());
@@ -219,15 +215,15 @@ std::string sweep_summary(const SweepResult& r, const std::string& dir) {
                                 "units %", "params %", "train s");
   int finished = 0, skipped = 0;
   for (const auto& run : r.runs) {
-    const json s = read_json_or_null(run.dir + "/summary.json");
-    const bool fin = run.status == "finished" && s.is_object();
+    const auto s = train::read_summary(run.dir);
+    const bool fin = run.status == "finished" && s;
     finished += fin;
     skipped += fin && run.skipped;
     out += fmt::format("{:<{}}  {:<9} {:>9} {:>8} {:>9} {:>9}\n", run.name, w, run.status,
-                       fin ? fmt::format("{:.2f}%", 100 * s.value("test_accuracy", 0.0)) : "-",
-                       fin ? percent(fraction(s, "units_final", "units_initial")) : "-",
-                       fin ? percent(fraction(s, "params_final", "params_initial")) : "-",
-                       fin ? fmt::format("{:.1f}", s.value("train_seconds", 0.0)) : "-");
+                       fin ? fmt::format("{:.2f}%", 100 * s->test_accuracy.value_or(0.0)) : "-",
+                       fin ? percent(s->fraction_left("units")) : "-",
+                       fin ? percent(s->fraction_left("params")) : "-",
+                       fin ? fmt::format("{:.1f}", s->train_seconds.value_or(0.0)) : "-");
   }
   out += fmt::format("{} runs: {} finished ({} skipped as already finished), {} failed\n", r.runs.size(),
                      finished, skipped, r.failed);

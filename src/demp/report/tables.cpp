@@ -9,6 +9,7 @@
 #include "demp/common/error.h"
 #include "demp/common/files.h"
 #include "demp/common/text.h"
+#include "demp/train/run_dir.h"
 
 namespace demp::report {
 
@@ -42,14 +43,6 @@ json read_json_or_null(const std::string& path) {
   }
 }
 
-json fraction(const json& s, const char* a, const char* b) {
-  if (!s.is_object() || !s.contains(a) || !s.contains(b) || !s[a].is_number() || !s[b].is_number()) {
-    return nullptr;
-  }
-  const double d = s[b].get<double>();
-  return d > 0 ? json(s[a].get<double>() / d) : json(nullptr);
-}
-
 std::vector<std::string> table_columns(const std::vector<GridAxis>& axes) {
   std::vector<std::string> c = {"run"};
   for (const auto& a : axes) c.push_back(a.key);
@@ -67,17 +60,18 @@ std::vector<std::string> table_columns(const std::vector<GridAxis>& axes) {
 
 ordered_json table_row(const std::string& name, const std::string& dir, const std::vector<GridAxis>& axes,
                        const std::vector<std::string>& point, const std::string& status) {
-  const json s = read_json_or_null(dir + "/summary.json");
+  const train::RunRecord run = train::read_run(dir);
+  const std::optional<train::Summary>& s = run.summary;
   // A diverged run's summary is the checkpoint's metadata: its settings sit under "config".
-  json cfg = read_json_or_null(dir + "/config.json");
-  if (!cfg.is_object() && s.is_object() && s.contains("config")) cfg = s["config"];
-  auto pick = [&](const char* key, const char* cfg_key) -> json {
-    if (s.is_object() && s.contains(key)) return s[key];
+  json cfg = run.config;
+  if (!cfg.is_object() && s && s->config.is_object()) cfg = s->config;
+  auto opt = [](const auto& v) { return v ? json(*v) : json(nullptr); };
+  auto text = [](const std::string& v) { return v.empty() ? json(nullptr) : json(v); };
+  // The summary's value, else the config's (a run that has not finished).
+  auto or_config = [&](json v, const char* cfg_key) -> json {
+    if (!v.is_null()) return v;
     if (cfg.is_object() && cfg.contains(cfg_key)) return cfg[cfg_key];
     return nullptr;
-  };
-  auto from_summary = [&](const char* key) -> json {
-    return s.is_object() && s.contains(key) ? s[key] : json(nullptr);
   };
   ordered_json row;
   row["run"] = name;
@@ -85,22 +79,24 @@ ordered_json table_row(const std::string& name, const std::string& dir, const st
   auto set = [&](const char* col, json v) {
     if (!row.contains(col)) row[col] = std::move(v);  // a grid key's value stays as given
   };
-  set("method", pick("method", "method"));
-  set("model", pick("model", "model"));
-  set("width", pick("width", "width"));
-  set("dataset", pick("dataset", "data"));
-  set("seed", pick("seed", "seed"));
-  set("steps", from_summary("steps"));
-  for (const char* k : {"test_accuracy", "best_test_accuracy"}) row[k] = from_summary(k);
+  set("method", or_config(s ? text(s->method) : json(), "method"));
+  set("model", or_config(s ? text(s->model) : json(), "model"));
+  set("width", or_config(s ? opt(s->width) : json(), "width"));
+  set("dataset", or_config(s ? text(s->dataset) : json(), "data"));
+  set("seed", or_config(s ? opt(s->seed) : json(), "seed"));
+  set("steps", s ? opt(s->steps) : json());
+  row["test_accuracy"] = s ? opt(s->test_accuracy) : json();
+  row["best_test_accuracy"] = s ? opt(s->best_test_accuracy) : json();
   for (const char* q : {"units", "params", "flops"}) {
-    const std::string a = std::string(q) + "_initial", b = std::string(q) + "_final";
-    row[a] = from_summary(a.c_str());
-    row[b] = from_summary(b.c_str());
-    row[std::string(q) + "_fraction"] = fraction(s, b.c_str(), a.c_str());
+    const auto [initial, final_] =
+        s ? s->counts(q) : std::pair<std::optional<int64_t>, std::optional<int64_t>>();
+    row[std::string(q) + "_initial"] = opt(initial);
+    row[std::string(q) + "_final"] = opt(final_);
+    row[std::string(q) + "_fraction"] = s ? opt(s->fraction_left(q)) : json();
   }
-  row["train_seconds"] = from_summary("train_seconds");
+  row["train_seconds"] = s ? opt(s->train_seconds) : json();
   row["status"] = !status.empty() ? status
-                  : s.is_object() ? s.value("status", std::string("unknown"))
+                  : s             ? (s->status.empty() ? std::string("unknown") : s->status)
                                   : std::string("pending");
   return row;
 }

@@ -35,13 +35,89 @@ void end_progress_line() {
   g_bar_open = false;
 }
 
+// ---- reading ---------------------------------------------------------------------------------
+
+namespace {
+
+// Null for a missing or unreadable file: a run directory is read while its run may still write it.
+nlohmann::json json_file_or_null(const std::string& path) {
+  if (!is_regular_file(path)) return nullptr;
+  try {
+    auto j = nlohmann::json::parse(read_file(path), nullptr, /*allow_exceptions=*/false);
+    return j.is_discarded() ? nlohmann::json(nullptr) : j;
+  } catch (const Error&) {
+    return nullptr;
+  }
+}
+
+}  // namespace
+
+bool has_checkpoint(const std::string& dir) {
+  return is_regular_file(RunFiles::in(dir, RunFiles::checkpoint));
+}
+bool has_config(const std::string& dir) { return is_regular_file(RunFiles::in(dir, RunFiles::config)); }
+bool has_summary(const std::string& dir) { return is_regular_file(RunFiles::in(dir, RunFiles::summary)); }
+
+bool is_run_dir(const std::string& dir) {
+  return has_summary(dir) || has_config(dir) || is_regular_file(RunFiles::in(dir, RunFiles::metrics));
+}
+
+std::optional<Summary> read_summary(const std::string& dir) {
+  const nlohmann::json j = json_file_or_null(RunFiles::in(dir, RunFiles::summary));
+  if (!j.is_object()) return std::nullopt;
+  try {
+    return Summary::from_json(j);
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+}
+
+Summary load_summary(const std::string& dir) {
+  const std::string path = RunFiles::in(dir, RunFiles::summary);
+  if (!file_exists(path)) {
+    throw Error(std::string("no ") + RunFiles::summary + " in " + dir,
+                "give the directories of finished runs");
+  }
+  nlohmann::json j = nlohmann::json::parse(read_file(path), nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    throw Error(path + " is not valid JSON", "the file is damaged; the run writes it when it ends");
+  }
+  try {
+    return Summary::from_json(j);
+  } catch (const Error& e) {
+    throw Error(path + ": " + e.what(), e.hint());
+  }
+}
+
+nlohmann::json read_config(const std::string& dir) {
+  return json_file_or_null(RunFiles::in(dir, RunFiles::config));
+}
+
+RunRecord read_run(const std::string& dir) { return {dir, read_summary(dir), read_config(dir)}; }
+
+std::vector<nlohmann::json> read_metrics(const std::string& dir) {
+  std::vector<nlohmann::json> rows;
+  const std::string path = RunFiles::in(dir, RunFiles::metrics);
+  if (!is_regular_file(path)) return rows;
+  std::istringstream in(read_file(path));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_discarded() && j.is_object()) rows.push_back(std::move(j));
+  }
+  return rows;
+}
+
+// ---- writing ---------------------------------------------------------------------------------
+
 RunDir::RunDir(std::string path, bool writer) : path_(std::move(path)), writer_(writer) {
   if (writer_) make_directories(path_);
 }
 
 void RunDir::log(const std::string& text, bool echo) const {
   if (!writer_) return;
-  append_line(file("log.txt"), utc_now() + " | " + text);
+  append_line(file(RunFiles::log), utc_now() + " | " + text);
   if (echo) {
     end_progress_line();  // the bar is redrawn below the event at its next update
     std::fprintf(stderr, "%s\n", text.c_str());
@@ -134,20 +210,20 @@ double RunDir::step_seconds(const nlohmann::json& row) const {
 
 void RunDir::metrics(const nlohmann::json& row) const {
   if (!writer_) return;
-  append_line(file("metrics.jsonl"), row.dump());
+  append_line(file(RunFiles::metrics), row.dump());
   const double ss = step_seconds(row);
-  if (!has("metrics.csv")) {
+  if (!has(RunFiles::metrics_csv)) {
     std::string header;
     for (const auto& c : metrics_csv_columns()) header += (header.empty() ? "" : ",") + c;
-    append_line(file("metrics.csv"), header);
+    append_line(file(RunFiles::metrics_csv), header);
   }
-  append_line(file("metrics.csv"), metrics_csv_row(row, ss));
+  append_line(file(RunFiles::metrics_csv), metrics_csv_row(row, ss));
   if (tb_ && row.contains("step")) tb_->scalars(row["step"].get<int64_t>(), tensorboard_scalars(row, ss));
 }
 
 void RunDir::truncate_metrics_after(int64_t step) const {
-  if (!writer_ || !has("metrics.jsonl")) return;
-  std::istringstream in(read_file(file("metrics.jsonl")));
+  if (!writer_ || !has(RunFiles::metrics)) return;
+  std::istringstream in(read_file(file(RunFiles::metrics)));
   std::string line, kept, csv;
   for (const auto& c : metrics_csv_columns()) csv += (csv.empty() ? "" : ",") + c;
   csv += "\n";
@@ -161,10 +237,10 @@ void RunDir::truncate_metrics_after(int64_t step) const {
     kept += line + "\n";
     csv += metrics_csv_row(j, step_seconds(j)) + "\n";
   }
-  write_file_atomic(file("metrics.jsonl"), kept);
+  write_file_atomic(file(RunFiles::metrics), kept);
   // metrics.csv is a view of metrics.jsonl: rebuilt from the rows kept, so that it holds each of
   // them once whatever a crash left in it (or if the run started before it existed).
-  write_file_atomic(file("metrics.csv"), csv);
+  write_file_atomic(file(RunFiles::metrics_csv), csv);
 }
 
 void RunDir::open_tensorboard(const std::string& dir, int64_t resume_step, bool replace) {
@@ -172,10 +248,10 @@ void RunDir::open_tensorboard(const std::string& dir, int64_t resume_step, bool 
   if (replace) remove_event_files(dir);
   // A run resumed with --tensorboard into a directory without events (it ran without it, or the
   // events went elsewhere): its rows so far (already cut back to the resume step) come first.
-  const bool backfill = resume_step >= 0 && !has_event_files(dir) && has("metrics.jsonl");
+  const bool backfill = resume_step >= 0 && !has_event_files(dir) && has(RunFiles::metrics);
   tb_ = std::make_shared<EventWriter>(dir, resume_step);
   if (!backfill) return;
-  std::istringstream in(read_file(file("metrics.jsonl")));
+  std::istringstream in(read_file(file(RunFiles::metrics)));
   std::string line;
   const int64_t step0 = prev_step_;
   const double elapsed0 = prev_elapsed_;

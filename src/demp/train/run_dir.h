@@ -1,19 +1,42 @@
 #pragma once
 // The run directory (one layout for every method): config.json, metrics.jsonl (and the same
 // rows as metrics.csv, and optionally as TensorBoard events), log.txt, summary.json, model.ckpt.
-// Written by training (here, beside the loop); report/ reads run directories through it. Plus the
-// terminal progress display. LibTorch-free.
+// Written by training (here, beside the loop); report/ and export/ read run directories through
+// it (read_run, read_summary, read_metrics). Plus the terminal progress display. LibTorch-free.
 #include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "demp/train/summary.h"
 
 namespace demp::train {
 
 class EventWriter;
+
+/// The names of a run directory's files: the one place that spells them.
+struct RunFiles {
+  static constexpr const char* config = "config.json";       ///< the settings (TrainConfig's JSON)
+  static constexpr const char* summary = "summary.json";     ///< Summary, written when the run ends
+  static constexpr const char* metrics = "metrics.jsonl";    ///< one JSON row per logging point
+  static constexpr const char* metrics_csv = "metrics.csv";  ///< the same rows, fixed columns
+  static constexpr const char* log = "log.txt";
+  static constexpr const char* checkpoint = "model.ckpt";
+  static constexpr const char* checkpoint_tmp = "model.ckpt.tmp";  ///< a checkpoint being written
+  static constexpr const char* arch = "arch.json";  ///< --arch / --init runs: the architecture file
+  static constexpr const char* lock = ".lock";      ///< held by the run writing the directory
+  /// A sweep's or frontier's run: the output of `demp train` as the sweep ran it.
+  static constexpr const char* output_log = "output.log";
+  /// Every file a run writes (--overwrite removes them), the lock aside.
+  static constexpr const char* written[] = {config,  metrics,    metrics_csv,    log,
+                                            summary, checkpoint, checkpoint_tmp, arch};
+  /// DIR/name.
+  static std::string in(const std::string& dir, const char* name) { return dir + "/" + name; }
+};
 
 class RunDir {
  public:
@@ -49,6 +72,36 @@ class RunDir {
   mutable int64_t prev_step_ = 0;  // the previous row's step and training time (a run starts at 0)
   mutable double prev_elapsed_ = 0;
 };
+
+// ---- reading a run directory (report/, export/) --------------------------------------------
+
+/// A run directory as read back: what `demp report`, sweeps, studies, frontiers and compare need.
+struct RunRecord {
+  std::string dir;
+  std::optional<Summary> summary;  ///< empty without a readable summary.json (the run never ended)
+  nlohmann::json config;           ///< config.json; null without a readable one
+};
+
+/// Whether DIR holds a run: a summary.json, config.json or metrics.jsonl.
+bool is_run_dir(const std::string& dir);
+/// Whether DIR holds a checkpoint (model.ckpt).
+bool has_checkpoint(const std::string& dir);
+/// Whether DIR holds a config.json (the run started).
+bool has_config(const std::string& dir);
+/// Whether DIR holds a summary.json (the run ended: finished, diverged or interrupted).
+bool has_summary(const std::string& dir);
+
+/// DIR's summary.json; empty when there is none or it cannot be read (a damaged file reads as
+/// none, as for a run still going). See load_summary() for the strict reading.
+std::optional<Summary> read_summary(const std::string& dir);
+/// DIR's summary.json; throws demp::Error (with a hint) when it is missing or damaged.
+Summary load_summary(const std::string& dir);
+/// DIR's config.json as JSON; null when there is none or it is not valid JSON.
+nlohmann::json read_config(const std::string& dir);
+/// read_summary() and read_config() together.
+RunRecord read_run(const std::string& dir);
+/// The rows of DIR/metrics.jsonl (a line torn by a crash is skipped; no file gives none).
+std::vector<nlohmann::json> read_metrics(const std::string& dir);
 
 /// metrics.csv: its fixed columns (README, "The run directory"), and one row of them from a
 /// metrics.jsonl row (an empty field where the row lacks the value).

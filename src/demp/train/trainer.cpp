@@ -20,6 +20,7 @@
 #include "demp/train/run_dir.h"
 #include "demp/train/schedule.h"
 #include "demp/train/step.h"
+#include "demp/train/summary.h"
 
 namespace demp::train {
 
@@ -86,10 +87,10 @@ nn::Arch initial_arch(const TrainConfig& cfg, const data::DataBundle& data, std:
   const nn::ArchShape shape{data.channels, data.height, data.width, data.classes};
   if (cfg.arch.empty() && cfg.init.empty()) return nn::build_arch(model_options(cfg, shape));
   if (cfg.resume) {
-    const std::string copy = cfg.out + "/arch.json";
+    const std::string copy = RunFiles::in(cfg.out, RunFiles::arch);
     if (!file_exists(copy)) {
-      throw Error(cfg.out + " lacks arch.json, the architecture the run started with",
-                  "restore the run's arch.json, or start again with --overwrite");
+      throw Error(cfg.out + " lacks " + RunFiles::arch + ", the architecture the run started with",
+                  std::string("restore the run's ") + RunFiles::arch + ", or start again with --overwrite");
     }
     return nn::load_arch_file(copy, shape);
   }
@@ -141,12 +142,9 @@ struct RunStats {
     j["evaluated"] = evaluated;
   }
   /// A summary written before any evaluation says null, not 0.0, for what was never measured.
-  void null_unmeasured(json& s) const {
+  void null_unmeasured(Summary& s) const {
     if (evaluated) return;
-    for (const char* k :
-         {"test_accuracy", "best_test_accuracy", "best_val_accuracy", "test_accuracy_at_best_val"}) {
-      s[k] = nullptr;
-    }
+    s.test_accuracy = s.best_test_accuracy = s.best_val_accuracy = s.test_accuracy_at_best_val = std::nullopt;
   }
 };
 
@@ -213,21 +211,21 @@ TrainConfig plan_run_directory(TrainConfig cfg, bool writer) {
     if (cfg.resume) throw Error("--resume needs --out", "give the run directory to continue");
     cfg.out = default_out(cfg);
   }
-  const bool has_ckpt = file_exists(cfg.out + "/model.ckpt");
-  const bool has_config = file_exists(cfg.out + "/config.json");
+  const bool has_ckpt = has_checkpoint(cfg.out);
+  const bool has_cfg = has_config(cfg.out);
   if (cfg.resume) {
     if (!has_ckpt) {
-      throw Error(has_config ? "nothing to resume in " + cfg.out +
-                                   ": the run there stopped before it wrote its first checkpoint"
-                             : "nothing to resume in " + cfg.out + ": it holds no demp run",
-                  has_config ? "start it again with --overwrite (or choose another --out)"
-                             : "start the run without --resume");
+      throw Error(has_cfg ? "nothing to resume in " + cfg.out +
+                                ": the run there stopped before it wrote its first checkpoint"
+                          : "nothing to resume in " + cfg.out + ": it holds no demp run",
+                  has_cfg ? "start it again with --overwrite (or choose another --out)"
+                          : "start the run without --resume");
     }
-    if (!has_config) {
-      throw Error(cfg.out + " has a model.ckpt but no config.json",
-                  "restore the run's config.json, or start again with --overwrite");
+    if (!has_cfg) {
+      throw Error(cfg.out + " has a " + RunFiles::checkpoint + " but no " + RunFiles::config,
+                  std::string("restore the run's ") + RunFiles::config + ", or start again with --overwrite");
     }
-    const std::string path = cfg.out + "/config.json";
+    const std::string path = RunFiles::in(cfg.out, RunFiles::config);
     TrainConfig saved;
     try {
       apply_json(saved, json::parse(read_file(path)), path);
@@ -237,7 +235,7 @@ TrainConfig plan_run_directory(TrainConfig cfg, bool writer) {
     }
     return merge_resume(cfg, std::move(saved), writer);
   }
-  if ((has_config || has_ckpt) && !cfg.overwrite) {
+  if ((has_cfg || has_ckpt) && !cfg.overwrite) {
     if (!has_ckpt) {
       throw Error(cfg.out +
                       " holds a run that stopped before it wrote its first checkpoint "
@@ -279,7 +277,9 @@ class Trainer {
   [[noreturn]] void diverged(double loss, Progress& progress);
   json stopped(bool interrupted);
   json finish(StepRunner& runner, double lr);
-  json summary(const StepRunner& runner, bool replicas_identical) const;
+  Summary summary(const StepRunner& runner, bool replicas_identical) const;
+  /// The summary of a run that ends before its last step: the checkpoint's metadata.
+  Summary early_summary(const std::string& status) const;
   void log_start(int64_t spe) const;
   void metrics(const json& row) const;
   void report_prunes();
@@ -422,23 +422,20 @@ void Trainer::check_memory() const {
 void Trainer::take_run_directory() {
   if (writer_) {
     make_directories(cfg_.out);
-    lock_ = FileLock(cfg_.out + "/.lock", cfg_.out);
+    lock_ = FileLock(RunFiles::in(cfg_.out, RunFiles::lock), cfg_.out);
     if (!lock_.held()) {
       warnings_.push_back("cannot lock " + cfg_.out +
                           " (no flock on this file system): a second run "
                           "on it would not be refused");
       std::fprintf(stderr, "demp: warning: %s\n", warnings_.back().c_str());
     }
-    const bool taken = file_exists(cfg_.out + "/config.json") || file_exists(cfg_.out + "/model.ckpt");
+    const bool taken = has_config(cfg_.out) || has_checkpoint(cfg_.out);
     if (!cfg_.resume && taken && !cfg_.overwrite) {
       throw Error(cfg_.out + " holds another run (started while this one was loading its data)",
                   "use another --out");
     }
     if (!cfg_.resume && cfg_.overwrite) {
-      for (const char* f : {"config.json", "metrics.jsonl", "metrics.csv", "log.txt", "summary.json",
-                            "model.ckpt", "model.ckpt.tmp", "arch.json"}) {
-        remove_file(cfg_.out + "/" + f);
-      }
+      for (const char* f : RunFiles::written) remove_file(RunFiles::in(cfg_.out, f));
     }
   }
   run_ = std::make_unique<RunDir>(cfg_.out, writer_);
@@ -446,13 +443,13 @@ void Trainer::take_run_directory() {
 
 void Trainer::restore_or_initialise() {
   if (cfg_.resume) {
-    restore(load_checkpoint(run_->file("model.ckpt")));
+    restore(load_checkpoint(run_->file(RunFiles::checkpoint)));
   } else {
     model_ = init_ ? std::make_unique<nn::Model>(init_->arch, init_->layers)
                    : std::make_unique<nn::Model>(fresh_, static_cast<uint64_t>(cfg_.seed));
-    run_->write_json("config.json", to_json(cfg_));
+    run_->write_json(RunFiles::config, to_json(cfg_));
     if (writer_ && (!cfg_.arch.empty() || init_))
-      write_file_atomic(run_->file("arch.json"), nn::arch_file_text(fresh_));
+      write_file_atomic(run_->file(RunFiles::arch), nn::arch_file_text(fresh_));
     log_start(spe_);
   }
   stats_ = RunStats::from_meta(resumed_meta_, start_);
@@ -462,7 +459,7 @@ void Trainer::restore_or_initialise() {
 }
 
 void Trainer::restore(const Checkpoint& ck) {
-  const std::string path = run_->file("model.ckpt");
+  const std::string path = run_->file(RunFiles::checkpoint);
   model_ = std::make_unique<nn::Model>(ck.arch, ck.layers);
   resumed_meta_ = ck.meta;
   if (resumed_meta_.value("finished", false)) {
@@ -628,17 +625,15 @@ void Trainer::check_loss(StepRunner& runner, Progress& progress, bool& interrupt
 
 void Trainer::diverged(double lv, Progress& progress) {
   progress.finish();
-  const bool kept = file_exists(run_->file("model.ckpt"));
+  const bool kept = file_exists(run_->file(RunFiles::checkpoint));
   run_->log(fmt::format("diverged step {} | loss {} | {}", ctx_->step, lv,
                         kept ? "last checkpoint kept" : "no checkpoint had been written"),
             cfg_.progress != "none");  // the error below says it in any case
-  json s = meta(false);
-  s["status"] = "diverged";
-  s["run_dir"] = cfg_.out;
-  s["diverged_at_step"] = ctx_->step;
-  s["checkpoint"] = kept;
+  Summary s = early_summary("diverged");
+  s.diverged_at_step = ctx_->step;
+  s.checkpoint = kept;
   stats_.null_unmeasured(s);
-  run_->write_json("summary.json", s);
+  run_->write_json(RunFiles::summary, s.to_json());
   throw Error(fmt::format("loss became {} at step {}", lv, ctx_->step),
               kept ? "lower --lr (or the regularisation strength) and start again with --overwrite; "
                      "the last checkpoint in " +
@@ -753,27 +748,31 @@ json Trainer::meta(bool finished) const {
 }
 
 void Trainer::checkpoint(bool finished) const {
-  if (writer_) save_checkpoint(run_->file("model.ckpt"), *model_, opt_.get(), meta(finished));
+  if (writer_) save_checkpoint(run_->file(RunFiles::checkpoint), *model_, opt_.get(), meta(finished));
 }
 
 // The loop ended before the last step: --stop-after, or an interrupt.
 json Trainer::stopped(bool interrupted) {
   checkpoint(false);
-  json s = meta(false);
-  s["run_dir"] = cfg_.out;
-  const std::string ckpt = run_->file("model.ckpt");
+  const std::string ckpt = run_->file(RunFiles::checkpoint);
   if (interrupted) {
-    s["status"] = "interrupted";
-    s["interrupted_at_step"] = ctx_->step;
+    Summary s = early_summary("interrupted");
+    s.interrupted_at_step = ctx_->step;
     stats_.null_unmeasured(s);
-    run_->write_json("summary.json", s);
+    run_->write_json(RunFiles::summary, s.to_json());
     run_->log(fmt::format("interrupted step {} | checkpoint {} | continue with: demp train --resume --out {}",
                           ctx_->step, ckpt, cfg_.out),
               writer_);
-    return s;
+    return s.to_json();
   }
   run_->log(fmt::format("stopped step {} | checkpoint {} | continue with --resume", ctx_->step, ckpt), true);
-  s["status"] = "stopped";
+  return early_summary("stopped").to_json();  // returned, not written: the run goes on with --resume
+}
+
+Summary Trainer::early_summary(const std::string& status) const {
+  Summary s = Summary::from_json(meta(false));
+  s.status = status;
+  s.run_dir = cfg_.out;
   return s;
 }
 
@@ -804,8 +803,8 @@ json Trainer::finish(StepRunner& runner, double lr) {
   evaluate_now(r);
   metrics(r);
   checkpoint(true);
-  const json s = summary(runner, replicas_identical);
-  run_->write_json("summary.json", s);
+  const json s = summary(runner, replicas_identical).to_json();
+  run_->write_json(RunFiles::summary, s);
   const auto& a = model_->arch();
   run_->log(
       fmt::format("done step {} | test_acc {:.4f} | best {:.4f} | units {}/{} | params {}/{} | "
@@ -815,49 +814,52 @@ json Trainer::finish(StepRunner& runner, double lr) {
   return s;
 }
 
-json Trainer::summary(const StepRunner& runner, bool replicas_identical) const {
+Summary Trainer::summary(const StepRunner& runner, bool replicas_identical) const {
   const auto& a = model_->arch();
-  json s{{"status", "finished"},
-         {"run_dir", cfg_.out},
-         {"method", cfg_.method},
-         {"model", cfg_.arch.empty() && cfg_.init.empty() ? cfg_.model : a.model},
-         {"width", cfg_.arch.empty() && cfg_.init.empty() ? cfg_.width : 1.0},
-         {"dataset", data_.name},
-         {"seed", cfg_.seed},
-         {"steps", total_},
-         {"epochs", static_cast<double>(total_) / static_cast<double>(spe_)},
-         {"batch_size", cfg_.batch_size},
-         {"optimizer", cfg_.optimizer},
-         {"test_accuracy", stats_.last_test},
-         {"best_test_accuracy", stats_.best_test},
-         {"units_initial", fresh_.units()},
-         {"units_final", a.units()},
-         {"params_initial", fresh_.params()},
-         {"params_final", a.params()},
-         {"flops_initial", fresh_.flops()},
-         {"flops_final", a.flops()},
-         {"live_units_per_group", groups_json(a)},
-         {"train_seconds", stats_.train_seconds},
-         {"device", device_.str()},
-         {"precision", precision_name(precision_)},
-         {"graph", graph_},
-         {"graph_captures", runner.captures()},
-         {"world_size", comm_ ? comm_->world_size() : 1},
-         {"prune_events", ctx_->prune_events},
-         {"method_state", method_->state()}};
-  if (method_->state().contains("collapsed_groups")) {
-    s["warning"] = "some unit groups died entirely (the network collapsed there); see log.txt";
+  Summary s;
+  s.status = "finished";
+  s.run_dir = cfg_.out;
+  s.method = cfg_.method;
+  s.model = cfg_.arch.empty() && cfg_.init.empty() ? cfg_.model : a.model;
+  s.width = cfg_.arch.empty() && cfg_.init.empty() ? cfg_.width : 1.0;
+  s.dataset = data_.name;
+  s.seed = cfg_.seed;
+  s.steps = total_;
+  s.epochs = static_cast<double>(total_) / static_cast<double>(spe_);
+  s.batch_size = cfg_.batch_size;
+  s.optimizer = cfg_.optimizer;
+  s.test_accuracy = stats_.last_test;
+  s.best_test_accuracy = stats_.best_test;
+  s.units_initial = fresh_.units();
+  s.units_final = a.units();
+  s.params_initial = fresh_.params();
+  s.params_final = a.params();
+  s.flops_initial = fresh_.flops();
+  s.flops_final = a.flops();
+  for (const auto& x : a.groups) {
+    if (x.prunable) s.live_units_per_group[x.name] = x.width;  // as groups_json(a)
   }
-  if (data_.train.stream) s["bad_images_skipped"] = data_.train.stream->skipped();
+  s.train_seconds = stats_.train_seconds;
+  s.device = device_.str();
+  s.precision = precision_name(precision_);
+  s.graph = graph_;
+  s.graph_captures = runner.captures();
+  s.world_size = comm_ ? comm_->world_size() : 1;
+  s.prune_events = ctx_->prune_events;
+  s.method_state = method_->state();
+  if (s.method_state.contains("collapsed_groups")) {
+    s.warning = "some unit groups died entirely (the network collapsed there); see log.txt";
+  }
+  if (data_.train.stream) s.bad_images_skipped = data_.train.stream->skipped();
   if (data_.val.size() > 0) {
-    s["best_val_accuracy"] = stats_.best_val;
-    s["test_accuracy_at_best_val"] = stats_.test_at_best_val;
+    s.best_val_accuracy = stats_.best_val;
+    s.test_accuracy_at_best_val = stats_.test_at_best_val;
   }
   if (comm_) {
-    s["dist_backend"] = comm_->backend_name();
-    s["replicas_identical"] = replicas_identical;
-    s["allreduce_bytes_per_step_initial"] = grad_bytes_first_;
-    s["allreduce_bytes_per_step_final"] = comm_->last_gradient_bytes();
+    s.dist_backend = comm_->backend_name();
+    s.replicas_identical = replicas_identical;
+    s.allreduce_bytes_per_step_initial = static_cast<int64_t>(grad_bytes_first_);
+    s.allreduce_bytes_per_step_final = static_cast<int64_t>(comm_->last_gradient_bytes());
   }
   return s;
 }
