@@ -40,7 +40,7 @@ data::DataBundle synthetic_mnist(const test::TempDir& tmp) {
 
 nn::Model mlp_with_grads(uint64_t seed) {
   nn::Model m(test::tiny_arch("mlp"), seed);
-  const auto x = torch::randn({8, 3, 16, 16}, data::make_generator(seed, data::kMisc, 0), torch::kFloat);
+  const auto x = torch::randn({8, 3, 16, 16}, demp::make_generator(seed, demp::kMisc, 0), torch::kFloat);
   m.forward(x, true).square().sum().backward();
   torch::NoGradGuard g;
   // Zero the gradient of some parameters, as a unit silent on the whole batch would have.
@@ -63,7 +63,7 @@ TEST(Noise, LandsOnlyWhereTheGradientIsNonZeroAndIsReproducible) {
   for (const auto& s : opt->state()) {
     for (const auto& t : s) state_before.push_back(t.clone());
   }
-  auto gen1 = data::make_generator(42, data::kNoise, 7);
+  auto gen1 = demp::make_generator(42, demp::kNoise, 7);
   methods::add_noise(p1, 0.1, methods::NoiseMask::Live, gen1);
   for (size_t i = 0; i < p1.size(); ++i) {
     const auto moved = (p1[i] - before[i]).ne(0);
@@ -80,10 +80,10 @@ TEST(Noise, LandsOnlyWhereTheGradientIsNonZeroAndIsReproducible) {
   auto opt2 = train::make_optimizer(oo);
   auto p2 = m2.parameters();
   opt2->step(p2, 1e-3);
-  auto gen2 = data::make_generator(42, data::kNoise, 7);
+  auto gen2 = demp::make_generator(42, demp::kNoise, 7);
   methods::add_noise(p2, 0.1, methods::NoiseMask::Live, gen2);
   for (size_t i = 0; i < p1.size(); ++i) EXPECT_TRUE(torch::equal(p1[i], p2[i]));
-  auto gen3 = data::make_generator(42, data::kNoise, 8);
+  auto gen3 = demp::make_generator(42, demp::kNoise, 8);
   methods::add_noise(p2, 0.1, methods::NoiseMask::Live, gen3);
   EXPECT_FALSE(torch::equal(p1[0], p2[0]));
 }
@@ -92,7 +92,7 @@ TEST(Noise, MaskAllAndOff) {
   auto m = mlp_with_grads(2);
   auto p = m.parameters();
   const auto w0 = p[0].detach().clone();
-  auto gen = data::make_generator(1, data::kNoise, 0);
+  auto gen = demp::make_generator(1, demp::kNoise, 0);
   methods::add_noise(p, 0.1, methods::NoiseMask::Off, gen);
   EXPECT_TRUE(torch::equal(p[0], w0));
   methods::add_noise(p, 0.1, methods::NoiseMask::All, gen);
@@ -307,7 +307,7 @@ struct ProxCase {
     oo.weight_decay = 0;
     opt = train::make_optimizer(oo);
     auto params = model.parameters();
-    const auto x = torch::randn({8, 3, 16, 16}, data::make_generator(1, data::kMisc, 0), torch::kFloat);
+    const auto x = torch::randn({8, 3, 16, 16}, demp::make_generator(1, demp::kMisc, 0), torch::kFloat);
     at::cross_entropy_loss(model.forward(x, true), torch::arange(8) % model.arch().classes).backward();
     opt->step(params, 1e-3);
     torch::NoGradGuard g;

@@ -98,7 +98,7 @@ prune::KeepSets random_keep(const nn::Arch& a, uint64_t seed) {
 nn::Model pruned_model(const nn::ModelOptions& o, const torch::Tensor& images, uint64_t seed) {
   nn::Model m(nn::build_arch(o), seed);
   torch::NoGradGuard no_grad;
-  auto gen = data::make_generator(seed, data::kMisc, 7);
+  auto gen = demp::make_generator(seed, demp::kMisc, 7);
   for (size_t l = 0; l < m.arch().layers.size(); ++l) {
     if (!m.arch().layers[l].bn) continue;
     auto& t = m.layers()[l];
@@ -182,7 +182,7 @@ TEST(ExportOnnx, Resnet18MatchesDemp) { expect_fashion_mnist_onnx_matches("resne
 // max-pool and bottlenecks with pruned projection shortcuts. All padded to 16-channel multiples
 // (flattened blocks of padded channels included).
 TEST(ExportOnnx, OtherShapesMatchDemp) {
-  auto gen = data::make_generator(0, data::kMisc, 9);
+  auto gen = demp::make_generator(0, demp::kMisc, 9);
   for (const auto& [name, size] :
        std::vector<std::pair<std::string, int64_t>>{{"vgg16", 48}, {"mlp", 12}, {"resnet50", 40}}) {
     nn::ModelOptions o;

@@ -33,7 +33,7 @@ train::TrainConfig demp_config() {
 // Batches of a fixed random data set, the same on every call.
 std::pair<torch::Tensor, torch::Tensor> batch(int64_t step, const torch::Device& dev, int64_t n = 16,
                                               int64_t size = 16) {
-  auto gen = data::make_generator(5, data::kMisc, static_cast<uint64_t>(step));
+  auto gen = demp::make_generator(5, demp::kMisc, static_cast<uint64_t>(step));
   auto x = torch::randn({n, 3, size, size}, gen, torch::kFloat);
   auto y = torch::randint(5, {n}, gen, torch::kLong);
   return {x.to(dev), y.to(dev)};

@@ -133,7 +133,7 @@ void check_step_equivalence(const std::string& model, const std::string& optimiz
   oo.name = optimizer;
   oo.weight_decay = 0.01;
   auto opt_d = train::make_optimizer(oo);
-  auto gen = data::make_generator(1, data::kMisc, 0);
+  auto gen = demp::make_generator(1, demp::kMisc, 0);
   std::vector<torch::Tensor> xs, ys;
   for (int i = 0; i < 4; ++i) {
     xs.push_back(torch::randn({12, 3, 16, 16}, gen, torch::kDouble));
@@ -183,7 +183,7 @@ TEST_P(Surgery, RandomKeepSetsLeaveAWorkingNetwork) {
   const auto x = torch::randn({6, 3, 16, 16});
   const auto y = torch::randint(5, {6});
   train_step(m, *opt, x, y);
-  auto gen = data::make_generator(9, data::kMisc, 1);
+  auto gen = demp::make_generator(9, demp::kMisc, 1);
   prune::KeepSets keep(m.arch().groups.size());
   for (int gi : m.arch().prunable_groups()) {
     const int64_t w = m.arch().groups[gi].width;

@@ -115,14 +115,6 @@ struct Augment {
 Augment default_augment(const std::string& dataset_name);
 torch::Tensor augment_batch(const torch::Tensor& images, const Augment& aug, torch::Generator& gen);
 
-// The seed streams live in common/seeds.h (models and methods draw from them too). These
-// spellings stay until methods/ (being changed elsewhere) and the tests say demp::make_generator
-// and demp::kNoise; then they go.
-using demp::kShuffle, demp::kAugment, demp::kCheckSet, demp::kNoise, demp::kInit, demp::kMisc;
-using demp::make_generator;
-using demp::Stream;
-using demp::stream_seed;
-
 /// The permutation of training indices for `epoch` (int64, on CPU), from the seed alone.
 torch::Tensor epoch_order(int64_t n, uint64_t seed, int64_t epoch);
 

@@ -87,7 +87,7 @@ void add_noise_blocked(std::vector<torch::Tensor>& params, double sigma, NoiseMa
   };
   std::vector<Block> blocks;
   std::vector<torch::Tensor> rest;
-  const uint64_t step_seed = data::stream_seed(seed, data::kNoise, step);
+  const uint64_t step_seed = demp::stream_seed(seed, demp::kNoise, step);
   for (size_t i = 0; i < params.size(); ++i) {
     auto& p = params[i];
     const auto& g = p.grad();
@@ -104,7 +104,7 @@ void add_noise_blocked(std::vector<torch::Tensor>& params, double sigma, NoiseMa
       blocks.push_back({p.data_ptr<float>() + b * kBlock,
                         mask == NoiseMask::Live ? g.data_ptr<float>() + b * kBlock : nullptr,
                         std::min(kBlock, n - b * kBlock),
-                        data::stream_seed(step_seed, 1000 + i, static_cast<uint64_t>(b))});
+                        demp::stream_seed(step_seed, 1000 + i, static_cast<uint64_t>(b))});
     }
   }
   const float a = static_cast<float>(sigma);
@@ -128,7 +128,7 @@ void add_noise_blocked(std::vector<torch::Tensor>& params, double sigma, NoiseMa
     }
   });
   if (!rest.empty()) {
-    auto gen = data::make_generator(seed, data::kNoise, step);
+    auto gen = demp::make_generator(seed, demp::kNoise, step);
     add_noise(rest, sigma, mask, gen);
   }
 }
@@ -668,7 +668,7 @@ void Demp::before_step(train::TrainContext& ctx) {
     if (!device_gen_.defined()) {
       device_gen_ = at::globalContext().defaultGenerator(ctx.device).clone();
     }
-    device_gen_.set_current_seed(data::stream_seed(static_cast<uint64_t>(ctx.cfg.seed), data::kNoise,
+    device_gen_.set_current_seed(demp::stream_seed(static_cast<uint64_t>(ctx.cfg.seed), demp::kNoise,
                                                    static_cast<uint64_t>(ctx.step)));
   }
 }

@@ -17,7 +17,7 @@ class RandomPrune : public Method {
   bool graph_safe() const override { return true; }  // no step hooks
   void prune_point(train::TrainContext& ctx) override {
     if (ctx.step != std::max<int64_t>(0, o_.prune_at)) return;
-    auto gen = data::make_generator(static_cast<uint64_t>(ctx.cfg.seed), data::kMisc, 1000);
+    auto gen = demp::make_generator(static_cast<uint64_t>(ctx.cfg.seed), demp::kMisc, 1000);
     const auto goal = size_goal(o_);
     const double d = per_layer_density(ctx.model, goal, o_.width_multiple);
     ctx.remove_units(keep_per_layer(ctx.model, random_scores(ctx.model, gen), d, o_.width_multiple),
