@@ -292,8 +292,8 @@ TEST(DistComm, OverlappedAveragingEqualsAveragingAfterBackward) {
       for (int step = 0; step < 3; ++step) {
         // ...and different data on each rank
         auto x =
-            torch::randn({5, in}, demp::demp::make_generator(static_cast<uint64_t>(comm.rank()) + 1,
-                                                             demp::demp::kMisc, static_cast<uint64_t>(step)));
+            torch::randn({5, in}, demp::make_generator(static_cast<uint64_t>(comm.rank()) + 1,
+                                                             demp::kMisc, static_cast<uint64_t>(step)));
         for (auto* ps : {&a, &b}) {
           for (auto& p : *ps) {
             if (p.grad().defined()) p.mutable_grad().zero_();
@@ -328,7 +328,7 @@ TEST(DistComm, OverlappedAveragingEqualsAveragingAfterBackward) {
 TEST(DistComm, SyncBatchNormIsTheFullBatchBatchNorm) {
   SKIP_WITHOUT_GLOO();
   const auto arch = demp::test::tiny_arch("resnet18");
-  auto gen = demp::demp::make_generator(3, demp::demp::kMisc, 0);
+  auto gen = demp::make_generator(3, demp::kMisc, 0);
   const auto x = torch::randn({16, 3, 16, 16}, gen, torch::kFloat);
   const auto y = torch::randint(5, {16}, gen, torch::kLong);
   demp::nn::Model ref(arch, 7);

@@ -21,7 +21,7 @@ const int kCropOptions = train::declare_options(
               int64_t{5},
               "baselines",
               {},
-              {"dense", "demp", "scan"},
+              not_baselines(),
               "the baselines",
               [](const train::TrainConfig& c) {
                 const int64_t v = c.get<int64_t>("crop-steps");

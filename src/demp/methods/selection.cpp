@@ -31,7 +31,8 @@ std::string SizeGoal::text() const {
 namespace {
 
 bool is_baseline(const train::TrainConfig& c) {
-  return c.method != "dense" && c.method != "demp" && c.method != "scan";
+  const auto& no = not_baselines();
+  return std::find(no.begin(), no.end(), c.method) == no.end();
 }
 
 void check_targets(const train::TrainConfig& c) {
@@ -59,9 +60,19 @@ void check_not_negative(const train::TrainConfig& c, const char* name) {
   if (c.get<int64_t>(name) < 0) throw Error(fmt::format("--{} must be >= 0", name), "0 means: the default");
 }
 
-// Every method that removes units (DemP and the baselines) reads these.
-const std::vector<std::string> kNotPruning = {"dense", "scan"};
-const std::vector<std::string> kNotBaselines = {"dense", "demp", "scan"};
+}  // namespace
+
+const std::vector<std::string>& not_pruning() {
+  static const std::vector<std::string> names = {"dense", "scan"};
+  return names;
+}
+
+const std::vector<std::string>& not_baselines() {
+  static const std::vector<std::string> names = {"dense", "demp", "scan"};
+  return names;
+}
+
+namespace {
 
 const int kPruneOptions = train::declare_options(
     "selection",
@@ -73,7 +84,7 @@ const int kPruneOptions = train::declare_options(
          0.0,
          "pruning",
          {},
-         kNotPruning,
+         not_pruning(),
          "",
          check_targets},
         {"target-flops",
@@ -81,13 +92,13 @@ const int kPruneOptions = train::declare_options(
          0.0,
          "pruning",
          {},
-         kNotPruning},
+         not_pruning()},
         {"target-units",
          "fraction of the units to keep, as --target-params (0: off)",
          0.0,
          "pruning",
          {},
-         kNotPruning},
+         not_pruning()},
         {"target-by",
          "DemP: fraction of the run by which a size target is to be reached (the planned size falls "
          "along a cosine from 1 to the target until then, and is held after); gradual: the default "
@@ -111,7 +122,7 @@ const int kPruneOptions = train::declare_options(
          int64_t{1},
          "pruning",
          {},
-         kNotPruning,
+         not_pruning(),
          "",
          [](const train::TrainConfig& c) { check_positive(c, "width-multiple"); }},
         {"prune-every",
@@ -145,7 +156,7 @@ const int kPruneOptions = train::declare_options(
          0.5,
          "baselines",
          {},
-         kNotBaselines,
+         not_baselines(),
          "the baselines",
          [](const train::TrainConfig& c) {
            const double v = c.get<double>("density");
@@ -168,7 +179,7 @@ const int kPruneOptions = train::declare_options(
          int64_t{-1},
          "baselines",
          {},
-         kNotBaselines,
+         not_baselines(),
          "the baselines",
          [](const train::TrainConfig& c) {
            if (c.get<int64_t>("prune-at") < -1) {

@@ -53,6 +53,10 @@ struct PruneOptions {
 };
 /// Reads them from a run's configuration (checked by train::validate before).
 PruneOptions prune_options(const train::TrainConfig& cfg);
+/// The methods that remove no units (dense, scan), and those that are not baselines (dense, demp,
+/// scan): the `not_methods` of the shared options' declarations (OptionSpec), named once.
+const std::vector<std::string>& not_pruning();
+const std::vector<std::string>& not_baselines();
 
 SizeGoal size_goal(const PruneOptions& o);
 

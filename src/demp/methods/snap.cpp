@@ -19,7 +19,7 @@ const int kSnapOptions = train::declare_options(
               int64_t{1},
               "baselines",
               {},
-              {"dense", "demp", "scan"},
+              not_baselines(),
               "the baselines",
               [](const train::TrainConfig& c) {
                 const int64_t v = c.get<int64_t>("score-batches");

@@ -383,6 +383,12 @@ void Trainer::prepare() {
   }
   auto aug = parse_augment(cfg_.augment, data_.name);
   if (data_.train.stream) aug = {};  // image folders: the loader's crop and flip (image_options)
+  // The run's geometry (steps per epoch, total steps) is known before the method is built.
+  batcher_ =
+      std::make_unique<data::Batcher>(data_.train, cfg_.batch_size, static_cast<uint64_t>(cfg_.seed), aug);
+  spe_ = batcher_->steps_per_epoch();
+  total_ = cfg_.steps > 0 ? cfg_.steps : cfg_.epochs * spe_;
+  lr_sched_ = parse_schedule(cfg_.lr_schedule, cfg_.lr, total_, spe_);
   method_ = make_method_(cfg_);
   fresh_ = initial_arch(cfg_, data_, init_);
   OptimOptions oo;
@@ -390,11 +396,6 @@ void Trainer::prepare() {
   oo.weight_decay = cfg_.weight_decay;
   oo.momentum = cfg_.momentum;
   opt_ = make_optimizer(oo);
-  batcher_ =
-      std::make_unique<data::Batcher>(data_.train, cfg_.batch_size, static_cast<uint64_t>(cfg_.seed), aug);
-  spe_ = batcher_->steps_per_epoch();
-  total_ = cfg_.steps > 0 ? cfg_.steps : cfg_.epochs * spe_;
-  lr_sched_ = parse_schedule(cfg_.lr_schedule, cfg_.lr, total_, spe_);
   check_memory();
   warnings_ = config_warnings(cfg_, total_);
   if (cfg_.sync_bn && !comm_) warnings_.push_back("--sync-bn has no effect without data-parallel ranks");
