@@ -51,4 +51,17 @@ check "other options: says so" grep -q "other settings" e1.txt
 check "unknown method: names it" grep -q "unknown method 'nope'" e2.txt
 "$DEMP" frontier --quick --out G -- --seed 1 > e3.txt 2>&1 && bad "--seed accepted" || ok
 check "--seed: the frontier sets it" grep -q "sets --seed" e3.txt
+# SIGTERM to the frontier is passed on to the running run, which writes its checkpoint; the
+# frontier starts nothing more, says how to resume, and exits 130
+"$DEMP" frontier --seeds 1 --methods dense --out S -- "${BASE[@]}" --train-limit 2048 --test-limit 256 \
+  --steps 200000 > s1.txt 2>&1 &
+pid=$!
+for _ in $(seq 150); do grep -q "^step " S/dense-s0/output.log 2>/dev/null && break; sleep 0.2; done
+kill -TERM $pid
+wait $pid
+rc=$?
+check "SIGTERM: exit 130 (got $rc)" test $rc -eq 130
+check "SIGTERM: the run was interrupted, not killed" grep -q '"status": "interrupted"' S/dense-s0/summary.json
+check "SIGTERM: its checkpoint is there" test -f S/dense-s0/model.ckpt
+check "SIGTERM: says how to resume" grep -q "run the same command again" s1.txt
 finish

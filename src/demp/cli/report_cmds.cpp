@@ -128,6 +128,7 @@ int run_report_commands(const ReportCommands& st) {
     const auto r = report::run_sweep(st.sweep);
     if (st.sweep.dry_run) return 0;
     std::printf("%s", report::sweep_summary(r, st.sweep.out).c_str());
+    if (r.interrupted != 0) return 130;
     return r.failed > 0 ? 1 : 0;
   }
   if (st.study_cmd && *st.study_cmd) return report::run_study(st.study);

@@ -6,7 +6,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 
@@ -103,6 +105,52 @@ Spawned spawn_process(const std::vector<std::string>& argv, const SpawnOptions& 
   return child;
 }
 
+namespace {
+
+// The children run_process is running (0: a free slot), for the signal forwarder. Lock-free
+// atomics: the handler reads them.
+constexpr int kMaxChildren = 256;
+std::atomic<pid_t> g_children[kMaxChildren];
+std::atomic<int> g_forwarded{0};
+
+extern "C" void forward_signal(int sig) {
+  g_forwarded.store(sig);
+  for (auto& c : g_children) {
+    const pid_t p = c.load();
+    if (p > 0) ::kill(p, sig);
+  }
+}
+
+int register_child(pid_t pid) {
+  for (int i = 0; i < kMaxChildren; ++i) {
+    pid_t free_slot = 0;
+    if (g_children[i].compare_exchange_strong(free_slot, pid)) return i;
+  }
+  return -1;
+}
+
+}  // namespace
+
+ForwardSignals::ForwardSignals() {
+  g_forwarded.store(0);
+  struct sigaction sa {};
+  sa.sa_handler = forward_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  struct sigaction now {};
+  ::sigaction(SIGINT, nullptr, &now);
+  int_ = now.sa_handler != SIG_IGN;
+  if (int_) ::sigaction(SIGINT, &sa, &old_int_);
+  ::sigaction(SIGTERM, &sa, &old_term_);
+}
+
+ForwardSignals::~ForwardSignals() {
+  if (int_) ::sigaction(SIGINT, &old_int_, nullptr);
+  ::sigaction(SIGTERM, &old_term_, nullptr);
+}
+
+int ForwardSignals::received() { return g_forwarded.load(); }
+
 ProcessResult run_process(const std::vector<std::string>& argv,
                           const std::function<void(const std::string&)>& on_line) {
   ProcessResult r;
@@ -118,6 +166,9 @@ ProcessResult run_process(const std::vector<std::string>& argv,
   }
   const int out = child.out;
   const pid_t pid = child.pid;
+  // A signal that came while it was being started is passed on now.
+  const int slot = register_child(pid);
+  if (const int sig = g_forwarded.load()) ::kill(pid, sig);
 
   std::string pending;
   auto emit = [&](std::string line) {
@@ -143,6 +194,8 @@ ProcessResult run_process(const std::vector<std::string>& argv,
   }
   emit(std::move(pending));
   ::close(out);
+  // Out of the forwarder's list before it is reaped (and its pid can be reused).
+  if (slot >= 0) g_children[slot].store(0);
 
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {

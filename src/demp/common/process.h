@@ -3,6 +3,7 @@
 // itself, one training run at a time), the report (gnuplot) and the local data-parallel launcher.
 // posix_spawn rather than fork: the parent may hold LibTorch's thread pools, and spawn does not
 // copy them into a half-alive child. LibTorch-free.
+#include <signal.h>
 #include <sys/types.h>
 
 #include <functional>
@@ -40,6 +41,26 @@ Spawned spawn_process(const std::vector<std::string>& argv, const SpawnOptions& 
 /// failing child: a program that cannot be started gives exit_code -1 and the reason as last_line.
 ProcessResult run_process(const std::vector<std::string>& argv,
                           const std::function<void(const std::string&)>& on_line = {});
+
+/// While one is alive, SIGINT and SIGTERM do not end this process: each is passed on to every
+/// child that run_process is running (a `demp train` run then finishes its step, writes its
+/// checkpoint and stops, resumable), and received() returns it, so that a driver starts no further
+/// child and ends. The sweep and the frontier hold one. A SIGINT this process ignores (a
+/// background job of a non-interactive shell) stays ignored.
+class ForwardSignals {
+ public:
+  ForwardSignals();
+  ~ForwardSignals();
+  ForwardSignals(const ForwardSignals&) = delete;
+  ForwardSignals& operator=(const ForwardSignals&) = delete;
+  /// The signal received since construction, or 0.
+  static int received();
+
+ private:
+  struct sigaction old_int_ {
+  }, old_term_{};
+  bool int_ = false;
+};
 
 /// The path of an executable: `name` itself when it holds a '/', else the first match on $PATH;
 /// empty when there is none.

@@ -16,6 +16,8 @@
 #include "demp/common/error.h"
 #include "demp/common/files.h"
 #include "demp/common/process.h"
+
+#include <cstring>
 #include "demp/report/sweep.h"
 #include "demp/train/run_dir.h"
 
@@ -494,8 +496,10 @@ int run_frontier(const FrontierOptions& o) {
   size_t done = before;
   int failed = 0;
   const auto t_start = std::chrono::steady_clock::now();
+  ForwardSignals forward;  // a SIGINT or SIGTERM stops the running runs cleanly, and the frontier
   auto work = [&] {
     for (;;) {
+      if (ForwardSignals::received() != 0) return;
       const size_t i = next++;
       if (i >= n) return;
       auto& r = runs[i];
@@ -542,6 +546,9 @@ int run_frontier(const FrontierOptions& o) {
                      "%s: finished in %.1f s | test acc %.2f%% | params %s%% | %zu/%zu done, %.0f s so far\n",
                      tag.c_str(), secs, 100 * (s ? s->test_accuracy.value_or(0.0) : 0.0),
                      params ? fmt::format("{:.1f}", 100 * *params).c_str() : "-", done, n, elapsed);
+      } else if (ForwardSignals::received() != 0 && st == "interrupted") {
+        r.status = "interrupted";
+        std::fprintf(stderr, "%s: interrupted after %.1f s (its checkpoint is written)\n", tag.c_str(), secs);
       } else {
         r.status = st == "diverged" ? "diverged" : "failed";
         ++failed;
@@ -557,6 +564,13 @@ int run_frontier(const FrontierOptions& o) {
   for (int k = 0; k < std::min<int>(o.jobs, static_cast<int>(n)); ++k) pool.emplace_back(work);
   for (auto& t : pool) t.join();
   write_frontier_tables(o, runs);
+  if (const int sig = ForwardSignals::received()) {
+    std::fprintf(stderr,
+                 "frontier: stopped by signal %d (%s) with %zu of %zu runs finished; run the same command "
+                 "again to resume\n",
+                 sig, strsignal(sig), done, n);
+    return 130;
+  }
   std::printf("%s", frontier_text(frontier_rows(runs, o.measure), false).c_str());
   std::printf("%zu runs: %zu finished, %d did not; tables: %s/table.md, table.csv, table.json, runs.csv\n", n,
               done, failed, o.out.c_str());

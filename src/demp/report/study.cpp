@@ -219,6 +219,10 @@ int run_study(const StudyOptions& o) {
   if (!o.no_plot && !so.dry_run) gp = find_gnuplot(o.gnuplot);
   const SweepResult r = run_sweep(so);
   if (so.dry_run) return 0;
+  if (r.interrupted != 0) {  // the study of a part of the grid would read as the whole: none
+    std::printf("%s", sweep_summary(r, so.out).c_str());
+    return 130;
+  }
 
   std::vector<StudyRun> runs;
   ordered_json sj;

@@ -151,7 +151,8 @@ SweepResult run_sweep(const SweepOptions& o) {
   std::fprintf(stderr, "%s: %zu runs in %s (%zu finished before)\n", o.kind.c_str(), n, o.out.c_str(),
                done_before);
 
-  for (size_t i = 0; i < n; ++i) {
+  ForwardSignals forward;  // a SIGINT or SIGTERM stops the running run cleanly, and the sweep
+  for (size_t i = 0; i < n && ForwardSignals::received() == 0; ++i) {
     auto& run = r.runs[i];
     const std::string tag = fmt::format("[{}/{}] {}", i + 1, n, run.name);
     if (run.status == "finished") {
@@ -194,6 +195,9 @@ SweepResult run_sweep(const SweepOptions& o) {
     if (res.exit_code == 0 && st == "finished") {
       run.status = "finished";
       std::fprintf(stderr, "%s: finished in %.1f s | %s\n", tag.c_str(), secs, outcome_text(s).c_str());
+    } else if (ForwardSignals::received() != 0 && st == "interrupted") {
+      run.status = "interrupted";
+      std::fprintf(stderr, "%s: interrupted after %.1f s (its checkpoint is written)\n", tag.c_str(), secs);
     } else {
       run.status = st == "diverged" ? "diverged" : "failed";
       ++r.failed;
@@ -205,6 +209,11 @@ SweepResult run_sweep(const SweepOptions& o) {
     write_table();
   }
   write_table();
+  r.interrupted = ForwardSignals::received();
+  if (r.interrupted != 0) {
+    std::fprintf(stderr, "%s: stopped by signal %d (%s); run the same command again to resume\n",
+                 o.kind.c_str(), r.interrupted, strsignal(r.interrupted));
+  }
   return r;
 }
 

@@ -41,6 +41,9 @@ struct SweepResult {
   std::vector<GridAxis> axes;
   std::vector<SweepRun> runs;
   int failed = 0;  ///< runs that did not finish (failed or diverged)
+  /// The signal (SIGINT, SIGTERM) that stopped the sweep, or 0. It was passed on to the running
+  /// run, which wrote its checkpoint; the same command resumes it and runs the rest.
+  int interrupted = 0;
 };
 
 /// Runs (or skips, or resumes) every point of the grid; writes sweep.json first and the tables
