@@ -23,11 +23,7 @@ const int kCropOptions = train::declare_options(
               {},
               not_baselines(),
               "the baselines",
-              [](const train::TrainConfig& c) {
-                const int64_t v = c.get<int64_t>("crop-steps");
-                if (v <= 0)
-                  throw Error(fmt::format("--crop-steps must be positive, got {}", v), "give a number >= 1");
-              }}});
+              [](const train::TrainConfig& c) { check_at_least(c, "crop-steps", 1); }}});
 
 /// CroP-it's options (--score-batches is SNAP's, snap.cpp).
 struct CropOptions {

@@ -300,11 +300,6 @@ void check_one_of(const train::TrainConfig& c, const char* name, const std::vect
   }
 }
 
-void check_positive(const train::TrainConfig& c, const char* name) {
-  const int64_t v = c.get<int64_t>(name);
-  if (v <= 0) throw Error(fmt::format("--{} must be positive, got {}", name, v), "give a number >= 1");
-}
-
 void check_regularizer(const train::TrainConfig& c) {
   check_one_of(c, "regularizer", {"l1-gamma", "relu-sq", "l1", "l2"}, "use l1-gamma, relu-sq, l1 or l2");
 }
@@ -415,7 +410,7 @@ const int kDempOptions = train::declare_options(
          {},
          {},
          "",
-         [](const train::TrainConfig& c) { check_positive(c, "check-size"); }},
+         [](const train::TrainConfig& c) { check_at_least(c, "check-size", 1); }},
         {"check-batch",
          "batch size of the dead-unit scan",
          int64_t{512},
@@ -423,7 +418,7 @@ const int kDempOptions = train::declare_options(
          {},
          {},
          "",
-         [](const train::TrainConfig& c) { check_positive(c, "check-batch"); }},
+         [](const train::TrainConfig& c) { check_at_least(c, "check-batch", 1); }},
         {"dead-eps", "a unit is dead when its summed output is <= this in every scan batch", 0.0, "demp"},
     });
 

@@ -51,20 +51,18 @@ void check_targets(const train::TrainConfig& c) {
   }
 }
 
-void check_positive(const train::TrainConfig& c, const char* name) {
-  const int64_t v = c.get<int64_t>(name);
-  if (v <= 0) throw Error(fmt::format("--{} must be positive, got {}", name, v), "give a number >= 1");
-}
-
-void check_not_negative(const train::TrainConfig& c, const char* name) {
-  if (c.get<int64_t>(name) < 0) throw Error(fmt::format("--{} must be >= 0", name), "0 means: the default");
-}
-
 }  // namespace
 
 const std::vector<std::string>& not_pruning() {
   static const std::vector<std::string> names = {"dense", "scan"};
   return names;
+}
+
+void check_at_least(const train::TrainConfig& c, const char* name, int64_t min) {
+  const int64_t v = c.get<int64_t>(name);
+  if (v >= min) return;
+  if (min == 1) throw Error(fmt::format("--{} must be positive, got {}", name, v), "give a number >= 1");
+  throw Error(fmt::format("--{} must be >= {}", name, min), min == 0 ? "0 means: the default" : "");
 }
 
 const std::vector<std::string>& not_baselines() {
@@ -124,7 +122,7 @@ const int kPruneOptions = train::declare_options(
          {},
          not_pruning(),
          "",
-         [](const train::TrainConfig& c) { check_positive(c, "width-multiple"); }},
+         [](const train::TrainConfig& c) { check_at_least(c, "width-multiple", 1); }},
         {"prune-every",
          "steps K between dead-unit removals (0: 5% of the run)",
          int64_t{0},
@@ -132,7 +130,7 @@ const int kPruneOptions = train::declare_options(
          {},
          {},
          "",
-         [](const train::TrainConfig& c) { check_not_negative(c, "prune-every"); }},
+         [](const train::TrainConfig& c) { check_at_least(c, "prune-every", 0); }},
         {"prune-after",
          "first step at which dead-unit scans remove units (not before BatchNorm's running "
          "statistics describe the network: at step 0 they are (0, 1) and the eval-mode test flags "
@@ -142,7 +140,7 @@ const int kPruneOptions = train::declare_options(
          {},
          {},
          "",
-         [](const train::TrainConfig& c) { check_not_negative(c, "prune-after"); },
+         [](const train::TrainConfig& c) { check_at_least(c, "prune-after", 0); },
          [](const train::TrainConfig& c, int64_t total, std::vector<std::string>* w) {
            const int64_t v = c.get<int64_t>("prune-after");
            if (total > 0 && (c.method == "demp" || c.method == "scan") && v >= total) {

@@ -57,6 +57,9 @@ PruneOptions prune_options(const train::TrainConfig& cfg);
 /// scan): the `not_methods` of the shared options' declarations (OptionSpec), named once.
 const std::vector<std::string>& not_pruning();
 const std::vector<std::string>& not_baselines();
+/// The check of an integer option that must be positive (min 1) or not negative (min 0), for
+/// OptionSpec::check: one wording for every method's options.
+void check_at_least(const train::TrainConfig& c, const char* name, int64_t min);
 
 SizeGoal size_goal(const PruneOptions& o);
 

@@ -21,12 +21,7 @@ const int kSnapOptions = train::declare_options(
               {},
               not_baselines(),
               "the baselines",
-              [](const train::TrainConfig& c) {
-                const int64_t v = c.get<int64_t>("score-batches");
-                if (v <= 0)
-                  throw Error(fmt::format("--score-batches must be positive, got {}", v),
-                              "give a number >= 1");
-              }}});
+              [](const train::TrainConfig& c) { check_at_least(c, "score-batches", 1); }}});
 
 class Snap : public Method {
  public:
