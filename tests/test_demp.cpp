@@ -118,6 +118,36 @@ TEST(Regularizer, ValuesOfEachKind) {
   EXPECT_NEAR(methods::regularizer("l2", m).item<double>(), l2, 1e-3);
   EXPECT_NEAR(methods::regularizer("relu-sq", m).item<double>(), rsq, 1e-3);
   EXPECT_THROW(methods::regularizer("l0", m), Error);
+  // --l1-cost: Σ_l w_l Σ|γ_l|
+  EXPECT_NEAR(methods::regularizer("l1-gamma", m, {2.0, 0.25}).item<double>(), 2 * 0.5 * w0 + 0.25 * w1, 1e-4);
+}
+
+TEST(L1Cost, EachUnitWeighsWhatItCostsOverTheMeanUnit) {
+  // 16 inputs -> 6 -> 4 -> 3 classes. FLOPs per image 2·(16·6 + 6·4 + 4·3): a unit of the first
+  // hidden group costs 2·(16 + 4) = 40, one of the second 2·(6 + 3) = 18; the mean unit
+  // (6·40 + 4·18) / 10 = 31.2.
+  const auto a = small_mlp(6, 4, 1, 4, 3);
+  ASSERT_EQ(a.flops(), 2 * (16 * 6 + 6 * 4 + 4 * 3));
+  const auto w = methods::l1_cost_weights(a, "flops");
+  ASSERT_EQ(w.size(), 2u);  // one per BatchNorm
+  EXPECT_NEAR(w[0], 40 / 31.2, 1e-12);
+  EXPECT_NEAR(w[1], 18 / 31.2, 1e-12);
+  // parameters: weights + bias / BN of the producer and the consumer's weights
+  nn::Arch less = a;
+  less.groups[1].width -= 1;
+  const double c1 = static_cast<double>(a.params() - less.params());
+  less = a;
+  less.groups[2].width -= 1;
+  const double c2 = static_cast<double>(a.params() - less.params());
+  EXPECT_GT(c1, c2);
+  const auto wp = methods::l1_cost_weights(a, "params");
+  EXPECT_NEAR(wp[0], c1 / ((6 * c1 + 4 * c2) / 10), 1e-12);
+  EXPECT_NEAR(wp[1], c2 / ((6 * c1 + 4 * c2) / 10), 1e-12);
+  // the weights follow the widths: a narrower second group makes a first-group unit cheaper
+  const auto w2 = methods::l1_cost_weights(small_mlp(6, 2, 1, 4, 3), "flops");
+  EXPECT_NEAR(w2[0], 2.0 * (16 + 2) / ((6 * 2.0 * (16 + 2) + 2 * 2.0 * (6 + 3)) / 8), 1e-12);
+  EXPECT_TRUE(methods::l1_cost_weights(a, "none").empty());
+  EXPECT_THROW(methods::l1_cost_weights(a, "bytes"), Error);
 }
 
 TEST(DempMethod, DeadUnitOnlyDecaysIsFoundAndRemovedWithoutChangingTheOutput) {
@@ -172,7 +202,7 @@ TEST(DempMethod, DeadUnitOnlyDecaysIsFoundAndRemovedWithoutChangingTheOutput) {
     EXPECT_EQ(model.layers()[0].gamma[0].item<float>(), 0.0f);
   }
   // the scan at the prune point finds it, removal leaves the eval output unchanged
-  const auto scan = methods::scan_check_set(ctx, ctx.step);
+  const auto scan = methods::scan_check_set(ctx, ctx.step, methods::demp_options(ctx.cfg));
   EXPECT_TRUE(scan.dead[1][0].item<bool>());
   torch::NoGradGuard ng;
   const auto before = model.forward(data.test.images, false);
@@ -344,6 +374,15 @@ TEST(ProximalL1, SgdIsTheSoftThresholdAtLrTimesLambda) {
                             scalar(2 * lam), scalar(1), true, {}, /*cpu_loop=*/false);
   EXPECT_TRUE(torch::allclose(t.model.layers()[0].gamma, l.gamma, 1e-6, 1e-8));
   EXPECT_TRUE(torch::allclose(t.model.layers()[0].beta, l.beta, 1e-6, 1e-8));
+  // --l1-cost: the threshold of a norm layer is lr·λ·w_l, the same in both forms
+  for (bool loop : {true, false}) {
+    ProxCase w("sgdw");
+    methods::proximal_l1_step(w.model, *w.opt, torch::full({}, lr, torch::kDouble), scalar(lam),
+                              scalar(2 * lam), scalar(1), false, {}, loop, {3.0, 1.0});
+    EXPECT_TRUE(torch::allclose(w.model.layers()[0].gamma, g0.sign() * (g0.abs() - 3 * lr * lam).clamp_min(0),
+                                1e-6, 1e-7))
+        << loop;
+  }
   // without the shrink, β is left alone
   ProxCase d("sgdw");
   const auto bd = d.model.layers()[0].beta.detach().clone();
@@ -474,6 +513,14 @@ TEST(DempTarget, InvalidTargetsAreRefused) {
   c.set("target-by", 0.3);
   c.set("l1-step", "proximal");
   EXPECT_THROW(train::validate(c), Error);
+  c.set("l1-step", "prox");
+  c.set("l1-cost", "bytes");
+  EXPECT_THROW(train::validate(c), Error);
+  c.set("l1-cost", "flops");
+  c.set("regularizer", "l2");  // the cost weighs the L1 on norm scales only
+  EXPECT_THROW(train::validate(c), Error);
+  c.set("regularizer", "l1-gamma");
+  EXPECT_NO_THROW(train::validate(c));
 }
 
 // The CPU step's noise: only where the gradient is non-zero, N(0, σ²), and the same numbers

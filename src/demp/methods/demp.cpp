@@ -19,11 +19,16 @@
 
 namespace demp::methods {
 
-torch::Tensor regularizer(const std::string& kind, const nn::Model& model) {
+torch::Tensor regularizer(const std::string& kind, const nn::Model& model,
+                          const std::vector<double>& scale_weights) {
   torch::Tensor r;
   auto add = [&](const torch::Tensor& t) { r = r.defined() ? r + t : t; };
   if (kind == "l1-gamma") {
-    for (const auto& g : model.norm_scales()) add(g.abs().sum());
+    const auto scales = model.norm_scales();
+    for (size_t i = 0; i < scales.size(); ++i) {
+      const auto term = scales[i].abs().sum();
+      add(i < scale_weights.size() ? term * scale_weights[i] : term);
+    }
   } else if (kind == "relu-sq") {
     for (const auto& p : model.parameters()) add(0.5 * p.clamp_min(0).square().sum());
   } else if (kind == "l1") {
@@ -34,6 +39,38 @@ torch::Tensor regularizer(const std::string& kind, const nn::Model& model) {
     throw Error("unknown --regularizer '" + kind + "'", "use l1-gamma, relu-sq, l1 or l2");
   }
   return r.defined() ? r : torch::zeros({}, torch::TensorOptions().device(model.device()));
+}
+
+std::vector<double> l1_cost_weights(const nn::Arch& a, const std::string& cost) {
+  if (cost == "none") return {};
+  if (cost != "flops" && cost != "params") {
+    throw Error("unknown --l1-cost '" + cost + "'", "use none, flops or params");
+  }
+  auto measure = [&](const nn::Arch& x) {
+    return static_cast<double>(cost == "flops" ? x.flops() : x.params());
+  };
+  // A unit's cost: what the measure loses when its group loses one unit (exact: both measures
+  // are linear in each group's width), at the current widths.
+  const double m = measure(a);
+  std::vector<double> unit_cost(a.groups.size(), 0.0);
+  double total = 0, units = 0;
+  nn::Arch less = a;
+  for (size_t g = 0; g < a.groups.size(); ++g) {
+    if (!a.groups[g].prunable || a.groups[g].width < 1) continue;
+    less.groups[g].width -= 1;
+    unit_cost[g] = m - measure(less);
+    less.groups[g].width += 1;
+    total += unit_cost[g] * static_cast<double>(a.groups[g].width);
+    units += static_cast<double>(a.groups[g].width);
+  }
+  const double mean = units > 0 && total > 0 ? total / units : 1.0;
+  std::vector<double> w;
+  for (const auto& l : a.layers) {
+    if (!l.bn) continue;
+    w.push_back(a.groups[l.out_group].prunable && unit_cost[l.out_group] > 0 ? unit_cost[l.out_group] / mean
+                                                                             : 1.0);
+  }
+  return w;
 }
 
 NoiseMask parse_noise_mask(const std::string& s) {
@@ -148,10 +185,9 @@ void add_noise(std::vector<torch::Tensor>& params, const torch::Tensor& sigma, N
   }
 }
 
-prune::ScanResult scan_check_set(train::TrainContext& ctx, int64_t index) {
-  const int64_t check_size = ctx.cfg.get<int64_t>("check-size"),
-                check_batch = ctx.cfg.get<int64_t>("check-batch");
-  const double dead_eps = ctx.cfg.get<double>("dead-eps");
+prune::ScanResult scan_check_set(train::TrainContext& ctx, int64_t index, const DempOptions& o) {
+  const int64_t check_size = o.check_size, check_batch = o.check_batch;
+  const double dead_eps = o.dead_eps;
   auto images = data::check_set(ctx.data.train, check_size, static_cast<uint64_t>(ctx.cfg.seed), index);
   if (ctx.world_size() < 2) {
     return prune::scan_dead(ctx.model, images, check_batch, dead_eps, {1e-5, 1e-4, 1e-3, 1e-2});
@@ -221,8 +257,10 @@ std::vector<torch::Tensor> zero_scale_masks(const nn::Model& model) {
 void proximal_l1_step(nn::Model& model, train::Optimizer& opt, const torch::Tensor& lr,
                       const torch::Tensor& lambda, const torch::Tensor& lambda_beta,
                       const torch::Tensor& v_correction, bool shrink_beta,
-                      const std::vector<torch::Tensor>& was_zero, bool cpu_loop) {
+                      const std::vector<torch::Tensor>& was_zero, bool cpu_loop,
+                      const std::vector<double>& scale_weights) {
   torch::NoGradGuard ng;
+  auto weight = [&](size_t scale) { return scale < scale_weights.size() ? scale_weights[scale] : 1.0; };
   auto params = model.parameters();
   const auto infos = model.param_infos();
   auto& st = opt.state();
@@ -248,10 +286,11 @@ void proximal_l1_step(nn::Model& model, train::Optimizer& opt, const torch::Tens
       const float* vg = adam ? st[i][1].data_ptr<float>() : nullptr;
       const float* vb = adam && with_beta ? st[i + 1][1].data_ptr<float>() : nullptr;
       const bool* wz = scale < was_zero.size() ? was_zero[scale].data_ptr<bool>() : nullptr;
+      const double lam_w = lam * weight(scale);
       ++scale;
       for (int64_t j = 0; j < g.numel(); ++j) {
         const float den_g = vg ? std::sqrt(vg[j] / static_cast<float>(corr)) + static_cast<float>(eps) : 1.0f;
-        const float thr = static_cast<float>(lrv * (wz && wz[j] ? lam_b : lam)) / den_g;
+        const float thr = static_cast<float>(lrv * (wz && wz[j] ? lam_b : lam_w)) / den_g;
         const float m = std::fabs(gp[j]) - thr;
         gp[j] = m > 0 ? std::copysign(m, gp[j]) : 0.0f;
         if (bp && gp[j] == 0.0f && bp[j] > 0.0f) {
@@ -273,7 +312,7 @@ void proximal_l1_step(nn::Model& model, train::Optimizer& opt, const torch::Tens
   for (size_t i = 0; i < infos.size(); ++i) {
     if (infos[i].field != nn::ParamInfo::Gamma) continue;
     auto& g = params[i];
-    auto thr = rate(i, base);
+    auto thr = rate(i, scale_weights.empty() ? base : base * weight(scale));
     if (scale < was_zero.size()) {
       // A scale that was 0 before this step is held there at the rate of λ_β: a unit once
       // switched off stays off while its β shrinks (no flapping when λ drops).
@@ -382,6 +421,25 @@ const int kDempOptions = train::declare_options(
          {},
          "",
          check_regularizer},
+        {"l1-cost",
+         "DemP with l1-gamma: how the L1 weighs units (ours, after MorphNet): none (every γ alike, "
+         "the paper's), flops (each γ by the FLOPs per image its unit costs, over the mean unit's, "
+         "at the current widths: FLOP-heavy early units go first), params (the same for parameters)",
+         std::string("none"),
+         "demp",
+         kDempAndScan,
+         {},
+         "",
+         [](const train::TrainConfig& c) {
+           const std::string v = c.get<std::string>("l1-cost");
+           check_one_of(c, "l1-cost", {"none", "flops", "params"}, "use none, flops or params");
+           if (v != "none" && c.get<std::string>("regularizer") != "l1-gamma") {
+             throw Error(fmt::format("--l1-cost {} weighs the L1 on norm scales: it needs --regularizer l1-gamma, "
+                                     "not {}",
+                                     v, c.get<std::string>("regularizer")),
+                         "drop --l1-cost, or use --regularizer l1-gamma");
+           }
+         }},
         {"noise", "DemP: peak σ of the noise added after each step (0: none)", 5e-5, "demp", kDempAndScan},
         {"noise-mask",
          "DemP: where noise goes: live (gradient ≠ 0), all, off",
@@ -432,6 +490,7 @@ DempOptions demp_options(const train::TrainConfig& c) {
   o.lambda_span = c.get<int64_t>("lambda-span");
   o.lambda_schedule = c.get<std::string>("lambda-schedule");
   o.regularizer = c.get<std::string>("regularizer");
+  o.l1_cost = c.get<std::string>("l1-cost");
   o.noise = c.get<double>("noise");
   o.noise_mask = c.get<std::string>("noise-mask");
   o.noise_rng = c.get<std::string>("noise-rng");
@@ -521,6 +580,7 @@ void Demp::begin(train::TrainContext& ctx) {
     const std::string l1 = c.regularizer != "l1-gamma" ? ""
                            : prox_                     ? " (proximal step, ours)"
                                                        : " (in the loss, the paper's)";
+    const std::string cost = c.l1_cost == "none" ? "" : " | L1 weighted by " + c.l1_cost + " cost (ours)";
     const std::string cu = !prox_         ? ""
                            : shrink_beta_ ? " | constant units shrink β (ours)"
                                           : " | constant units kept";
@@ -529,9 +589,9 @@ void Demp::begin(train::TrainContext& ctx) {
                                   c.lambda, target_kind_, target_, target_end_)
                     : fmt::format("lambda {} {} over {} steps", c.lambda, c.lambda_schedule, span_);
     ctx.log(
-        fmt::format("demp | {} | noise {} ({}) | regularizer {}{}{} | prune every {} steps from step {} | "
+        fmt::format("demp | {} | noise {} ({}) | regularizer {}{}{}{} | prune every {} steps from step {} | "
                     "check set {} images, eps {}",
-                    lam, c.noise, c.noise_mask, c.regularizer, l1, cu, every_,
+                    lam, c.noise, c.noise_mask, c.regularizer, l1, cost, cu, every_,
                     std::max<int64_t>(1, c.prune.prune_after), c.check_size, c.dead_eps));
   }
 }
@@ -581,7 +641,7 @@ void Demp::prune_point(train::TrainContext& ctx) {
     scan_now = zeros != zeros_after_scan_;
   }
   if (scan_now) {
-    const auto scan = scan_check_set(ctx, ctx.step);
+    const auto scan = scan_check_set(ctx, ctx.step, o_);
     state_["scan"] = scan_metrics(ctx.model, scan);
     state_["scan"]["step"] = ctx.step;
     if (!remove_) {
@@ -637,6 +697,11 @@ void Demp::before_step(train::TrainContext& ctx) {
     lambda_beta_now_ = lambda_max_;
   }
   sigma_now_ = sigma_sched_.at(ctx.step);
+  if (o_.l1_cost != "none" && cost_units_ != ctx.model.arch().units()) {
+    // Units go only by removal: the weights follow the widths after each one (and on resume).
+    cost_w_ = l1_cost_weights(ctx.model.arch(), o_.l1_cost);
+    cost_units_ = ctx.model.arch().units();
+  }
   // In the parameters' dtype, so that λ·R and σ·ξ round as they would with host scalars.
   const auto params = ctx.model.parameters();
   const auto dtype = params.empty() ? torch::kFloat : params[0].scalar_type();
@@ -676,7 +741,7 @@ std::vector<at::Generator> Demp::step_generators() {
 torch::Tensor Demp::extra_loss(train::TrainContext& ctx) {
   if (prox_) return {};  // the L1 acts through the proximal step
   if (o_.lambda == 0) return {};
-  return regularizer(o_.regularizer, ctx.model) * lambda_t_;
+  return regularizer(o_.regularizer, ctx.model, cost_w_) * lambda_t_;
 }
 
 void Demp::after_backward(train::TrainContext& ctx) {
@@ -698,7 +763,7 @@ void Demp::after_step(train::TrainContext& ctx) {
   // The proximal step comes last, so that a γ it sets to 0 is exactly 0 when the next scan looks.
   if (prox_ && (c.lambda > 0 || target_ > 0)) {
     proximal_l1_step(ctx.model, ctx.optimizer, ctx.optimizer.lr_tensor(ctx.device), lambda_t_, lambda_beta_t_,
-                     vcorr_t_, shrink_beta_, was_zero_);
+                     vcorr_t_, shrink_beta_, was_zero_, /*cpu_loop=*/true, cost_w_);
   }
 }
 

@@ -25,7 +25,18 @@ namespace demp::methods {
 
 /// The regulariser term (without λ): "l1-gamma" Σ|γ| over every norm scale, "relu-sq"
 /// ½Σmax(θ,0)², "l1" Σ|θ|, "l2" ½Σθ² over all parameters. Throws demp::Error if unknown.
-torch::Tensor regularizer(const std::string& kind, const nn::Model& model);
+/// `scale_weights` (l1-gamma only; empty: all 1): Σ_l w_l Σ|γ_l| per norm layer, in
+/// model.norm_scales() order (--l1-cost).
+torch::Tensor regularizer(const std::string& kind, const nn::Model& model,
+                          const std::vector<double>& scale_weights = {});
+
+/// --l1-cost (ours, after MorphNet's resource-weighted L1, Gordon et al. 2018): one weight per
+/// norm layer (model.norm_scales() order) for the L1 on its γ. "flops" / "params": the FLOPs per
+/// image / parameters that one unit of the layer's output group costs at the current widths (what
+/// the measure loses when the group loses a unit), divided by the mean over all prunable units,
+/// so that λ keeps its scale and costly units are pushed harder. "none": empty (every γ alike, the
+/// paper's). Throws demp::Error for another name.
+std::vector<double> l1_cost_weights(const nn::Arch& a, const std::string& cost);
 
 enum class NoiseMask { Live, All, Off };
 NoiseMask parse_noise_mask(const std::string& s);
@@ -46,9 +57,6 @@ void add_noise_blocked(std::vector<torch::Tensor>& params, double sigma, NoiseMa
 void add_noise(std::vector<torch::Tensor>& params, const torch::Tensor& sigma, NoiseMask mask,
                torch::Generator& gen);
 
-/// The shared dead-unit scan of a training run: fresh check-set images for scan `index`,
-/// per-group dead masks at ε and quasi-dead counts at 1e-5, 1e-4, 1e-3, 1e-2.
-prune::ScanResult scan_check_set(train::TrainContext& ctx, int64_t index);
 /// Metrics fields of a scan: dead_units, dead_units_per_group, quasi_dead.
 nlohmann::json scan_metrics(const nn::Model& model, const prune::ScanResult& scan);
 
@@ -69,9 +77,12 @@ std::vector<torch::Tensor> zero_scale_units(const nn::Model& model);
 void proximal_l1_step(nn::Model& model, train::Optimizer& opt, const torch::Tensor& lr,
                       const torch::Tensor& lambda, const torch::Tensor& lambda_beta,
                       const torch::Tensor& v_correction, bool shrink_beta,
-                      const std::vector<torch::Tensor>& was_zero = {}, bool cpu_loop = true);
+                      const std::vector<torch::Tensor>& was_zero = {}, bool cpu_loop = true,
+                      const std::vector<double>& scale_weights = {});
 /// cpu_loop=false forces the tensor-op form (the one a GPU graph captures) on the CPU too: the
-/// tests compare the two. Per norm layer (model.norm_scales() order): γ == 0.
+/// tests compare the two. `scale_weights` (l1_cost_weights; empty: all 1) multiply λ per norm
+/// layer (not λ_β).
+/// Per norm layer (model.norm_scales() order): γ == 0.
 std::vector<torch::Tensor> zero_scale_masks(const nn::Model& model);
 
 /// DemP's own options (declared in demp.cpp, group "demp"; defaults and checks there), and the
@@ -81,6 +92,7 @@ struct DempOptions {
   std::string l1_step, constant_units;  ///< --l1-step prox|loss, --constant-units shrink|keep
   int64_t lambda_span = 0;              ///< --lambda-span (0: 87% of the run)
   std::string lambda_schedule, regularizer;
+  std::string l1_cost;  ///< --l1-cost none|flops|params (ours)
   double noise = 0;  ///< --noise: peak σ
   std::string noise_mask, noise_rng;
   int64_t check_size = 0, check_batch = 0;  ///< the dead-unit scan's images and batch
@@ -89,6 +101,11 @@ struct DempOptions {
 };
 /// Reads them from a run's configuration; throws demp::Error on a bad value.
 DempOptions demp_options(const train::TrainConfig& cfg);
+
+/// The shared dead-unit scan of a training run: fresh check-set images for scan `index`
+/// (--check-size of them, in batches of --check-batch), per-group dead masks at --dead-eps and
+/// quasi-dead counts at 1e-5, 1e-4, 1e-3, 1e-2.
+prune::ScanResult scan_check_set(train::TrainContext& ctx, int64_t index, const DempOptions& o);
 
 class Demp : public Method {
  public:
@@ -143,6 +160,8 @@ class Demp : public Method {
   torch::Tensor lambda_t_, sigma_t_, lambda_beta_t_, vcorr_t_;  ///< 0-dim on the model's device
   torch::Generator device_gen_;          ///< the noise's generator on a GPU, reseeded every step
   std::vector<torch::Tensor> was_zero_;  ///< γ == 0 before this step's update (prox)
+  std::vector<double> cost_w_;           ///< --l1-cost weights per norm layer (empty: none)
+  int64_t cost_units_ = -1;              ///< the network's units when cost_w_ was computed
 };
 
 }  // namespace demp::methods
