@@ -68,8 +68,8 @@ TEST(Frontier, PlansEverySeriesAtEveryLevelAndEverySeed) {
   o.out = "/tmp/f";
   o.base_args = {"--config", "recipes/frontier-fashion-mnist-mlp.json"};
   const auto runs = plan_frontier(o);
-  // dense once per seed, the 9 sized series at 3 levels, 3 seeds
-  ASSERT_EQ(runs.size(), 3u * (1 + 9 * 3));
+  // dense once per seed, the 10 sized series at 3 levels, 3 seeds
+  ASSERT_EQ(runs.size(), 3u * (1 + 10 * 3));
   EXPECT_EQ(runs[0].name, "dense-s0");
   EXPECT_EQ(runs[1].name, "demp-p0.25-s0");
   EXPECT_EQ(runs.back().name, "random-p0.05-s2");
@@ -81,6 +81,7 @@ TEST(Frontier, PlansEverySeriesAtEveryLevelAndEverySeed) {
   EXPECT_EQ(arg_after(paper.argv, "--seed"), "0");
   EXPECT_EQ(arg_after(paper.argv, "--config"), "recipes/frontier-fashion-mnist-mlp.json");
   EXPECT_EQ(arg_after(paper.argv, "--out"), "/tmp/f/demp-paper-p0.25-s0");
+  EXPECT_EQ(arg_after(runs[7].argv, "--l1-cost"), "flops");  // demp-flops-p0.25-s0
   EXPECT_EQ(arg_after(runs[0].argv, "--target-params"), "");  // dense is not sized
   // every run has the same base options: same steps, data and optimizer for every row
   for (const auto& r : runs)
@@ -187,7 +188,12 @@ TEST(Frontier, RunsSideBySideAggregatesSeedsAndResumes) {
   o.seeds = 3;
   EXPECT_EQ(run_frontier(o), 1);
   EXPECT_EQ(lines_in(read_file(o.out + "/calls")), calls + 4 + (1 + 3 * 2));
+  // options that only change how a run is run may be added to continue it
+  o.base_args = {"--checkpoint-every", "10", "--threads=1"};
+  EXPECT_EQ(run_frontier(o), 1);  // the snap runs fail again; nothing refused
   // other train options in the same directory are refused: rows would mix settings
   o.base_args = {"--lr", "0.1"};
+  EXPECT_THROW(run_frontier(o), Error);
+  o.base_args = {"--checkpoint-every", "10", "--lr", "0.1"};
   EXPECT_THROW(run_frontier(o), Error);
 }

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <set>
@@ -16,9 +17,8 @@
 #include "demp/common/error.h"
 #include "demp/common/files.h"
 #include "demp/common/process.h"
-
-#include <cstring>
 #include "demp/report/sweep.h"
+#include "demp/train/config.h"
 #include "demp/train/run_dir.h"
 
 namespace demp::report {
@@ -40,6 +40,12 @@ const std::vector<FrontierSeries>& frontier_catalogue() {
        {"--method", "demp", "--l1-step", "loss", "--constant-units", "keep"},
        true,
        "the paper's DemP (λΣ|γ| in the loss, constant units kept), with our size controller on λ"},
+      {"demp-flops",
+       "DemP, FLOPs-weighted L1 (ours)",
+       {"--method", "demp", "--l1-cost", "flops"},
+       true,
+       "DemP (ours) with the L1 on each γ weighted by the FLOPs its unit costs (after MorphNet): "
+       "at equal parameters FLOP-heavy early units go first, to cut the FLOPs of training"},
       {"gradual",
        "gradual (BN scale)",
        {"--method", "gradual"},
@@ -385,6 +391,26 @@ std::string frontier_text(const std::vector<ordered_json>& rows, bool markdown) 
 
 namespace {
 
+// The train options that set what is trained: `args` without those that only change how a run is
+// run (the ones --resume may change: --checkpoint-every, --threads, ...), so that a frontier can
+// be continued with them added, dropped or changed.
+std::vector<std::string> settings_args(const std::vector<std::string>& args) {
+  const auto& changeable = train::resume_changeable();
+  std::vector<std::string> out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    const bool option = a.rfind("--", 0) == 0;
+    const auto eq = a.find('=');
+    const std::string name = option ? a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2) : "";
+    if (!option || std::find(changeable.begin(), changeable.end(), name) == changeable.end()) {
+      out.push_back(a);
+      continue;
+    }
+    if (eq == std::string::npos && i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0) ++i;  // its value
+  }
+  return out;
+}
+
 void write_frontier_tables(const FrontierOptions& o, const std::vector<FrontierRun>& runs) {
   const auto rows = frontier_rows(runs, o.measure);
   std::vector<std::string> cols;
@@ -468,15 +494,16 @@ int run_frontier(const FrontierOptions& o) {
     // Runs are named by series, level and seed only: a run finished under other train options
     // would be skipped as if it matched. Refuse rather than mix two settings in one table.
     const json old_args = old.value("base_args", json::array());
-    if (old_args != json(o.base_args) || old.value("measure", std::string()) != o.measure ||
+    if (settings_args(old_args.get<std::vector<std::string>>()) != settings_args(o.base_args) ||
+        old.value("measure", std::string()) != o.measure ||
         old.value("quick", false) != o.quick) {
       throw Error(fmt::format("{} holds a frontier started with other settings ({}{}{}), not ({}{}{})", o.out,
                               shell_join(old_args.get<std::vector<std::string>>()),
                               old.value("quick", false) ? " --quick" : "",
                               " --measure " + old.value("measure", std::string("?")), shell_join(o.base_args),
                               o.quick ? " --quick" : "", " --measure " + o.measure),
-                  "give the same options to continue it (more seeds, levels or methods may be added), or "
-                  "another --out");
+                  "give the same options to continue it (more seeds, levels or methods may be added, and "
+                  "the options --resume may change, such as --checkpoint-every), or another --out");
     }
     created = old.value("created", created);
   } else if (is_regular_file(path)) {
