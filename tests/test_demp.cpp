@@ -500,6 +500,19 @@ TEST(DempTarget, ReachesTheParameterTargetAndResumesExactly) {
   EXPECT_EQ(a["live_units_per_group"], b["live_units_per_group"]);
 }
 
+TEST(DempTarget, PlansFallFromTheWholeNetworkToTheTarget) {
+  for (const std::string plan : {"cosine", "cubic"}) {
+    EXPECT_DOUBLE_EQ(methods::planned_fall(plan, -0.5), 1.0) << plan;
+    EXPECT_DOUBLE_EQ(methods::planned_fall(plan, 0.0), 1.0) << plan;
+    EXPECT_NEAR(methods::planned_fall(plan, 1.0), 0.0, 1e-15) << plan;
+    EXPECT_NEAR(methods::planned_fall(plan, 2.0), 0.0, 1e-15) << plan;
+    for (int i = 0; i < 10; ++i)
+      EXPECT_GT(methods::planned_fall(plan, i / 10.0), methods::planned_fall(plan, (i + 1) / 10.0)) << plan << i;
+  }
+  EXPECT_NEAR(methods::planned_fall("cosine", 0.5), 0.5, 1e-12);
+  EXPECT_NEAR(methods::planned_fall("cubic", 0.5), 0.125, 1e-12);  // most of the way by half
+}
+
 TEST(DempTarget, InvalidTargetsAreRefused) {
   train::TrainConfig c;
   c.set("target-params", 1.5);
@@ -521,6 +534,8 @@ TEST(DempTarget, InvalidTargetsAreRefused) {
   EXPECT_THROW(train::validate(c), Error);
   c.set("regularizer", "l1-gamma");
   EXPECT_NO_THROW(train::validate(c));
+  c.set("target-plan", "linear");
+  EXPECT_THROW(train::validate(c), Error);
 }
 
 // The CPU step's noise: only where the gradient is non-zero, N(0, σ²), and the same numbers

@@ -440,6 +440,18 @@ const int kDempOptions = train::declare_options(
                          "drop --l1-cost, or use --regularizer l1-gamma");
            }
          }},
+        {"target-plan",
+         "DemP with a size target: how the planned size falls from 1 to the target by --target-by: "
+         "cosine, or cubic (ours: Zhu & Gupta's schedule, as gradual uses: the size falls fast early, "
+         "so training gets cheaper sooner)",
+         std::string("cosine"),
+         "demp",
+         {"demp"},
+         {},
+         "",
+         [](const train::TrainConfig& c) {
+           check_one_of(c, "target-plan", {"cosine", "cubic"}, "use cosine or cubic");
+         }},
         {"noise", "DemP: peak σ of the noise added after each step (0: none)", 5e-5, "demp", kDempAndScan},
         {"noise-mask",
          "DemP: where noise goes: live (gradient ≠ 0), all, off",
@@ -482,6 +494,12 @@ const int kDempOptions = train::declare_options(
 
 }  // namespace
 
+double planned_fall(const std::string& plan, double x) {
+  x = std::clamp(x, 0.0, 1.0);
+  if (plan == "cubic") return (1 - x) * (1 - x) * (1 - x);
+  return 0.5 * (1 + std::cos(M_PI * x));
+}
+
 DempOptions demp_options(const train::TrainConfig& c) {
   DempOptions o;
   o.lambda = c.get<double>("lambda");
@@ -491,6 +509,7 @@ DempOptions demp_options(const train::TrainConfig& c) {
   o.lambda_schedule = c.get<std::string>("lambda-schedule");
   o.regularizer = c.get<std::string>("regularizer");
   o.l1_cost = c.get<std::string>("l1-cost");
+  o.target_plan = c.get<std::string>("target-plan");
   o.noise = c.get<double>("noise");
   o.noise_mask = c.get<std::string>("noise-mask");
   o.noise_rng = c.get<std::string>("noise-rng");
@@ -599,7 +618,7 @@ void Demp::begin(train::TrainContext& ctx) {
 void Demp::control(train::TrainContext& ctx) {
   const double f = projected_fraction(ctx.model);
   const double x = std::min(1.0, static_cast<double>(ctx.step) / static_cast<double>(target_end_));
-  const double planned = target_ + (1 - target_) * 0.5 * (1 + std::cos(M_PI * x));
+  const double planned = target_ + (1 - target_) * planned_fall(o_.target_plan, x);
   last_projected_ = f;
   last_planned_ = planned;
   // At or below the target: stop pushing (units can only die, not come back, so overshoot is
