@@ -501,16 +501,16 @@ TEST(DempTarget, ReachesTheParameterTargetAndResumesExactly) {
 }
 
 TEST(DempTarget, PlansFallFromTheWholeNetworkToTheTarget) {
-  for (const std::string plan : {"cosine", "cubic"}) {
-    EXPECT_DOUBLE_EQ(methods::planned_fall(plan, -0.5), 1.0) << plan;
-    EXPECT_DOUBLE_EQ(methods::planned_fall(plan, 0.0), 1.0) << plan;
-    EXPECT_NEAR(methods::planned_fall(plan, 1.0), 0.0, 1e-15) << plan;
-    EXPECT_NEAR(methods::planned_fall(plan, 2.0), 0.0, 1e-15) << plan;
+  for (const auto plan : {methods::TargetPlan::Cosine, methods::TargetPlan::Cubic}) {
+    EXPECT_DOUBLE_EQ(methods::planned_fall(plan, -0.5), 1.0) << static_cast<int>(plan);
+    EXPECT_DOUBLE_EQ(methods::planned_fall(plan, 0.0), 1.0) << static_cast<int>(plan);
+    EXPECT_NEAR(methods::planned_fall(plan, 1.0), 0.0, 1e-15) << static_cast<int>(plan);
+    EXPECT_NEAR(methods::planned_fall(plan, 2.0), 0.0, 1e-15) << static_cast<int>(plan);
     for (int i = 0; i < 10; ++i)
-      EXPECT_GT(methods::planned_fall(plan, i / 10.0), methods::planned_fall(plan, (i + 1) / 10.0)) << plan << i;
+      EXPECT_GT(methods::planned_fall(plan, i / 10.0), methods::planned_fall(plan, (i + 1) / 10.0)) << static_cast<int>(plan) << i;
   }
-  EXPECT_NEAR(methods::planned_fall("cosine", 0.5), 0.5, 1e-12);
-  EXPECT_NEAR(methods::planned_fall("cubic", 0.5), 0.125, 1e-12);  // most of the way by half
+  EXPECT_NEAR(methods::planned_fall(methods::TargetPlan::Cosine, 0.5), 0.5, 1e-12);
+  EXPECT_NEAR(methods::planned_fall(methods::TargetPlan::Cubic, 0.5), 0.125, 1e-12);  // most of the way by half
 }
 
 TEST(DempTarget, InvalidTargetsAreRefused) {

@@ -494,10 +494,9 @@ const int kDempOptions = train::declare_options(
 
 }  // namespace
 
-double planned_fall(const std::string& plan, double x) {
-  x = std::clamp(x, 0.0, 1.0);
-  if (plan == "cubic") return (1 - x) * (1 - x) * (1 - x);
-  return 0.5 * (1 + std::cos(M_PI * x));
+double planned_fall(TargetPlan plan, double x) {
+  if (plan == TargetPlan::Cubic) return cubic_fall(x);
+  return 0.5 * (1 + std::cos(M_PI * std::clamp(x, 0.0, 1.0)));
 }
 
 DempOptions demp_options(const train::TrainConfig& c) {
@@ -509,7 +508,8 @@ DempOptions demp_options(const train::TrainConfig& c) {
   o.lambda_schedule = c.get<std::string>("lambda-schedule");
   o.regularizer = c.get<std::string>("regularizer");
   o.l1_cost = c.get<std::string>("l1-cost");
-  o.target_plan = c.get<std::string>("target-plan");
+  o.l1_weighted = o.l1_cost != "none";
+  o.target_plan = c.get<std::string>("target-plan") == "cubic" ? TargetPlan::Cubic : TargetPlan::Cosine;
   o.noise = c.get<double>("noise");
   o.noise_mask = c.get<std::string>("noise-mask");
   o.noise_rng = c.get<std::string>("noise-rng");
@@ -599,7 +599,7 @@ void Demp::begin(train::TrainContext& ctx) {
     const std::string l1 = c.regularizer != "l1-gamma" ? ""
                            : prox_                     ? " (proximal step, ours)"
                                                        : " (in the loss, the paper's)";
-    const std::string cost = c.l1_cost == "none" ? "" : " | L1 weighted by " + c.l1_cost + " cost (ours)";
+    const std::string cost = !c.l1_weighted ? "" : " | L1 weighted by " + c.l1_cost + " cost (ours)";
     const std::string cu = !prox_         ? ""
                            : shrink_beta_ ? " | constant units shrink β (ours)"
                                           : " | constant units kept";
@@ -716,7 +716,7 @@ void Demp::before_step(train::TrainContext& ctx) {
     lambda_beta_now_ = lambda_max_;
   }
   sigma_now_ = sigma_sched_.at(ctx.step);
-  if (o_.l1_cost != "none" && cost_units_ != ctx.model.arch().units()) {
+  if (o_.l1_weighted && cost_units_ != ctx.model.arch().units()) {
     // Units go only by removal: the weights follow the widths after each one (and on resume).
     cost_w_ = l1_cost_weights(ctx.model.arch(), o_.l1_cost);
     cost_units_ = ctx.model.arch().units();

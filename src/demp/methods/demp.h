@@ -85,6 +85,9 @@ void proximal_l1_step(nn::Model& model, train::Optimizer& opt, const torch::Tens
 /// Per norm layer (model.norm_scales() order): γ == 0.
 std::vector<torch::Tensor> zero_scale_masks(const nn::Model& model);
 
+/// --target-plan: the path of the size target (planned_fall).
+enum class TargetPlan { Cosine, Cubic };
+
 /// DemP's own options (declared in demp.cpp, group "demp"; defaults and checks there), and the
 /// pruning options it shares with the baselines.
 struct DempOptions {
@@ -93,7 +96,8 @@ struct DempOptions {
   int64_t lambda_span = 0;              ///< --lambda-span (0: 87% of the run)
   std::string lambda_schedule, regularizer;
   std::string l1_cost;      ///< --l1-cost none|flops|params (ours)
-  std::string target_plan;  ///< --target-plan cosine|cubic
+  bool l1_weighted = false; ///< l1_cost is not "none" (read once, not per step)
+  TargetPlan target_plan = TargetPlan::Cosine;  ///< --target-plan cosine|cubic
   double noise = 0;  ///< --noise: peak σ
   std::string noise_mask, noise_rng;
   int64_t check_size = 0, check_batch = 0;  ///< the dead-unit scan's images and batch
@@ -103,8 +107,8 @@ struct DempOptions {
 /// Reads them from a run's configuration; throws demp::Error on a bad value.
 DempOptions demp_options(const train::TrainConfig& cfg);
 /// The size target's plan: the share of the way from 1 to the target still ahead at fraction x of
-/// the approach (--target-by): "cosine" ½(1 + cos πx), "cubic" (1 − x)³; 1 at x ≤ 0, 0 at x ≥ 1.
-double planned_fall(const std::string& plan, double x);
+/// the approach (--target-by): cosine ½(1 + cos πx), cubic (1 − x)³ (cubic_fall); 1 at x ≤ 0, 0 at x ≥ 1.
+double planned_fall(TargetPlan plan, double x);
 
 /// The shared dead-unit scan of a training run: fresh check-set images for scan `index`
 /// (--check-size of them, in batches of --check-batch), per-group dead masks at --dead-eps and

@@ -10,7 +10,6 @@
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <cmath>
 
 #include "demp/common/error.h"
 #include "demp/methods/baselines.h"
@@ -57,7 +56,7 @@ class Gradual : public Method {
     if (ctx.step <= start_ || ctx.step > end_) return;
     if ((ctx.step - start_) % every_ != 0 && ctx.step != end_) return;
     const double tau = static_cast<double>(ctx.step - start_) / static_cast<double>(end_ - start_);
-    const auto goal = partial_goal(size_goal(o_), 1.0 - std::pow(1.0 - tau, 3.0));
+    const auto goal = partial_goal(size_goal(o_), 1.0 - cubic_fall(tau));
     const auto keep = keep_global_goal(ctx.model, scores(ctx), goal, o_.width_multiple);
     const auto& a = ctx.model.arch();
     bool changes = false;

@@ -217,6 +217,11 @@ SizeGoal size_goal(const PruneOptions& o) {
   return {SizeGoal::Measure::Units, o.density, true};
 }
 
+double cubic_fall(double x) {
+  const double r = 1 - std::clamp(x, 0.0, 1.0);
+  return r * r * r;
+}
+
 SizeGoal partial_goal(const SizeGoal& goal, double fraction) {
   SizeGoal g = goal;
   g.fraction = 1.0 - (1.0 - goal.fraction) * std::clamp(fraction, 0.0, 1.0);

@@ -70,6 +70,10 @@ double measure_fraction(const nn::Arch& a, const std::vector<int64_t>& widths, S
 /// The same goal scaled: `fraction` of the way from the whole network to `goal` (for gradual
 /// schedules): 1 − (1 − goal)·fraction of the measure.
 SizeGoal partial_goal(const SizeGoal& goal, double fraction);
+/// Zhu & Gupta's cubic schedule, the share of the way still ahead at fraction x of it: (1 − x)³,
+/// x clamped to [0, 1]. Gradual cuts 1 − cubic_fall(τ) of the way; DemP's --target-plan cubic
+/// plans its size along it.
+double cubic_fall(double x);
 
 /// Global selection towards a goal: the top-k units by score (every group keeps its best; counts
 /// rounded up to `multiple`), with k such that the measure of what is kept is closest to the goal.
