@@ -128,7 +128,7 @@ TEST(L1Cost, EachUnitWeighsWhatItCostsOverTheMeanUnit) {
   // (6·40 + 4·18) / 10 = 31.2.
   const auto a = small_mlp(6, 4, 1, 4, 3);
   ASSERT_EQ(a.flops(), 2 * (16 * 6 + 6 * 4 + 4 * 3));
-  const auto w = methods::l1_cost_weights(a, "flops");
+  const auto w = methods::l1_cost_weights(a, methods::L1Cost::Flops);
   ASSERT_EQ(w.size(), 2u);  // one per BatchNorm
   EXPECT_NEAR(w[0], 40 / 31.2, 1e-12);
   EXPECT_NEAR(w[1], 18 / 31.2, 1e-12);
@@ -140,14 +140,16 @@ TEST(L1Cost, EachUnitWeighsWhatItCostsOverTheMeanUnit) {
   less.groups[2].width -= 1;
   const double c2 = static_cast<double>(a.params() - less.params());
   EXPECT_GT(c1, c2);
-  const auto wp = methods::l1_cost_weights(a, "params");
+  const auto wp = methods::l1_cost_weights(a, methods::L1Cost::Params);
   EXPECT_NEAR(wp[0], c1 / ((6 * c1 + 4 * c2) / 10), 1e-12);
   EXPECT_NEAR(wp[1], c2 / ((6 * c1 + 4 * c2) / 10), 1e-12);
   // the weights follow the widths: a narrower second group makes a first-group unit cheaper
-  const auto w2 = methods::l1_cost_weights(small_mlp(6, 2, 1, 4, 3), "flops");
+  const auto w2 = methods::l1_cost_weights(small_mlp(6, 2, 1, 4, 3), methods::L1Cost::Flops);
   EXPECT_NEAR(w2[0], 2.0 * (16 + 2) / ((6 * 2.0 * (16 + 2) + 2 * 2.0 * (6 + 3)) / 8), 1e-12);
-  EXPECT_TRUE(methods::l1_cost_weights(a, "none").empty());
-  EXPECT_THROW(methods::l1_cost_weights(a, "bytes"), Error);
+  EXPECT_TRUE(methods::l1_cost_weights(a, methods::L1Cost::None).empty());
+  EXPECT_EQ(methods::parse_l1_cost("params"), methods::L1Cost::Params);
+  EXPECT_STREQ(methods::l1_cost_name(methods::parse_l1_cost("flops")), "flops");
+  EXPECT_THROW(methods::parse_l1_cost("bytes"), Error);
 }
 
 TEST(DempMethod, DeadUnitOnlyDecaysIsFoundAndRemovedWithoutChangingTheOutput) {

@@ -41,13 +41,10 @@ torch::Tensor regularizer(const std::string& kind, const nn::Model& model,
   return r.defined() ? r : torch::zeros({}, torch::TensorOptions().device(model.device()));
 }
 
-std::vector<double> l1_cost_weights(const nn::Arch& a, const std::string& cost) {
-  if (cost == "none") return {};
-  if (cost != "flops" && cost != "params") {
-    throw Error("unknown --l1-cost '" + cost + "'", "use none, flops or params");
-  }
+std::vector<double> l1_cost_weights(const nn::Arch& a, L1Cost cost) {
+  if (cost == L1Cost::None) return {};
   auto measure = [&](const nn::Arch& x) {
-    return static_cast<double>(cost == "flops" ? x.flops() : x.params());
+    return static_cast<double>(cost == L1Cost::Flops ? x.flops() : x.params());
   };
   // A unit's cost: what the measure loses when its group loses one unit (exact: both measures
   // are linear in each group's width), at the current widths.
@@ -71,6 +68,17 @@ std::vector<double> l1_cost_weights(const nn::Arch& a, const std::string& cost) 
                                                                              : 1.0);
   }
   return w;
+}
+
+L1Cost parse_l1_cost(const std::string& s) {
+  if (s == "none") return L1Cost::None;
+  if (s == "flops") return L1Cost::Flops;
+  if (s == "params") return L1Cost::Params;
+  throw Error("unknown --l1-cost '" + s + "'", "use none, flops or params");
+}
+
+const char* l1_cost_name(L1Cost c) {
+  return c == L1Cost::Flops ? "flops" : c == L1Cost::Params ? "params" : "none";
 }
 
 NoiseMask parse_noise_mask(const std::string& s) {
@@ -507,8 +515,7 @@ DempOptions demp_options(const train::TrainConfig& c) {
   o.lambda_span = c.get<int64_t>("lambda-span");
   o.lambda_schedule = c.get<std::string>("lambda-schedule");
   o.regularizer = c.get<std::string>("regularizer");
-  o.l1_cost = c.get<std::string>("l1-cost");
-  o.l1_weighted = o.l1_cost != "none";
+  o.l1_cost = parse_l1_cost(c.get<std::string>("l1-cost"));
   o.target_plan = c.get<std::string>("target-plan") == "cubic" ? TargetPlan::Cubic : TargetPlan::Cosine;
   o.noise = c.get<double>("noise");
   o.noise_mask = c.get<std::string>("noise-mask");
@@ -599,7 +606,8 @@ void Demp::begin(train::TrainContext& ctx) {
     const std::string l1 = c.regularizer != "l1-gamma" ? ""
                            : prox_                     ? " (proximal step, ours)"
                                                        : " (in the loss, the paper's)";
-    const std::string cost = !c.l1_weighted ? "" : " | L1 weighted by " + c.l1_cost + " cost (ours)";
+    const std::string cost = c.l1_cost == L1Cost::None ? ""
+                             : std::string(" | L1 weighted by ") + l1_cost_name(c.l1_cost) + " cost (ours)";
     const std::string cu = !prox_         ? ""
                            : shrink_beta_ ? " | constant units shrink β (ours)"
                                           : " | constant units kept";
@@ -716,7 +724,7 @@ void Demp::before_step(train::TrainContext& ctx) {
     lambda_beta_now_ = lambda_max_;
   }
   sigma_now_ = sigma_sched_.at(ctx.step);
-  if (o_.l1_weighted && cost_units_ != ctx.model.arch().units()) {
+  if (o_.l1_cost != L1Cost::None && cost_units_ != ctx.model.arch().units()) {
     // Units go only by removal: the weights follow the widths after each one (and on resume).
     cost_w_ = l1_cost_weights(ctx.model.arch(), o_.l1_cost);
     cost_units_ = ctx.model.arch().units();

@@ -30,13 +30,17 @@ namespace demp::methods {
 torch::Tensor regularizer(const std::string& kind, const nn::Model& model,
                           const std::vector<double>& scale_weights = {});
 
-/// --l1-cost (ours, after MorphNet's resource-weighted L1, Gordon et al. 2018): one weight per
-/// norm layer (model.norm_scales() order) for the L1 on its γ. "flops" / "params": the FLOPs per
-/// image / parameters that one unit of the layer's output group costs at the current widths (what
-/// the measure loses when the group loses a unit), divided by the mean over all prunable units,
-/// so that λ keeps its scale and costly units are pushed harder. "none": empty (every γ alike, the
-/// paper's). Throws demp::Error for another name.
-std::vector<double> l1_cost_weights(const nn::Arch& a, const std::string& cost);
+/// --l1-cost (ours, after MorphNet's resource-weighted L1, Gordon et al. 2018): how DemP's L1
+/// weighs the units. None: every γ alike (the paper's).
+enum class L1Cost { None, Flops, Params };
+/// "none" | "flops" | "params"; throws demp::Error for another name.
+L1Cost parse_l1_cost(const std::string& s);
+const char* l1_cost_name(L1Cost c);
+/// One weight per norm layer (model.norm_scales() order) for the L1 on its γ. Flops / Params: the
+/// FLOPs per image / parameters that one unit of the layer's output group costs at the current
+/// widths (what the measure loses when the group loses a unit), divided by the mean over all
+/// prunable units, so that λ keeps its scale and costly units are pushed harder. None: empty.
+std::vector<double> l1_cost_weights(const nn::Arch& a, L1Cost cost);
 
 enum class NoiseMask { Live, All, Off };
 NoiseMask parse_noise_mask(const std::string& s);
@@ -95,8 +99,7 @@ struct DempOptions {
   std::string l1_step, constant_units;  ///< --l1-step prox|loss, --constant-units shrink|keep
   int64_t lambda_span = 0;              ///< --lambda-span (0: 87% of the run)
   std::string lambda_schedule, regularizer;
-  std::string l1_cost;      ///< --l1-cost none|flops|params (ours)
-  bool l1_weighted = false; ///< l1_cost is not "none" (read once, not per step)
+  L1Cost l1_cost = L1Cost::None;  ///< --l1-cost none|flops|params (ours)
   TargetPlan target_plan = TargetPlan::Cosine;  ///< --target-plan cosine|cubic
   double noise = 0;  ///< --noise: peak σ
   std::string noise_mask, noise_rng;
