@@ -218,7 +218,12 @@ TEST(Step, EagerRunnerIsTheHandWrittenProximalDempStep) {
     s.step();
   }
   EXPECT_GT(zeros, 0) << "the step must have switched some units off for the test to mean much";
-  expect_same_parameters(s.model, ref, 1e-6, "runner vs hand-written proximal step");
+  // Not bitwise: DemP's CPU prox loop computes each threshold in float scalars, the reference in
+  // tensor ops, so thresholds differ in the last ulps and six AdamW steps grow that through the
+  // convolutions (whose oneDNN kernels, picked per CPU, set how much: up to 7e-6 seen on an
+  // AVX-512 machine, under 1e-6 on the earlier one). A wrong threshold or β shrink moves a
+  // parameter by lr·λ/√v, orders of magnitude more.
+  expect_same_parameters(s.model, ref, 2e-5, "runner vs hand-written proximal step");
   EXPECT_EQ(s.method->extra_loss(*s.ctx).defined(), false);  // the L1 is not in the loss
 }
 
