@@ -440,8 +440,7 @@ const int kDempOptions = train::declare_options(
          "",
          [](const train::TrainConfig& c) {
            const std::string v = c.get<std::string>("l1-cost");
-           check_one_of(c, "l1-cost", {"none", "flops", "params"}, "use none, flops or params");
-           if (v != "none" && c.get<std::string>("regularizer") != "l1-gamma") {
+           if (parse_l1_cost(v) != L1Cost::None && c.get<std::string>("regularizer") != "l1-gamma") {
              throw Error(fmt::format("--l1-cost {} weighs the L1 on norm scales: it needs --regularizer l1-gamma, "
                                      "not {}",
                                      v, c.get<std::string>("regularizer")),
